@@ -1,0 +1,286 @@
+"""The ``templatekit`` command line: the only place that prints and chooses exit codes.
+
+Exit codes (all commands): 0 clean; 1 the template failed or findings at/above the threshold;
+2 usage, configuration or input error, always one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .errors import InputError, TemplatekitError
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+
+# The template `templatekit render` uses when given no source.
+DEFAULT_TEMPLATE = "chatml"
+
+
+def _fail_input(message: str) -> NoReturn:
+    click.echo(f"templatekit: error: {message}", err=True)
+    sys.exit(EXIT_INPUT)
+
+
+class _Group(click.Group):
+    """Turns every templatekit error into one line and exit 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except TemplatekitError as exc:
+            _fail_input(str(exc))
+        except KeyboardInterrupt:
+            click.echo("templatekit: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - a bug in templatekit, not in the user's input
+            if os.environ.get("TEMPLATEKIT_DEBUG"):
+                raise
+            _fail_input(f"internal error: {type(exc).__name__}: {exc} (set TEMPLATEKIT_DEBUG=1 for a traceback)")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="templatekit")
+def main() -> None:
+    """Author, render, lint, diff and validate LLM chat templates."""
+
+
+# ---------------------------------------------------------------------------------------------
+# shared option parsing
+
+
+def _parse_var(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="--var")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _parse_now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO date-time like 2025-01-15T10:30:00, got {text!r}", param_hint="--now") from None
+
+
+def _budget(timeout: float | None, max_output: int | None) -> Any:
+    from .guards import DEFAULT_BUDGET, Budget
+
+    changes = {}
+    if timeout is not None:
+        changes["seconds"] = timeout
+    if max_output is not None:
+        changes["max_output"] = max_output
+    try:
+        return Budget(**{**DEFAULT_BUDGET.__dict__, **changes}) if changes else DEFAULT_BUDGET
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _conversations(fixtures: tuple[str, ...], messages_file: str | None) -> list:
+    from .conversation import Conversation, read_structured_file
+    from .fixtures import builtin_fixtures, load_fixture
+
+    chosen = [load_fixture(name) for name in fixtures]
+    if messages_file:
+        path = Path(messages_file)
+        data = read_structured_file(path)
+        conversation = Conversation.from_mapping({"messages": data} if isinstance(data, list) else data, path)
+        conversation.name = conversation.name or path.stem
+        chosen.append(conversation)
+    return chosen or builtin_fixtures()
+
+
+def _load_source(spec: str | None) -> Any:
+    from .sources import load_source
+
+    if spec is None:
+        from importlib import resources
+
+        spec = str(resources.files("templatekit.canonical").joinpath(f"{DEFAULT_TEMPLATE}.jinja"))
+    return load_source(spec)
+
+
+def _use_color(option: bool | None) -> bool:
+    if option is not None:
+        return option
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+# ---------------------------------------------------------------------------------------------
+# render
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.option("--fixture", "-f", "fixtures", multiple=True, metavar="NAME|PATH",
+              help="Built-in fixture name or a YAML/JSON conversation file (repeatable). Default: all built-ins.")
+@click.option("--messages", "messages_file", metavar="FILE",
+              help="A JSON/YAML file holding a list of messages or a whole conversation.")
+@click.option("--add-generation-prompt/--no-add-generation-prompt", default=None,
+              help="Override the fixtures' add_generation_prompt.")
+@click.option("--continue-final-message", "continue_final", is_flag=False, flag_value="content", default=None,
+              metavar="[FIELD]", help="Continue (prefill) the final message, or the named field of it.")
+@click.option("--template-name", "-t", metavar="NAME", help="Which named template of the source to use.")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+              help="Extra template variable; VALUE is JSON if it parses (true, 3, [..]), else a string.")
+@click.option("--now", metavar="ISO-DATETIME", help="Pin the clock strftime_now() reads (default: local time).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (text, generation spans, errors).")
+@click.option("--raw", is_flag=True, help="Print the prompt exactly, without markers or headers.")
+@click.option("--color/--no-color", default=None, help="Highlight special tokens (default: when a terminal).")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Wall-time budget per render (default 2).")
+@click.option("--max-output", type=int, metavar="CHARS", help="Output-size budget per render (default 8 MiB).")
+def render(
+    source: str | None, fixtures: tuple[str, ...], messages_file: str | None, add_generation_prompt: bool | None,
+    continue_final: str | None, template_name: str | None, variables: tuple[str, ...], now: str | None,
+    as_json: bool, raw: bool, color: bool | None, timeout: float | None, max_output: int | None,
+) -> None:
+    """Render SOURCE (default: the bundled ChatML template) as transformers would.
+
+    SOURCE is a .jinja file, tokenizer_config.json, chat_template.json, a model directory or a GGUF
+    file. Spaces (·), tabs (→), newlines (↵) and invisible characters are shown; use --raw for the
+    exact text. Exits 1 when a render fails (including the template's own raise_exception).
+    """
+    from .rendering import render_template
+    from .visible import make_visible
+
+    template_source = _load_source(source)
+    conversations = _conversations(fixtures, messages_file)
+    extra = dict(_parse_var(item) for item in variables)
+    pinned = _parse_now(now)
+    budget = _budget(timeout, max_output)
+    results = []
+    for conversation in conversations:
+        if extra:
+            conversation.kwargs = {**conversation.kwargs, **extra}
+        if continue_final is not None:
+            conversation.continue_final_message = True if continue_final == "content" else continue_final
+            if add_generation_prompt is None:
+                conversation.add_generation_prompt = False
+        template = template_source.select(template_name, conversation.tools)
+        results.append(render_template(
+            template, conversation, special_tokens=template_source.special_tokens,
+            add_generation_prompt=add_generation_prompt, now=pinned, budget=budget,
+        ))
+    failed = any(not result.ok for result in results)
+    if as_json:
+        click.echo(json.dumps([_rendering_json(result) for result in results], ensure_ascii=False, indent=2))
+    elif raw:
+        for result in results:
+            if len(results) > 1:
+                click.echo(f"==> {result.conversation.name} <==")
+            if result.ok:
+                click.echo(result.text, nl=len(results) > 1)
+            else:
+                click.echo(f"templatekit: {result.error.describe()}", err=True)
+    else:
+        use_color = _use_color(color)
+        tokens = list(template_source.special_tokens.values())
+        for result in results:
+            click.echo(_heading(result), color=use_color)
+            if result.ok:
+                click.echo(make_visible(result.text, tokens, color=use_color), color=use_color)
+            else:
+                click.echo(result.error.describe())
+            click.echo()
+        ok = sum(result.ok for result in results)
+        click.echo(f"{ok} of {len(results)} rendered" + (f", {len(results) - ok} failed" if failed else ""))
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _heading(result: Any) -> str:
+    name = result.conversation.name or "conversation"
+    template = getattr(result.template, "name", "default")
+    settings = f"add_generation_prompt={result.add_generation_prompt}"
+    if result.conversation.continue_final_message:
+        settings += f", continue_final_message={result.conversation.continue_final_message!r}"
+    return f"── {name} · template {template} · {settings} ──"
+
+
+def _rendering_json(result: Any) -> dict:
+    error = None
+    if result.error is not None:
+        error = {
+            "kind": result.error.kind,
+            "message": result.error.message,
+            "exception_type": result.error.exception_type,
+            "location": result.error.location,
+            "line": result.error.line,
+        }
+    return {
+        "fixture": result.conversation.name,
+        "template": getattr(result.template, "name", None),
+        "add_generation_prompt": result.add_generation_prompt,
+        "continue_final_message": result.conversation.continue_final_message,
+        "text": result.text,
+        "generation_spans": [list(span) for span in result.spans],
+        "error": error,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+def fixtures(names: tuple[str, ...]) -> None:
+    """List the built-in fixture conversations, or show the named ones (or files) as YAML."""
+    import yaml
+
+    from .fixtures import builtin_fixtures, load_fixture
+
+    if not names:
+        for conversation in builtin_fixtures():
+            needs = f"  [needs: {', '.join(conversation.requires)}]" if conversation.requires else ""
+            click.echo(f"{conversation.name:28s} {conversation.description or ''}{needs}")
+        return
+    for index, name in enumerate(names):
+        if index:
+            click.echo("---")
+        conversation = load_fixture(name)
+        click.echo(yaml.safe_dump(conversation.to_mapping(), allow_unicode=True, sort_keys=False, width=100), nl=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# authoring round trip
+
+
+@main.command()
+@click.argument("source")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="File (one template) or directory (several named templates) to write.")
+@click.option("--force", is_flag=True, help="Overwrite existing files that differ.")
+def extract(source: str, output: Path | None, force: bool) -> None:
+    """Write the chat template(s) of SOURCE out as .jinja files for editing."""
+    from .authoring import extract as extract_templates
+
+    for path in extract_templates(source, output, overwrite=force):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("jinja_file", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--name", "-n", metavar="NAME", help="Which named template of TARGET to replace.")
+def embed(jinja_file: Path, target: Path, name: str | None) -> None:
+    """Write JINJA_FILE back into TARGET (tokenizer_config.json or chat_template.json), keeping
+    every other byte of TARGET as it was."""
+    from .authoring import embed as embed_template
+
+    changed = embed_template(jinja_file, target, name=name)
+    click.echo(f"updated {target}" if changed else f"{target} already up to date")

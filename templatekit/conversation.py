@@ -1,0 +1,302 @@
+"""Conversations: what one render of a chat template receives.
+
+A conversation is validated against ``fixtures/schema.json`` (errors name the message index and
+field) and then prepared exactly as transformers 5 prepares ``apply_chat_template`` inputs:
+None-valued message keys dropped, everything rebuilt from plain JSON types, reasoning fields
+aliased, Python callables converted to tool schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import sys
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+# Keys of an OpenAI-style request body that mean nothing to a template; accepted so a request body
+# can be pasted as a fixture, and otherwise ignored.
+REQUEST_BODY_KEYS = frozenset(
+    {
+        "model", "stream", "stream_options", "temperature", "top_p", "top_k", "min_p", "max_tokens",
+        "max_completion_tokens", "n", "stop", "seed", "presence_penalty", "frequency_penalty",
+        "logit_bias", "logprobs", "top_logprobs", "user", "response_format", "tool_choice",
+        "parallel_tool_calls", "repetition_penalty", "metadata", "store", "service_tier",
+    }
+)
+
+# Where transformers keeps a message's reasoning, in the priority it reads them.
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+@lru_cache(maxsize=1)
+def conversation_schema() -> dict:
+    """The JSON schema of a conversation (fixture) file."""
+    text = resources.files("templatekit.fixtures").joinpath("schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@dataclasses.dataclass
+class Conversation:
+    """Messages plus everything else a template can be rendered with.
+
+    ``add_generation_prompt=None`` means "decide from the conversation" (see
+    ``wants_generation_prompt``), the way transformers' text-generation pipeline does.
+    """
+
+    messages: list[dict]
+    tools: list | None = None
+    documents: list | None = None
+    add_generation_prompt: bool | None = None
+    continue_final_message: bool | str = False
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None
+    requires: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: Any, origin: str | Path = "<conversation>") -> "Conversation":
+        """Validate ``data`` (a parsed fixture file or request body) and build a conversation."""
+        validate_conversation_data(data, origin)
+        kwargs = dict(data.get("chat_template_kwargs") or {})
+        kwargs.update(data.get("kwargs") or {})
+        return cls(
+            messages=copy.deepcopy(data["messages"]),
+            tools=copy.deepcopy(data.get("tools")),
+            documents=copy.deepcopy(data.get("documents")),
+            add_generation_prompt=data.get("add_generation_prompt"),
+            continue_final_message=data.get("continue_final_message", False),
+            kwargs=copy.deepcopy(kwargs),
+            name=data.get("name"),
+            description=data.get("description"),
+            requires=tuple(data.get("requires") or ()),
+        )
+
+    def to_mapping(self) -> dict:
+        """The fixture-file form of this conversation (omits defaults)."""
+        out: dict[str, Any] = {}
+        if self.name:
+            out["name"] = self.name
+        if self.description:
+            out["description"] = self.description
+        out["messages"] = self.messages
+        for key in ("tools", "documents"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.add_generation_prompt is not None:
+            out["add_generation_prompt"] = self.add_generation_prompt
+        if self.continue_final_message:
+            out["continue_final_message"] = self.continue_final_message
+        if self.kwargs:
+            out["kwargs"] = self.kwargs
+        if self.requires:
+            out["requires"] = list(self.requires)
+        return out
+
+    def wants_generation_prompt(self) -> bool:
+        """The effective ``add_generation_prompt``.
+
+        Explicit values win; otherwise, as in transformers' pipeline, a conversation that continues
+        its final message, or ends with an assistant message, gets none.
+        """
+        if self.add_generation_prompt is not None:
+            return bool(self.add_generation_prompt)
+        if self.continue_final_message:
+            return False
+        last = self.messages[-1] if self.messages else None
+        return not (isinstance(last, Mapping) and last.get("role") == "assistant")
+
+    def replace(self, **changes: Any) -> "Conversation":
+        """A copy with some fields changed (messages are deep-copied)."""
+        fresh = dataclasses.replace(self, **changes)
+        if "messages" not in changes:
+            fresh.messages = copy.deepcopy(self.messages)
+        return fresh
+
+
+def validate_conversation_data(data: Any, origin: str | Path) -> None:
+    """Raise ``InputError`` naming the first invalid field of a conversation mapping."""
+    import jsonschema  # deferred: only needed when conversations come from files
+
+    if not isinstance(data, Mapping):
+        raise InputError(origin, f"a conversation must be a mapping with a 'messages' list, got {_json_type(data)}")
+    known = set(conversation_schema()["properties"]) | REQUEST_BODY_KEYS
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise InputError(origin, f"unknown key '{key}'{hint}")
+    validator = jsonschema.Draft202012Validator(conversation_schema())
+    errors = sorted(validator.iter_errors(dict(data)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise InputError(origin, _describe_schema_error(errors[0]))
+
+
+def _describe_schema_error(error: Any) -> str:
+    path = _field_path(error.absolute_path)
+    where = f"{path}: " if path else ""
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where}must be {expected}, got {_json_type(error.instance)}"
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in error.instance]
+        return f"{where}missing required field '{missing[0]}'" if missing else f"{where}{error.message}"
+    message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+    return f"{where}{message}"
+
+
+def _field_path(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def load_conversation(path: str | Path) -> Conversation:
+    """Read a YAML or JSON conversation file; any problem is an ``InputError`` naming the file."""
+    path = Path(path)
+    data = read_structured_file(path)
+    conversation = Conversation.from_mapping(data, path)
+    if conversation.name is None:
+        conversation.name = path.stem
+    return conversation
+
+
+def read_structured_file(path: Path) -> Any:
+    """Parse a YAML or JSON file (JSON is YAML, but JSON errors read better from the json module)."""
+    import yaml
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, expected a YAML or JSON file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise InputError(path, "file is empty")
+    if b"\x00" in raw:
+        raise InputError(path, "binary file, expected YAML or JSON text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(path, f"invalid YAML{where}: {problem}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers' preprocessing (transformers/utils/chat_template_utils.py, tokenization_utils_base)
+
+
+def drop_none_keys(messages: list) -> list:
+    """``apply_chat_template`` drops top-level message keys whose value is None (nested ones stay)."""
+    return [{key: value for key, value in message.items() if value is not None} for message in messages]
+
+
+def plain_template_data(value: Any) -> Any:
+    """Rebuild ``value`` from plain JSON types, as transformers does before a template sees it.
+
+    str/int/float subclasses become the base type, mappings become dicts (order kept), lists and
+    tuples keep their kind, numpy scalars become Python scalars, dataclasses and pydantic models
+    become dicts, and anything else becomes an inert ``"<TypeName>"`` placeholder.
+    """
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is float or kind is bool:
+        return value
+    # Exact dicts and lists first: same result as the general branches below, without the
+    # slow abstract-base-class isinstance checks.
+    if kind is dict:
+        return {plain_template_data(key): plain_template_data(item) for key, item in value.items()}
+    if kind is list:
+        return [plain_template_data(item) for item in value]
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, Mapping):
+        return {plain_template_data(key): plain_template_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_template_data(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(plain_template_data(item) for item in value)
+    numpy = sys.modules.get("numpy")  # a numpy scalar can only exist if numpy was imported
+    if numpy is not None and isinstance(value, numpy.generic):
+        return plain_template_data(value.item())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: plain_template_data(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):
+        return plain_template_data(value.model_dump())
+    return f"<{type(value).__name__}>"
+
+
+def alias_reasoning_fields(messages: list) -> list:
+    """Copy a message's reasoning to ``thinking`` (first key) and ``reasoning_content`` (last)."""
+    aliased = []
+    for message in messages:
+        if isinstance(message, dict):
+            reasoning = next((message[key] for key in REASONING_FIELDS if message.get(key) is not None), None)
+            if reasoning is not None:
+                message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        aliased.append(message)
+    return aliased
+
+
+def tool_schemas(tools: list | None) -> list | None:
+    """Tools as transformers passes them: dicts verbatim, functions converted to JSON schemas."""
+    if tools is None:
+        return None
+    import inspect
+
+    schemas = []
+    for tool in tools:
+        if isinstance(tool, dict):
+            schemas.append(tool)
+        elif inspect.isfunction(tool) or inspect.ismethod(tool):
+            # transformers' own converter, so the schema (and its errors) are exactly transformers'.
+            from transformers.utils.chat_template_utils import get_json_schema
+
+            schemas.append(get_json_schema(tool))
+        else:
+            raise ValueError(
+                "Tools should either be a JSON schema, or a callable function with type hints "
+                "and a docstring suitable for auto-conversion to a schema."
+            )
+    return schemas

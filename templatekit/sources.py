@@ -1,0 +1,823 @@
+"""Where chat templates come from: .jinja files, JSON configs, model directories and GGUF files.
+
+Every loader returns the template text exactly as transformers 5 would compile it, together with
+the named special tokens transformers passes into the template (``tokenizer.special_tokens_map``)
+and the file a user edits to change each template, so findings can point into that file.
+
+Model directories follow ``PreTrainedTokenizerBase.from_pretrained`` / ``_from_pretrained``:
+
+1. ``chat_template.jinja`` is the template named "default" and every
+   ``additional_chat_templates/<name>.jinja`` is the template ``<name>``. When any of these files
+   exists they replace ``tokenizer_config.json["chat_template"]`` wholesale, even when only
+   additional templates exist (the result then has no default). A lone default is held as a plain
+   string; anything else as named templates.
+2. Otherwise ``tokenizer_config.json["chat_template"]``: a string, or a list of
+   ``{"name", "template"}`` objects (always held as named templates, even a lone "default").
+3. ``chat_template.json`` is read only by processors (``ProcessorMixin.get_processor_dict``), never
+   by the tokenizer. It is used when the tokenizer has no template at all, because then the only
+   template that can render in that directory is the processor's. When the tokenizer has one, the
+   tokenizer's wins, since templatekit renders as ``tokenizer.apply_chat_template`` does.
+
+Special tokens mirror the tokenizer-independent part of loading: ``tokenizer_config.json`` (named
+``*_token`` keys, the ``extra_special_tokens`` dict form, ``{"__type": "AddedToken"}`` objects),
+the legacy ``special_tokens_map.json`` (read only when the config has no
+``added_tokens_decoder``), and the ``pad_token`` that ``tokenizer.json``'s padding section supplies
+when the config has no ``pad_token`` key. Defaults that a model-specific tokenizer class puts in its
+own ``__init__`` (for example a class defaulting ``unk_token`` to ``"<unk>"``) need that class's code
+and are not reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+ADDITIONAL_TEMPLATES_DIR = "additional_chat_templates"
+PROCESSOR_TEMPLATE_FILE = "chat_template.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+# transformers' PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES, in its order, which is also the
+# order special_tokens_map lists them in.
+STANDARD_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+GGUF_MAGIC = b"GGUF"
+GGUF_TEMPLATE_KEY = "tokenizer.chat_template"
+# transformers' GGUF tokenizer reads exactly these four ids (integrations/gguf/gguf_tokenizer_mapping.py).
+GGUF_SPECIAL_TOKEN_IDS = {
+    "bos_token": "tokenizer.ggml.bos_token_id",
+    "eos_token": "tokenizer.ggml.eos_token_id",
+    "unk_token": "tokenizer.ggml.unknown_token_id",
+    "pad_token": "tokenizer.ggml.padding_token_id",
+}
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """One template's text as transformers compiles it, and where a user edits it."""
+
+    text: str
+    name: str
+    path: Path
+    kind: str
+    embedded: bool
+
+    def location(self, line: int | None = None, column: int | None = None) -> str:
+        """``path:line:col`` for a file, ``path[name]:line:col`` for a template inside JSON or GGUF.
+
+        Lines and columns count inside the template text; omitted parts are left out.
+        """
+        where = f"{self.path}[{self.name}]" if self.embedded else str(self.path)
+        if line is None:
+            return where
+        where = f"{where}:{line}"
+        return where if column is None else f"{where}:{column}"
+
+
+@dataclass
+class TemplateSource:
+    """Everything one loaded file or directory offers: its templates and special tokens."""
+
+    path: Path
+    kind: str
+    templates: dict[str, ChatTemplate]
+    single: bool
+    special_tokens: dict[str, str]
+    tokenizer_dir: Path | None = None
+
+    def select(self, name: str | None = None, tools: list | None = None) -> ChatTemplate:
+        """Pick a template the way ``tokenizer.get_chat_template`` does.
+
+        A name picks that template. Without one, named templates yield "tool_use" when ``tools``
+        is given (even an empty list) and it exists, otherwise "default".
+        """
+        if self.single:
+            if name not in (None, "default"):
+                problem = f"holds a single unnamed chat template, so there is no template named {name!r}"
+                raise InputError(self.path, problem)
+            return next(iter(self.templates.values()))
+        if name is not None:
+            if name not in self.templates:
+                raise InputError(self.path, f"has no chat template named {name!r}; available: {self._names()}")
+            return self.templates[name]
+        if tools is not None and "tool_use" in self.templates:
+            return self.templates["tool_use"]
+        if "default" in self.templates:
+            return self.templates["default"]
+        raise InputError(
+            self.path, f"has multiple chat templates with no default; choose one by name: {self._names()}"
+        )
+
+    def _names(self) -> str:
+        return ", ".join(repr(name) for name in self.templates) or "(none)"
+
+
+def template_from_text(text: str, name: str = "default") -> TemplateSource:
+    """A source holding one template given as a string (held by name unless it is the default)."""
+    path = Path("<string>")
+    template = ChatTemplate(text=text, name=name, path=path, kind="string", embedded=False)
+    return TemplateSource(path, "string", {name: template}, single=name == "default", special_tokens={})
+
+
+def load_source(spec: str | os.PathLike) -> TemplateSource:
+    """Load the templates of a .jinja file, JSON config, model directory or GGUF file.
+
+    GGUF is recognised by its magic bytes whatever the file is called; ``*.json`` files are JSON;
+    every other file is read as a Jinja template. Any problem raises ``InputError``.
+    """
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
+    if path.is_dir():
+        return _load_model_dir(path)
+    if _starts_with(path, GGUF_MAGIC):
+        return _load_gguf(path)
+    if path.suffix.lower() == ".gguf":
+        raise InputError(path, "not a GGUF file (it does not start with the GGUF magic bytes)")
+    if path.suffix.lower() == ".json":
+        return _load_json_file(path)
+    return _load_jinja_file(path)
+
+
+# --- reading files -------------------------------------------------------------------------
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not a file") from None
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _decode_utf8(data: bytes, path: Path) -> str:
+    """The text of ``data``; undecodable bytes are reported with their line and column."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise InputError(f"{path}:{line}:{column}", f"not UTF-8 text (byte 0x{data[error.start]:02x})") from None
+
+
+def read_template_file(path: Path) -> str:
+    """A .jinja file's text as transformers reads it: UTF-8, newlines translated, a BOM kept.
+
+    transformers opens template files with ``open(path, encoding="utf-8")``; text mode turns
+    ``\\r\\n`` and lone ``\\r`` into ``\\n`` and keeps a byte order mark as U+FEFF.
+    """
+    data = _read_bytes(path)
+    if not data:
+        raise InputError(path, "empty file: there is no template text")
+    if b"\x00" in data:
+        raise InputError(path, "binary file (it contains NUL bytes), not a Jinja template")
+    return _decode_utf8(data, path).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_json_file(path: Path) -> tuple[str, Any]:
+    """A JSON file's raw text (newlines untouched) and its parsed value, as ``json.load`` parses it."""
+    data = _read_bytes(path)
+    if not data.strip():
+        raise InputError(path, "empty file: expected a JSON object")
+    text = _decode_utf8(data, path)
+    try:
+        return text, json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}:{error.colno}", f"invalid JSON: {error.msg}") from None
+    except RecursionError:
+        raise InputError(path, "invalid JSON: nested too deeply to parse") from None
+    except ValueError as error:
+        # json raises plain ValueError for values it recognises but refuses, e.g. huge integers.
+        raise InputError(path, f"invalid JSON: {error}") from None
+
+
+def _read_json_object(path: Path) -> dict:
+    _, value = read_json_file(path)
+    if not isinstance(value, dict):
+        raise InputError(path, f"expected a JSON object at the top level, found {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+# --- .jinja and JSON files -----------------------------------------------------------------
+
+
+def _load_jinja_file(path: Path) -> TemplateSource:
+    template = ChatTemplate(read_template_file(path), "default", path, "jinja", embedded=False)
+    return TemplateSource(path=path, kind="jinja", templates={"default": template}, single=True, special_tokens={})
+
+
+def _load_json_file(path: Path) -> TemplateSource:
+    config = _read_json_object(path)
+    kind = "chat_template_json" if path.name == PROCESSOR_TEMPLATE_FILE else "tokenizer_config"
+    if "chat_template" not in config:
+        raise InputError(path, 'no "chat_template" key: this JSON file holds no chat template')
+    templates, single = _templates_from_json(config["chat_template"], path, kind)
+    tokenizer_dir = _sibling_tokenizer_dir(path)
+    if tokenizer_dir is not None:
+        own_config = config if path.name == TOKENIZER_CONFIG_FILE else None
+        special_tokens = _directory_special_tokens(tokenizer_dir, own_config)
+    elif kind == "tokenizer_config":
+        special_tokens = named_special_tokens(config, path)
+    else:
+        special_tokens = {}
+    return TemplateSource(path, kind, templates, single, special_tokens, tokenizer_dir)
+
+
+def _sibling_tokenizer_dir(path: Path) -> Path | None:
+    """The tokenizer directory a config file belongs to, if it sits in one under its usual name.
+
+    A file with another name may be a copy taken elsewhere, so its neighbours are not trusted to
+    be its tokenizer.
+    """
+    if path.name not in (TOKENIZER_CONFIG_FILE, PROCESSOR_TEMPLATE_FILE):
+        return None
+    directory = path.parent
+    if (directory / TOKENIZER_CONFIG_FILE).is_file() or (directory / TOKENIZER_FILE).is_file():
+        return directory
+    return None
+
+
+def _templates_from_json(value: Any, path: Path, kind: str) -> tuple[dict[str, ChatTemplate], bool]:
+    """Templates held in a ``chat_template`` value, and whether transformers holds a plain string."""
+    if value is None:
+        raise InputError(path, "chat_template is null: there is no template")
+    if isinstance(value, str):
+        _require_text(value, path, "chat_template")
+        return {"default": ChatTemplate(value, "default", path, kind, embedded=True)}, True
+    if kind == "chat_template_json":
+        raise InputError(path, f"chat_template must be a string, found {_json_type(value)}")
+    if not isinstance(value, list):
+        shape = "a string or a list of {name, template} objects"
+        raise InputError(path, f"chat_template must be {shape}, found {_json_type(value)}")
+    if not value:
+        raise InputError(path, "chat_template is an empty list: there is no template")
+    templates: dict[str, ChatTemplate] = {}
+    for index, item in enumerate(value):
+        name, text = _named_template_item(item, f"{path}[chat_template][{index}]")
+        # Like transformers' dict comprehension, a repeated name keeps its first position and the last text.
+        templates[name] = ChatTemplate(text, name, path, kind, embedded=True)
+    return templates, False
+
+
+def _named_template_item(item: Any, where: str) -> tuple[str, str]:
+    if not isinstance(item, dict):
+        raise InputError(where, f"expected an object with name and template, found {_json_type(item)}")
+    missing = [key for key in ("name", "template") if key not in item]
+    if missing:
+        raise InputError(where, f"missing {' and '.join(missing)}")
+    if not isinstance(item["name"], str):
+        raise InputError(where, f"name must be a string, found {_json_type(item['name'])}")
+    if not isinstance(item["template"], str):
+        raise InputError(where, f"template must be a string, found {_json_type(item['template'])}")
+    _require_text(item["template"], where, "template")
+    return item["name"], item["template"]
+
+
+def _require_text(text: str, where: str | Path, field: str) -> None:
+    if not text:
+        raise InputError(where, f"{field} is an empty string: there is no template text")
+
+
+# --- model directories ---------------------------------------------------------------------
+
+
+def _load_model_dir(directory: Path) -> TemplateSource:
+    config_path = directory / TOKENIZER_CONFIG_FILE
+    config = _read_json_object(config_path) if config_path.is_file() else {}
+    templates, single = _template_files(directory)
+    if not templates and config.get("chat_template") is not None:
+        templates, single = _templates_from_json(config["chat_template"], config_path, "tokenizer_config")
+    if not templates:
+        templates, single = _processor_templates(directory)
+    special_tokens = _directory_special_tokens(directory, config)
+    return TemplateSource(directory, "model_dir", templates, single, special_tokens, tokenizer_dir=directory)
+
+
+def _template_files(directory: Path) -> tuple[dict[str, ChatTemplate], bool]:
+    """``chat_template.jinja`` and ``additional_chat_templates/*.jinja``, as the tokenizer loads them.
+
+    transformers lists the additional files with ``glob("*.jinja")`` (hidden files included, so
+    ``.jinja`` is the template named "") and reads them after the default, so an additional
+    ``default.jinja`` replaces ``chat_template.jinja``. They are taken in name order here because
+    glob order depends on the file system.
+    """
+    files: list[tuple[str, Path]] = []
+    default_file = directory / CHAT_TEMPLATE_FILE
+    if default_file.exists():
+        files.append(("default", default_file))
+    extra_dir = directory / ADDITIONAL_TEMPLATES_DIR
+    if extra_dir.is_dir():
+        files.extend((file.name.removesuffix(".jinja"), file) for file in sorted(extra_dir.glob("*.jinja")))
+    templates = {
+        name: ChatTemplate(read_template_file(file), name, file, "jinja", embedded=False) for name, file in files
+    }
+    return templates, len(templates) == 1 and "default" in templates
+
+
+def _processor_templates(directory: Path) -> tuple[dict[str, ChatTemplate], bool]:
+    processor_file = directory / PROCESSOR_TEMPLATE_FILE
+    if processor_file.is_file():
+        config = _read_json_object(processor_file)
+        if config.get("chat_template") is not None:
+            return _templates_from_json(config["chat_template"], processor_file, "chat_template_json")
+    looked_for = (
+        f"{CHAT_TEMPLATE_FILE}, {ADDITIONAL_TEMPLATES_DIR}/*.jinja, "
+        f'"chat_template" in {TOKENIZER_CONFIG_FILE} and {PROCESSOR_TEMPLATE_FILE}'
+    )
+    ggufs = sorted(file.name for file in directory.glob("*.gguf"))
+    hint = f" (to read a GGUF file, give its path, e.g. {directory / ggufs[0]})" if ggufs else ""
+    raise InputError(directory, f"no chat template: looked for {looked_for}{hint}")
+
+
+# --- special tokens ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AddedToken:
+    """Stands in for ``tokenizers.AddedToken``: only its content reaches a template."""
+
+    content: str
+
+    def __str__(self) -> str:
+        return self.content
+
+
+def _directory_special_tokens(directory: Path, config: dict | None = None) -> dict[str, str]:
+    """The special tokens a tokenizer loaded from ``directory`` passes into its templates."""
+    config_path = directory / TOKENIZER_CONFIG_FILE
+    if config is None:
+        config = _read_json_object(config_path) if config_path.is_file() else {}
+    legacy_path = directory / SPECIAL_TOKENS_MAP_FILE
+    legacy = _read_json_object(legacy_path) if legacy_path.is_file() else None
+    padding_token = _tokenizer_json_pad_token(directory / TOKENIZER_FILE) if "pad_token" not in config else None
+    return named_special_tokens(config, config_path, legacy, legacy_path, padding_token)
+
+
+def named_special_tokens(
+    config: dict,
+    config_path: Path | str,
+    legacy_map: dict | None = None,
+    legacy_path: Path | str = SPECIAL_TOKENS_MAP_FILE,
+    padding_token: str | None = None,
+) -> dict[str, str]:
+    """``tokenizer.special_tokens_map`` of a tokenizer built from these loaded files.
+
+    Follows transformers 5's ``_from_pretrained`` and ``PreTrainedTokenizerBase.__init__`` step by
+    step, because the order of those steps decides both which value wins and the order of the
+    model-specific names. Values transformers refuses (a TypeError at load time) are InputErrors.
+    """
+    kwargs = dict(config)
+    kwargs.pop("chat_template", None)
+    if "additional_special_tokens" in kwargs and not kwargs.get("extra_special_tokens"):
+        kwargs["extra_special_tokens"] = kwargs.pop("additional_special_tokens")
+    # At this point JSON values are still plain dicts, so only string-valued names qualify here;
+    # AddedToken objects are picked up later, in __init__, which puts them first.
+    named = {
+        key: kwargs.pop(key)
+        for key in list(kwargs)
+        if key not in STANDARD_SPECIAL_TOKENS and key.endswith("_token") and isinstance(kwargs[key], str)
+    }
+    if isinstance(kwargs.get("extra_special_tokens"), dict):
+        named.update(kwargs.pop("extra_special_tokens"))
+    if named:
+        kwargs["model_specific_special_tokens"] = named
+    legacy_keys = set(legacy_map or ()) if "added_tokens_decoder" not in kwargs else set()
+    try:
+        if legacy_keys:
+            _merge_legacy_map(kwargs, legacy_map)
+        kwargs = {key: _convert_added_tokens(value, key) for key, value in kwargs.items()}
+        if padding_token is not None:
+            kwargs.setdefault("pad_token", padding_token)
+        return _init_special_tokens(kwargs)
+    except _BadAddedToken as error:
+        where = legacy_path if error.key in legacy_keys else config_path
+        raise InputError(where, f"{error.key}: {error.problem}; transformers 5 cannot load this tokenizer") from None
+
+
+class _BadAddedToken(Exception):
+    """A value transformers would refuse with a TypeError; ``key`` says which entry, for the message."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _merge_legacy_map(kwargs: dict, legacy_map: dict) -> None:
+    """Apply ``special_tokens_map.json`` over the config, as transformers' legacy path does."""
+    for key, value in legacy_map.items():
+        if isinstance(value, dict) and key != "extra_special_tokens":
+            fields = {field: item for field, item in value.items() if field != "special"}
+            value = _added_token(fields, key)
+        kwargs[key] = value
+    if isinstance(kwargs.get("extra_special_tokens"), dict):
+        kwargs.setdefault("model_specific_special_tokens", {}).update(kwargs.pop("extra_special_tokens"))
+
+
+def _added_token(fields: dict, key: str) -> _AddedToken:
+    """What ``tokenizers.AddedToken(**fields)`` makes: content defaults to "", unknown fields are ignored."""
+    content = fields.get("content", "")
+    if not isinstance(content, str):
+        raise _BadAddedToken(key, f"AddedToken content must be a string, found {_json_type(content)}")
+    return _AddedToken(content)
+
+
+def _convert_added_tokens(value: Any, key: str) -> Any:
+    """Turn ``{"__type": "AddedToken", ...}`` objects into tokens, at any depth, like transformers."""
+    if isinstance(value, dict):
+        if value.get("__type") == "AddedToken":
+            return _added_token({field: item for field, item in value.items() if field != "__type"}, key)
+        return {inner: _convert_added_tokens(item, inner) for inner, item in value.items()}
+    if isinstance(value, list):
+        return [_convert_added_tokens(item, key) for item in value]
+    return value
+
+
+def _init_special_tokens(kwargs: dict) -> dict[str, str]:
+    """The named-token part of ``PreTrainedTokenizerBase.__init__`` and ``special_tokens_map``."""
+    if "additional_special_tokens" in kwargs and "extra_special_tokens" not in kwargs:
+        kwargs["extra_special_tokens"] = kwargs.pop("additional_special_tokens")
+    explicit = kwargs.pop("model_specific_special_tokens", None) or {}
+    if not isinstance(explicit, dict):
+        raise _BadAddedToken("model_specific_special_tokens", "must be an object of token names to tokens")
+    attributes = list(STANDARD_SPECIAL_TOKENS)
+    values: dict[str, Any] = {}
+    detected: dict[str, Any] = {}
+    for key in list(kwargs):
+        value = kwargs[key]
+        if key in attributes:
+            if value is not None:
+                values[key] = _special_token_value(key, value)
+        elif key == "extra_special_tokens":
+            if isinstance(value, dict):
+                _add_named_tokens(attributes, values, value)
+            elif value is not None and not isinstance(value, (list, tuple)):
+                raise _BadAddedToken(key, "must be a list of tokens or an object of named tokens")
+        elif key.endswith("_token") and isinstance(value, (str, _AddedToken)):
+            detected[key] = value
+    # transformers merges {**detected, **explicit}: detected names come first, explicit values win.
+    merged = {**detected, **explicit}
+    if merged:
+        _add_named_tokens(attributes, values, merged)
+    return {name: str(values[name]) for name in attributes if values.get(name) is not None}
+
+
+def _add_named_tokens(attributes: list[str], values: dict[str, Any], tokens: dict) -> None:
+    attributes.extend(tokens)
+    for key, value in tokens.items():
+        values[key] = _special_token_value(key, value)
+
+
+def _special_token_value(key: str, value: Any) -> str | _AddedToken:
+    if not isinstance(value, (str, _AddedToken)):
+        problem = f"a special token must be a string or an AddedToken object, found {_json_type(value)}"
+        raise _BadAddedToken(key, problem)
+    return value
+
+
+def _tokenizer_json_pad_token(path: Path) -> str | None:
+    """``padding.pad_token`` of a tokenizer.json, which becomes the pad token when the config has none.
+
+    The file can be tens of megabytes. The ``tokenizers`` library writes ``padding`` before the
+    vocabulary and rejects a repeated field, so the first ``padding`` key ends the scan early.
+    """
+    if not path.is_file():
+        return None
+    document = JsonDocument(_decode_utf8(_read_bytes(path), path))
+    try:
+        padding = next((member for member in document.iter_members() if member.key == "padding"), None)
+        value = document.value(padding) if padding is not None else None
+    except (ValueError, IndexError, RecursionError):
+        raise InputError(path, "invalid JSON") from None
+    if isinstance(value, dict) and isinstance(value.get("pad_token"), str):
+        return value["pad_token"]
+    return None
+
+
+# --- locating values in JSON text ----------------------------------------------------------
+
+_JSON_WHITESPACE = " \t\n\r"
+
+
+@dataclass(frozen=True)
+class JsonMember:
+    """One ``"key": value`` of an object, as offsets into the document text."""
+
+    key: str
+    key_start: int
+    key_end: int
+    value_start: int
+    value_end: int
+
+
+class JsonDocument:
+    """Offsets of keys and values in a JSON text, found without re-serialising anything.
+
+    Objects and arrays are walked in Python only where an offset is needed; every other value is
+    skipped with the C JSON decoder, so large files stay fast. Offsets are only meaningful for
+    text that ``json.loads`` accepts; malformed text raises ``ValueError`` or ``IndexError``.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._decoder = json.JSONDecoder()
+        self.root = self._skip_whitespace(0)
+
+    def _skip_whitespace(self, position: int) -> int:
+        text = self.text
+        while position < len(text) and text[position] in _JSON_WHITESPACE:
+            position += 1
+        return position
+
+    def _expect(self, position: int, char: str) -> int:
+        if self.text[position] != char:
+            raise ValueError(f"expected {char!r} at offset {position}")
+        return position + 1
+
+    def value(self, member: JsonMember) -> Any:
+        return self._decoder.raw_decode(self.text, member.value_start)[0]
+
+    def iter_members(self, start: int | None = None):
+        """The members of the object whose ``{`` is at ``start`` (the top-level object by default), lazily."""
+        position = self._skip_whitespace(self._expect(self.root if start is None else start, "{"))
+        while self.text[position] != "}":
+            key, key_end = json.decoder.scanstring(self.text, self._expect(position, '"'))
+            value_start = self._skip_whitespace(self._expect(self._skip_whitespace(key_end), ":"))
+            value_end = self._decoder.raw_decode(self.text, value_start)[1]
+            yield JsonMember(key, position, key_end, value_start, value_end)
+            position = self._skip_whitespace(value_end)
+            if self.text[position] == ",":
+                position = self._skip_whitespace(position + 1)
+
+    def members(self, start: int | None = None) -> list[JsonMember]:
+        return list(self.iter_members(start))
+
+    def last_member(self, key: str, start: int | None = None) -> JsonMember | None:
+        """The member ``json.loads`` keeps for ``key``: the last one."""
+        found = [member for member in self.iter_members(start) if member.key == key]
+        return found[-1] if found else None
+
+    def array_items(self, start: int) -> list[tuple[int, int]]:
+        """(start, end) of each item of the array whose ``[`` is at ``start``."""
+        position = self._skip_whitespace(self._expect(start, "["))
+        items: list[tuple[int, int]] = []
+        while self.text[position] != "]":
+            end = self._decoder.raw_decode(self.text, position)[1]
+            items.append((position, end))
+            position = self._skip_whitespace(end)
+            if self.text[position] == ",":
+                position = self._skip_whitespace(position + 1)
+        return items
+
+
+# --- GGUF ----------------------------------------------------------------------------------
+
+
+class _Truncated(Exception):
+    """A read ran past the end of the file."""
+
+
+# GGUF metadata value types with a fixed width (struct format, width).
+_GGUF_SCALARS = {
+    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
+    6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
+}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_VERSIONS = (2, 3)
+
+
+@dataclass(frozen=True)
+class _GgufStringArray:
+    """Where a string array starts, so single elements can be read later without decoding all."""
+
+    offset: int
+    count: int
+
+
+class _GgufCursor:
+    """Reads little-endian GGUF values from a mapped file, checking every read against its end."""
+
+    def __init__(self, data: mmap.mmap) -> None:
+        self.data = data
+        self.position = 0
+
+    def take(self, width: int) -> int:
+        start = self.position
+        if width < 0 or start + width > len(self.data):
+            raise _Truncated()
+        self.position = start + width
+        return start
+
+    def scalar(self, fmt: str, width: int) -> Any:
+        return struct.unpack_from(fmt, self.data, self.take(width))[0]
+
+    def raw_string(self) -> bytes:
+        length = self.scalar("<Q", 8)
+        start = self.take(length)
+        return self.data[start : start + length]
+
+    def skip_string(self) -> None:
+        self.take(self.scalar("<Q", 8))
+
+    def value(self, value_type: int, keep: bool) -> Any:
+        """One metadata value; strings are kept as bytes only when ``keep``, string arrays never."""
+        if value_type in _GGUF_SCALARS:
+            return self.scalar(*_GGUF_SCALARS[value_type])
+        if value_type == _GGUF_STRING:
+            if keep:
+                return self.raw_string()
+            self.skip_string()
+            return None
+        if value_type == _GGUF_ARRAY:
+            return self.array()
+        raise ValueError(f"unknown metadata value type {value_type}")
+
+    def array(self) -> Any:
+        """A string array's position (vocabularies are read later, by index); other arrays are skipped."""
+        element_type, count = self.array_header()
+        if element_type == _GGUF_STRING:
+            start = self.position
+            for _ in range(count):
+                self.skip_string()
+            return _GgufStringArray(start, count)
+        self.skip_elements(element_type, count)
+        return None
+
+    def array_header(self) -> tuple[int, int]:
+        return self.scalar("<I", 4), self.scalar("<Q", 8)
+
+    def skip_elements(self, element_type: int, count: int) -> None:
+        """Skip ``count`` elements; nested arrays use a stack, as a file can nest deeper than recursion allows."""
+        pending = [(element_type, count)]
+        while pending:
+            element_type, count = pending.pop()
+            if element_type in _GGUF_SCALARS:
+                self.take(count * _GGUF_SCALARS[element_type][1])
+            elif element_type == _GGUF_STRING:
+                for _ in range(count):
+                    self.skip_string()
+            elif element_type == _GGUF_ARRAY:
+                if count:
+                    pending.append((_GGUF_ARRAY, count - 1))
+                    pending.append(self.array_header())
+            else:
+                raise ValueError(f"unknown array element type {element_type}")
+
+
+def _load_gguf(path: Path) -> TemplateSource:
+    try:
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            metadata = _read_gguf(data)
+            templates = _gguf_templates(metadata, path)
+            special_tokens = named_special_tokens(_gguf_token_config(data, metadata, path), path)
+    except _Truncated:
+        raise InputError(path, "truncated GGUF file: it ends before its metadata or tensor data does") from None
+    except (ValueError, struct.error) as error:
+        raise InputError(path, f"unreadable GGUF file: {error}") from None
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+    single = list(templates) == ["default"]
+    return TemplateSource(path, "gguf", templates, single, special_tokens)
+
+
+def _read_gguf(data: mmap.mmap) -> dict[str, Any]:
+    """Metadata values that matter here (template strings as bytes, ids, string-array positions).
+
+    Checks the tensor table and the data section against the file size, so a partial download is
+    reported rather than half-read.
+    """
+    cursor = _GgufCursor(data)
+    if data[:4] != GGUF_MAGIC:
+        raise ValueError("it does not start with the GGUF magic bytes")
+    cursor.take(4)
+    version = cursor.scalar("<I", 4)
+    if version not in _GGUF_VERSIONS:
+        raise ValueError(f"GGUF version {version} is not supported (transformers reads versions 2 and 3)")
+    tensor_count, value_count = cursor.scalar("<Q", 8), cursor.scalar("<Q", 8)
+    metadata: dict[str, Any] = {}
+    for _ in range(value_count):
+        key = _decode_gguf_string(cursor.raw_string(), "a metadata key")
+        value_type = cursor.scalar("<I", 4)
+        metadata[key] = cursor.value(value_type, keep=key.startswith(GGUF_TEMPLATE_KEY))
+    _check_tensor_data(cursor, tensor_count, metadata.get("general.alignment", 32))
+    return metadata
+
+
+def _check_tensor_data(cursor: _GgufCursor, tensor_count: int, alignment: Any) -> None:
+    """Raise ``_Truncated`` when the tensor table or any tensor's bytes lie past the end of the file."""
+    tensors = []
+    for _ in range(tensor_count):
+        cursor.skip_string()
+        dimensions = cursor.scalar("<I", 4)
+        shape = struct.unpack_from(f"<{dimensions}Q", cursor.data, cursor.take(8 * dimensions))
+        tensors.append((shape, cursor.scalar("<I", 4), cursor.scalar("<Q", 8)))
+    if not tensors:
+        return
+    if not isinstance(alignment, int) or alignment <= 0:
+        raise ValueError(f"general.alignment must be a positive integer, found {alignment!r}")
+    data_start = -(-cursor.position // alignment) * alignment
+    sizes = _ggml_type_sizes()
+    for shape, ggml_type, offset in tensors:
+        elements = 1
+        for dimension in shape:
+            elements *= dimension
+        block, block_bytes = sizes.get(ggml_type, (1, 0))
+        if data_start + offset + elements // block * block_bytes > len(cursor.data):
+            raise _Truncated()
+
+
+def _ggml_type_sizes() -> dict[int, tuple[int, int]]:
+    """(elements per block, bytes per block) for each ggml tensor type the gguf package knows."""
+    # Imported here: gguf pulls in numpy, which only GGUF loading should pay for.
+    from gguf.constants import GGML_QUANT_SIZES
+
+    return {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()}
+
+
+def _decode_gguf_string(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} is not UTF-8 text") from None
+
+
+def _gguf_templates(metadata: dict[str, Any], path: Path) -> dict[str, ChatTemplate]:
+    """``tokenizer.chat_template`` as "default" and ``tokenizer.chat_template.<name>`` by name, in file order.
+
+    transformers itself reads only ``tokenizer.chat_template``; the named ones are llama.cpp's
+    convention and are offered so they can be checked too.
+    """
+    templates: dict[str, ChatTemplate] = {}
+    for key, value in metadata.items():
+        if key == GGUF_TEMPLATE_KEY:
+            name = "default"
+        elif key.startswith(GGUF_TEMPLATE_KEY + "."):
+            name = key.removeprefix(GGUF_TEMPLATE_KEY + ".")
+        else:
+            continue
+        where = f"{path}[{key}]"
+        if not isinstance(value, bytes):
+            raise InputError(where, "a chat template must be a string")
+        if name in templates:
+            raise InputError(where, "a second default chat template (tokenizer.chat_template is the default)")
+        text = _decode_gguf_string(value, key)
+        _require_text(text, where, key)
+        templates[name] = ChatTemplate(text, name, path, "gguf", embedded=True)
+    if not templates:
+        raise InputError(path, f"no chat template: the GGUF metadata has no {GGUF_TEMPLATE_KEY} key")
+    return templates
+
+
+def _gguf_token_config(data: mmap.mmap, metadata: dict[str, Any], path: Path) -> dict[str, str | None]:
+    """The special tokens transformers' GGUF tokenizer puts in its config: vocabulary entries by id."""
+    config: dict[str, str | None] = {}
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    for name, key in GGUF_SPECIAL_TOKEN_IDS.items():
+        token_id = metadata.get(key)
+        if token_id is None:
+            config[name] = None
+            continue
+        if not isinstance(tokens, _GgufStringArray):
+            raise InputError(f"{path}[{key}]", "names a token id but the file has no tokenizer.ggml.tokens list")
+        config[name] = _gguf_token(data, tokens, token_id, f"{path}[{key}]")
+    return config
+
+
+def _gguf_token(data: mmap.mmap, tokens: _GgufStringArray, token_id: Any, where: str) -> str:
+    """Vocabulary entry ``token_id``, indexed like a Python list (as transformers indexes it)."""
+    if isinstance(token_id, bool) or not isinstance(token_id, int):
+        raise InputError(where, f"token id must be an integer, found {token_id!r}")
+    index = token_id + tokens.count if token_id < 0 else token_id
+    if not 0 <= index < tokens.count:
+        raise InputError(where, f"token id {token_id} is outside the vocabulary of {tokens.count} tokens")
+    cursor = _GgufCursor(data)
+    cursor.position = tokens.offset
+    for _ in range(index):
+        cursor.skip_string()
+    return _decode_gguf_string(cursor.raw_string(), f"token {token_id}")

@@ -1,0 +1,1 @@
+"""Canonical chat templates written for templatekit; installed as the package data of ``templatekit.canonical``."""
