@@ -135,14 +135,20 @@ def embed(jinja_path: str | os.PathLike, target: str | os.PathLike, name: str | 
     stem is used when it names an existing template. A file without a template gets the key
     appended at the end of its top-level object, in the file's own layout.
     """
-    jinja_path, target = Path(jinja_path), Path(target)
-    text = read_template_file(jinja_path)
+    jinja_path = Path(jinja_path)
+    return embed_text(read_template_file(jinja_path), target, name, stem=jinja_path.stem)
+
+
+def embed_text(text: str, target: str | os.PathLike, name: str | None = None, *, stem: str = "") -> bool:
+    """Write template ``text`` into the JSON file ``target`` (as ``embed`` does for a file's
+    content); return whether the file changed. ``stem`` is the fallback name for a named list."""
+    target = Path(target)
     raw, config = read_json_file(target)
     if not isinstance(config, dict):
         raise InputError(target, "expected a JSON object at the top level")
     document = EditableJson(raw)
     style = EscapeStyle.detect(raw, ascii_by_default=target.name == PROCESSOR_TEMPLATE_FILE)
-    updated = _embedded_text(document, config, target, text, name, jinja_path.stem, style)
+    updated = _embedded_text(document, config, target, text, name, stem, style)
     if updated is None:
         return False
     write_atomically(target, updated.encode("utf-8"))

@@ -287,7 +287,9 @@ def tool_schemas(*, min_size: int = 1, max_size: int = 3) -> st.SearchStrategy[l
             assert all(tool["function"]["name"] in prompt for tool in tools)
     """
     _check_sizes("tool_schemas", min_size, max_size, lowest=0)
-    return st.lists(_tool_schema(), min_size=min_size, max_size=max_size, unique_by=lambda tool: tool["function"]["name"])
+    return st.lists(
+        _tool_schema(), min_size=min_size, max_size=max_size, unique_by=lambda tool: tool["function"]["name"]
+    )
 
 
 _json_scalar = st.one_of(
@@ -487,6 +489,8 @@ class _Shape:
     tool_calls: bool
     tools: tuple | None
     parallel_tool_calls: bool
+    tool_call_ids: str
+    tool_call_arguments: str
     reasoning: bool
     typed_content: bool
     alternate: bool
@@ -564,7 +568,7 @@ def _tool_round(draw: Any, shape: _Shape, tools: Sequence[Mapping], ids: _CallId
         message["content"] = draw(text_content())
     draw(_reasoning(shape, message))
     most = 3 if shape.parallel_tool_calls else 1
-    message["tool_calls"] = draw(_call_batch(tools, 1, most, "any", ids))
+    message["tool_calls"] = draw(_call_batch(tools, 1, most, shape.tool_call_arguments, ids))
     return [message] + [draw(_tool_result(call)) for call in message["tool_calls"]]
 
 
@@ -593,7 +597,7 @@ def _assistant_turn(
 def _messages(draw: Any, shape: _Shape, tools: Sequence[Mapping] | None = None, prefill: bool = False) -> list[dict]:
     if shape.tool_calls and not tools:
         tools = draw(tool_schemas())
-    ids = draw(_call_ids("any"))
+    ids = draw(_call_ids(shape.tool_call_ids))
     ends_with = shape.ends_with
     count = _turn_count(draw, shape, ends_with)
     if shape.alternate:
@@ -623,6 +627,8 @@ def messages(
     tool_calls: bool = False,
     tools: Sequence[Mapping] | None = None,
     parallel_tool_calls: bool = True,
+    tool_call_ids: str = "any",
+    tool_call_arguments: str = "any",
     reasoning: bool = False,
     typed_content: bool = False,
     alternate: bool = True,
@@ -638,7 +644,9 @@ def messages(
       result (with ``tool_call_id`` when the call has an id), in call order, and, unless the
       conversation ends there, by the assistant's answer. ``tools`` is the list of tool schemas
       calls are drawn from (generated when omitted); ``parallel_tool_calls`` allows up to three
-      calls in one message.
+      calls in one message; ``tool_call_ids`` and ``tool_call_arguments`` are ``tool_calls()``'s
+      ``ids`` and ``arguments`` (one id style per conversation, one argument encoding per message),
+      for templates with documented constraints (Mistral's 9-character ids, object-only arguments).
     - ``reasoning``: assistant messages may carry reasoning (``reasoning_content``, ``thinking``
       or ``reasoning``, all of which transformers accepts).
     - ``typed_content``: content may be a list of parts; user parts may include images.
@@ -656,16 +664,21 @@ def messages(
     """
     shape = _shape(
         system=system, tool_calls=tool_calls, tools=tools, parallel_tool_calls=parallel_tool_calls,
-        reasoning=reasoning, typed_content=typed_content, alternate=alternate, min_turns=min_turns,
-        max_turns=max_turns, ends_with=ends_with,
+        tool_call_ids=tool_call_ids, tool_call_arguments=tool_call_arguments, reasoning=reasoning,
+        typed_content=typed_content, alternate=alternate, min_turns=min_turns, max_turns=max_turns,
+        ends_with=ends_with,
     )
     if ends_with is not None and ends_with not in _feasible_ends(shape):
-        raise InvalidArgument(f"messages(): no conversation of {min_turns} to {max_turns} turns can end with {ends_with!r} here")
+        raise InvalidArgument(
+            f"messages(): no conversation of {min_turns} to {max_turns} turns can end with {ends_with!r} here"
+        )
     return _messages(shape, shape.tools)
 
 
 def _shape(**options: Any) -> _Shape:
     _check_choice("ends_with", options["ends_with"], (None, *_ENDS_WITH))
+    _check_choice("tool_call_ids", options["tool_call_ids"], ("any", *_ID_STYLES))
+    _check_choice("tool_call_arguments", options["tool_call_arguments"], _ARGUMENT_ENCODINGS)
     _check_sizes("turns", options["min_turns"], options["max_turns"], lowest=1)
     if options["ends_with"] == "tool" and not options["tool_calls"]:
         raise InvalidArgument("ends_with='tool' needs tool_calls=True")
@@ -729,6 +742,8 @@ def conversations(
     tools: bool | Sequence[Mapping] = False,
     tool_calls: bool = False,
     parallel_tool_calls: bool = True,
+    tool_call_ids: str = "any",
+    tool_call_arguments: str = "any",
     documents: bool = False,
     reasoning: bool = False,
     typed_content: bool = False,
@@ -772,8 +787,9 @@ def conversations(
     fixed_tools = None if isinstance(tools, bool) else _check_tools(tools, allow_empty=not tool_calls)
     shape = _shape(
         system=system, tool_calls=tool_calls, tools=fixed_tools or None, parallel_tool_calls=parallel_tool_calls,
-        reasoning=reasoning, typed_content=typed_content, alternate=alternate, min_turns=min_turns,
-        max_turns=max_turns, ends_with=None,
+        tool_call_ids=tool_call_ids, tool_call_arguments=tool_call_arguments, reasoning=reasoning,
+        typed_content=typed_content, alternate=alternate, min_turns=min_turns, max_turns=max_turns,
+        ends_with=None,
     )
     feasible = _feasible_ends(shape)
     possible = []
@@ -782,7 +798,9 @@ def conversations(
     if "assistant" in feasible:
         possible += ["complete", "continue"]
     if ending is not None and ending not in possible:
-        raise InvalidArgument(f"conversations(): no conversation of {min_turns} to {max_turns} turns can have ending={ending!r}")
+        raise InvalidArgument(
+            f"conversations(): no conversation of {min_turns} to {max_turns} turns can have ending={ending!r}"
+        )
     endings = (ending,) if ending is not None else tuple(possible)
     attach = fixed_tools if fixed_tools is not None else bool(tools)
     return _conversation(shape, endings, attach, documents, dict(kwargs) if kwargs else None)
@@ -811,7 +829,9 @@ def _check_tools(tools: Sequence[Mapping] | None, *, allow_empty: bool = False) 
     for tool in tools:
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise InvalidArgument(f"tools must be {{'type': 'function', 'function': {{'name': ...}}}} schemas, got {tool!r}")
+            raise InvalidArgument(
+                f"tools must be {{'type': 'function', 'function': {{'name': ...}}}} schemas, got {tool!r}"
+            )
         checked.append(tool)
     if not checked and not allow_empty:
         raise InvalidArgument("tools must not be empty when tool calls are drawn from them")

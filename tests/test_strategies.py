@@ -23,7 +23,7 @@ from templatekit.strategies import (
     tool_schemas,
 )
 
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Reachability searches: any hit will do, and shrinking a whole conversation costs seconds.
 SEARCH = settings(max_examples=2000, deadline=None, database=None, phases=[Phase.generate])
 
@@ -293,6 +293,24 @@ def test_fixed_tools_are_used_for_calls_and_not_mutated():
     assert json.dumps(tools) == before
 
 
+@FAST
+@given(conversations(tool_calls=True, tool_call_ids="short", tool_call_arguments="object", min_turns=2))
+def test_tool_call_constraints_reach_every_call(conversation):
+    calls = [call for message in conversation.messages for call in message.get("tool_calls") or []]
+    for call in calls:
+        assert len(call["id"]) == 9 and call["id"].isalnum()
+        assert isinstance(call["function"]["arguments"], dict)
+
+
+@FAST
+@given(messages(tool_calls=True, tool_call_ids="none", tool_call_arguments="string", min_turns=2))
+def test_calls_without_ids_give_results_without_tool_call_id(chat):
+    for message in chat:
+        assert "tool_call_id" not in message
+        for call in message.get("tool_calls") or []:
+            assert "id" not in call and isinstance(call["function"]["arguments"], str)
+
+
 @pytest.mark.parametrize("ending", ["generate", "complete", "continue"])
 @FAST
 @given(data=st.data())
@@ -416,6 +434,8 @@ def test_text_reaches_its_edge_cases(label, predicate):
         lambda: conversations(tools=[], tool_calls=True),
         lambda: conversations(tools="get_weather"),
         lambda: conversations(kwargs=["enable_thinking"]),
+        lambda: messages(tool_call_ids="uuid"),
+        lambda: conversations(tool_call_arguments="dict"),
         lambda: tool_calls(arguments="dict"),
         lambda: tool_calls(ids="uuid"),
         lambda: tool_calls(tools=[{"name": "bare"}]),
