@@ -143,16 +143,22 @@ def embed_text(text: str, target: str | os.PathLike, name: str | None = None, *,
     """Write template ``text`` into the JSON file ``target`` (as ``embed`` does for a file's
     content); return whether the file changed. ``stem`` is the fallback name for a named list."""
     target = Path(target)
+    updated = embedded_file_text(text, target, name, stem=stem)
+    if updated is None:
+        return False
+    write_atomically(target, updated.encode("utf-8"))
+    return True
+
+
+def embedded_file_text(text: str, target: str | os.PathLike, name: str | None = None, *, stem: str = "") -> str | None:
+    """What ``embed_text`` would write to ``target`` (None when it already holds ``text``)."""
+    target = Path(target)
     raw, config = read_json_file(target)
     if not isinstance(config, dict):
         raise InputError(target, "expected a JSON object at the top level")
     document = EditableJson(raw)
     style = EscapeStyle.detect(raw, ascii_by_default=target.name == PROCESSOR_TEMPLATE_FILE)
-    updated = _embedded_text(document, config, target, text, name, stem, style)
-    if updated is None:
-        return False
-    write_atomically(target, updated.encode("utf-8"))
-    return True
+    return _embedded_text(document, config, target, text, name, stem, style)
 
 
 def _embedded_text(

@@ -284,3 +284,96 @@ def embed(jinja_file: Path, target: Path, name: str | None) -> None:
 
     changed = embed_template(jinja_file, target, name=name)
     click.echo(f"updated {target}" if changed else f"{target} already up to date")
+
+
+# ---------------------------------------------------------------------------------------------
+# lint
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
+              show_default=True, help="Output format.")
+@click.option("--fix", is_flag=True, help="Apply safe fixes (rendered output stays byte-identical).")
+@click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes that change what the template renders.")
+@click.option("--diff", "show_diff", is_flag=True, help="With --fix/--unsafe-fixes: show the changes, write nothing.")
+@click.option("--select", "selects", multiple=True, metavar="RULES",
+              help="Only these rules (codes, prefixes like TK2, names; comma-separated or repeated).")
+@click.option("--ignore", "ignores", multiple=True, metavar="RULES", help="Skip these rules (added to the config's).")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]),
+              help="Lowest severity that makes the exit code 1 (default: config, else warning).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config file (default: nearest "
+              "templatekit.toml or pyproject.toml with [tool.templatekit]).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the on-disk result cache.")
+@click.option("--statistics", is_flag=True, help="Also count findings per rule.")
+@click.option("--quiet", "-q", is_flag=True, help="Findings only: no excerpts, notes or summary.")
+@click.option("--color/--no-color", default=None, help="Colour the text output (default: when a terminal).")
+def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bool, show_diff: bool,
+         selects: tuple[str, ...], ignores: tuple[str, ...], fail_on: str | None, config_path: Path | None,
+         no_cache: bool, statistics: bool, quiet: bool, color: bool | None) -> None:
+    """Lint chat templates: .jinja files, tokenizer_config.json, chat_template.json, model
+    directories and GGUF files (default: the current directory).
+
+    Exit codes: 0 clean, 1 findings at or above --fail-on, 2 unreadable input or bad configuration.
+    """
+    from .lint.config import _check_selectors, load_config
+    from .lint.model import severity_rank
+    from .lint.runner import lint_paths
+    from .report import format_reports
+
+    config = load_config(config_path)
+    if selects:
+        config.select = _split_selectors(selects)
+        _check_selectors(config.select, "--select", "command line")
+    if ignores:
+        config.ignore = tuple(config.ignore) + _split_selectors(ignores)
+        _check_selectors(config.ignore, "--ignore", "command line")
+    threshold = fail_on or config.fail_on
+    if show_diff and not (fix or unsafe_fixes):
+        fix = True
+    reports = lint_paths(paths or (".",), config, fix=fix, unsafe_fixes=unsafe_fixes, diff=show_diff,
+                         use_cache=not no_cache)
+    output = format_reports(reports, output_format, color=_use_color(color), statistics=statistics, quiet=quiet)
+    if output:
+        click.echo(output, color=_use_color(color))
+    if any(report.error for report in reports):
+        sys.exit(EXIT_INPUT)
+    diagnostics = [d for report in reports for d in report.diagnostics]
+    if show_diff and any(report.fixed for report in reports):
+        sys.exit(EXIT_FAILED)
+    if threshold != "never" and any(severity_rank(d.severity) >= severity_rank(threshold) for d in diagnostics):
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)
+
+
+def _split_selectors(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+@main.command()
+@click.option("--format", "output_format", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True)
+def rules(output_format: str) -> None:
+    """List every lint rule."""
+    from .lint.docs import rules_json, rules_markdown, rules_text
+
+    render_list = {"text": rules_text, "markdown": rules_markdown, "json": rules_json}[output_format]
+    click.echo(render_list())
+
+
+@main.command()
+@click.argument("code")
+def rule(code: str) -> None:
+    """Explain one rule: what it finds, why it matters, a bad and a good example."""
+    from .lint.docs import rule_page
+    from .lint.registry import all_rules, find_rule
+
+    found = find_rule(code)
+    if found is None:
+        import difflib
+
+        names = [r.code for r in all_rules()] + [r.name for r in all_rules()]
+        close = difflib.get_close_matches(code, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        _fail_input(f"no rule named '{code}'{hint}; 'templatekit rules' lists them")
+    click.echo(rule_page(found))

@@ -1,0 +1,1 @@
+"""Static and behavioural linting of chat templates."""

@@ -1,0 +1,9 @@
+"""The rule families; importing this package registers every rule."""
+
+from importlib import import_module
+
+# One module per family (TK0xx syntax, TK1xx whitespace, ...), imported in code order.
+FAMILY_MODULES: tuple[str, ...] = ()
+
+for _module in FAMILY_MODULES:
+    import_module(f"{__name__}.{_module}")

@@ -1,0 +1,307 @@
+"""Lint files: find the templates in each source, run the selected rules, fix, cache.
+
+Data flows one way: source (sources.py) -> LintTarget -> rules -> suppressions -> config
+(severity, per-file ignores) -> ``FileReport``. Nothing here prints; cli.py does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .. import __version__
+from ..errors import InputError
+from .config import LintConfig
+from .engine import run_rules
+from .fixes import fix_until_stable
+from .model import Diagnostic, Fix
+from .registry import Rule, all_rules
+from .target import LintTarget
+
+# Files a directory is searched for; a directory holding one of the first three is a model dir.
+MODEL_FILES = ("chat_template.jinja", "tokenizer_config.json", "chat_template.json")
+TEMPLATE_SUFFIXES = (".jinja", ".j2", ".gguf")
+
+
+@dataclasses.dataclass
+class FileReport:
+    """The outcome of linting one source (a file, a model directory or a GGUF file)."""
+
+    path: str
+    diagnostics: list[Diagnostic] = dataclasses.field(default_factory=list)
+    error: str | None = None  # the one-line input error, when the source could not be read
+    fixed: int = 0  # fixes applied (or, with diff only, that would be applied)
+    diff: str = ""  # unified diff of the fixes, when asked for
+    notes: list[str] = dataclasses.field(default_factory=list)
+    templates: int = 0
+
+
+def discover(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Each path as given; directories that are not model directories are searched for sources."""
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir() or _is_model_dir(path):
+            yield path
+            continue
+        found = False
+        for child in sorted(path.rglob("*")):
+            if any(part.startswith(".") for part in child.relative_to(path).parts):
+                continue
+            if child.is_dir() and _is_model_dir(child):
+                found = True
+                yield child
+            elif child.is_file() and child.suffix in TEMPLATE_SUFFIXES and not _inside_model_dir(child, path):
+                found = True
+                yield child
+        if not found:
+            yield path  # load_source explains why there is nothing to lint
+
+
+def _is_model_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in MODEL_FILES)
+
+
+def _inside_model_dir(file: Path, root: Path) -> bool:
+    return any(_is_model_dir(parent) for parent in file.parents if parent != root and root in parent.parents)
+
+
+class Linter:
+    """Lints sources with one configuration; reusable across files (rules are built once)."""
+
+    def __init__(self, config: LintConfig | None = None, *, use_cache: bool = True) -> None:
+        self.config = config or LintConfig()
+        self.use_cache = use_cache and self.config.cache
+        self._cache_dir = cache_directory() if self.use_cache else None
+
+    def rules_for(self, path: Path | None) -> list[Rule]:
+        return [
+            rule(self.config.options_for(rule))
+            for rule in all_rules()
+            if self.config.is_selected(rule, path)
+        ]
+
+    # -- one template text --------------------------------------------------------------------
+    def lint_text(self, text: str, *, template: object = None, source_text: str | None = None,
+                  special_tokens: dict | None = None, path: Path | None = None) -> list[Diagnostic]:
+        """Diagnostics for one template text (locations filled in from ``template``)."""
+        rules = self.rules_for(path)
+        key = self._cache_key(text, source_text, special_tokens, rules)
+        cached = self._cache_read(key)
+        if cached is not None:
+            found = cached
+        else:
+            target = LintTarget(text, template=template, source_text=source_text,
+                                special_tokens=special_tokens, config=self.config)
+            found = run_rules(target, rules)
+            self._cache_write(key, found)
+        lines = text.split("\n")
+        anchor = _file_anchor(template)
+        return [self._finish(diagnostic, template, path, lines, anchor) for diagnostic in found]
+
+    def _finish(self, diagnostic: Diagnostic, template: object, path: Path | None, lines: list[str],
+                anchor: tuple[int, int] | None) -> Diagnostic:
+        severity = self.config.severity_of(diagnostic.code, diagnostic.severity)
+        location = template.location(diagnostic.line, diagnostic.column) if hasattr(template, "location") else ""
+        file_line, file_column = anchor if anchor is not None else (diagnostic.line, diagnostic.column)
+        return dataclasses.replace(
+            diagnostic,
+            severity=severity,
+            location=location or f"<template>:{diagnostic.line}:{diagnostic.column}",
+            path=str(path) if path is not None else "",
+            template_name=getattr(template, "name", "") if getattr(template, "embedded", False) else "",
+            excerpt=lines[diagnostic.line - 1] if 0 < diagnostic.line <= len(lines) else "",
+            file_line=file_line,
+            file_column=file_column,
+        )
+
+    # -- whole sources ------------------------------------------------------------------------
+    def lint_path(self, path: Path, *, fix: bool = False, unsafe_fixes: bool = False, diff: bool = False) -> FileReport:
+        from ..sources import load_source
+
+        report = FileReport(path=str(path))
+        if path.suffix == ".json" and path.is_file() and not _has_chat_template_key(path):
+            report.notes.append("no chat_template in this file; nothing to lint")
+            return report
+        try:
+            source = load_source(path)
+        except InputError as exc:
+            report.error = str(exc)
+            return report
+        for template in source.templates.values():
+            report.templates += 1
+            source_text = _raw_text(template)
+            if fix or unsafe_fixes:
+                self._fix_template(template, source_text, source.special_tokens, report, unsafe_fixes, diff)
+            else:
+                report.diagnostics += self.lint_text(template.text, template=template, source_text=source_text,
+                                                     special_tokens=source.special_tokens, path=Path(template.path))
+        report.diagnostics.sort(key=Diagnostic.sort_key)
+        return report
+
+    def _fix_template(self, template, source_text, special_tokens, report, unsafe, diff_only) -> None:
+        path = Path(template.path)
+        rules = self.rules_for(path)
+
+        def lint(text: str) -> list[Diagnostic]:
+            raw = source_text if text == template.text else None
+            return run_rules(LintTarget(text, template=template, source_text=raw, special_tokens=special_tokens,
+                                        config=self.config), rules)
+
+        fixed_text, applied = fix_until_stable(template.text, lint, unsafe=unsafe)
+        if applied:
+            report.fixed += applied
+            written = self._write_fix(template, source_text, fixed_text, report, diff_only)
+            if not written:
+                fixed_text = template.text
+        lines, anchor = fixed_text.split("\n"), _file_anchor(template)
+        report.diagnostics += [self._finish(d, template, path, lines, anchor) for d in lint(fixed_text)]
+
+    def _write_fix(self, template, source_text, fixed_text: str, report: FileReport, diff_only: bool) -> bool:
+        from ..authoring import embedded_file_text, write_atomically
+
+        path = Path(template.path)
+        if template.kind == "gguf":
+            report.notes.append(f"{path}: fixes cannot be written into a GGUF file; extract the template, fix it, and convert again")
+            report.fixed = 0
+            return False
+        before = _read_untranslated(path) if path.is_file() else ""
+        if template.kind in ("jinja",):
+            after = _keep_newline_style(source_text, template.text, fixed_text)
+        else:
+            name = None if not template.embedded or template.name == "default" and _single_template(path) else template.name
+            after = embedded_file_text(fixed_text, path, name, stem=path.stem)
+            if after is None:
+                return False
+        if diff_only:
+            report.diff += "".join(difflib.unified_diff(
+                before.splitlines(keepends=True), after.splitlines(keepends=True),
+                fromfile=f"a/{path}", tofile=f"b/{path}"))
+            return False
+        write_atomically(path, after.encode("utf-8"))
+        return True
+
+    # -- cache ---------------------------------------------------------------------------------
+    def _cache_key(self, text: str, source_text: str | None, special_tokens: dict | None, rules: list[Rule]) -> str:
+        digest = hashlib.sha256()
+        for part in (__version__, self.config.fingerprint(), ",".join(r.code for r in rules),
+                     json.dumps(sorted((special_tokens or {}).items())), text, "\0", source_text or ""):
+            digest.update(part.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    def _cache_read(self, key: str) -> list[Diagnostic] | None:
+        if self._cache_dir is None:
+            return None
+        try:
+            data = json.loads((self._cache_dir / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
+            return [_diagnostic_from_json(item) for item in data]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _cache_write(self, key: str, diagnostics: list[Diagnostic]) -> None:
+        if self._cache_dir is None:
+            return
+        try:
+            folder = self._cache_dir / key[:2]
+            folder.mkdir(parents=True, exist_ok=True)
+            temporary = folder / f".{key}.{os.getpid()}.tmp"
+            temporary.write_text(json.dumps([dataclasses.asdict(d) for d in diagnostics]), encoding="utf-8")
+            os.replace(temporary, folder / f"{key}.json")
+        except OSError:
+            self._cache_dir = None  # an unwritable cache only costs speed
+
+
+def cache_directory() -> Path:
+    """``$TEMPLATEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/templatekit``, else ``~/.cache/templatekit``."""
+    explicit = os.environ.get("TEMPLATEKIT_CACHE_DIR")
+    if explicit:
+        return Path(explicit) / "lint"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "templatekit" / "lint"
+
+
+def _diagnostic_from_json(item: dict) -> Diagnostic:
+    fix = item.get("fix")
+    if fix is not None:
+        from .model import Edit
+
+        fix = Fix(fix["description"], tuple(Edit(**edit) for edit in fix["edits"]), fix["safe"])
+    return Diagnostic(**{**item, "fix": fix, "engines": tuple(item.get("engines", ()))})
+
+
+def _file_anchor(template: object) -> tuple[int, int] | None:
+    """Where an embedded template's text starts in its file (line, column), None when the
+    template's lines are the file's own lines."""
+    if not getattr(template, "embedded", False):
+        return None
+    path = Path(getattr(template, "path", ""))
+    if getattr(template, "kind", "") == "gguf" or not path.is_file():
+        return (1, 1)
+    from ..sources import JsonDocument
+
+    try:
+        raw = path.read_text(encoding="utf-8")
+        document = JsonDocument(raw)
+        member = document.last_member("chat_template")
+        start = member.value_start
+        if raw[start] == "[":
+            for item_start, _ in document.array_items(start):
+                named = document.last_member("name", item_start)
+                if named is not None and document.value(named) == template.name:
+                    inner = document.last_member("template", item_start)
+                    start = inner.value_start if inner is not None else item_start
+    except Exception:  # noqa: BLE001 - a position hint is optional; the finding still stands
+        return (1, 1)
+    line = raw.count("\n", 0, start) + 1
+    return line, start - (raw.rfind("\n", 0, start) + 1) + 1
+
+
+def _has_chat_template_key(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # let load_source explain what is wrong with the file
+    return not isinstance(data, dict) or "chat_template" in data
+
+
+def _single_template(path: Path) -> bool:
+    try:
+        return not isinstance(json.loads(path.read_text(encoding="utf-8")).get("chat_template"), list)
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def _raw_text(template: object) -> str | None:
+    """A .jinja file's text without newline translation (so CRLF is visible to whitespace rules)."""
+    if getattr(template, "kind", "") != "jinja":
+        return None
+    try:
+        raw = _read_untranslated(Path(template.path))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return raw if raw != template.text else None
+
+
+def _read_untranslated(path: Path) -> str:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return handle.read()
+
+
+def _keep_newline_style(source_text: str | None, original: str, fixed: str) -> str:
+    """Write a fixed .jinja file with the line endings it had, unless the fix was about them."""
+    if source_text is None or fixed == original:
+        return fixed if source_text is None else source_text
+    if source_text.replace("\r\n", "\n") == original and "\r\n" in source_text:
+        return fixed.replace("\n", "\r\n")
+    return fixed
+
+
+def lint_paths(paths: Iterable[str | os.PathLike], config: LintConfig | None = None, **options: bool) -> list[FileReport]:
+    """Lint every source under ``paths`` (the Python API behind ``templatekit lint``)."""
+    use_cache = bool(options.pop("use_cache", True))
+    linter = Linter(config, use_cache=use_cache)
+    return [linter.lint_path(path, **options) for path in discover(paths)]

@@ -1,0 +1,81 @@
+"""Human output: one finding per block, with the source line and a caret, like ruff."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+_COLORS = {"error": "\x1b[1;31m", "warning": "\x1b[1;33m", "info": "\x1b[1;36m"}
+_BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
+
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"{style}{text}{_RESET}" if color else text
+
+
+def format_diagnostic(diagnostic, *, color: bool = False, excerpt: bool = True) -> str:
+    head = (
+        f"{_paint(diagnostic.location, _BOLD, color)}: "
+        f"{_paint(diagnostic.code, _COLORS[diagnostic.severity], color)} "
+        f"[{diagnostic.severity}] {diagnostic.name}: {diagnostic.message}"
+    )
+    lines = [head]
+    if excerpt and diagnostic.excerpt:
+        number = str(diagnostic.line)
+        gutter = " " * len(number)
+        source = diagnostic.excerpt.replace("\t", " ")
+        lines.append(_paint(f"{gutter} |", _DIM, color))
+        lines.append(_paint(f"{number} | ", _DIM, color) + source)
+        width = 1
+        if diagnostic.end_line == diagnostic.line and diagnostic.end_column and diagnostic.end_column > diagnostic.column:
+            width = diagnostic.end_column - diagnostic.column
+        caret = " " * (diagnostic.column - 1) + "^" * width
+        lines.append(_paint(f"{gutter} | ", _DIM, color) + _paint(caret, _COLORS[diagnostic.severity], color))
+    if diagnostic.fix is not None:
+        safety = "safe" if diagnostic.fix.safe else "unsafe, needs --unsafe-fixes"
+        lines.append(f"  = fix ({safety}): {diagnostic.fix.description}")
+    return "\n".join(lines)
+
+
+def format_text(reports: list, *, color: bool = False, statistics: bool = False, quiet: bool = False,
+                show_fixes: bool = True) -> str:
+    blocks: list[str] = []
+    diagnostics = [d for report in reports for d in report.diagnostics]
+    for report in reports:
+        if report.error:
+            blocks.append(f"error: {report.error}")
+        if report.diff:
+            blocks.append(report.diff.rstrip("\n"))
+        if not quiet:
+            blocks += [f"{report.path}: note: {note}" for note in report.notes]
+        blocks += [format_diagnostic(d, color=color, excerpt=not quiet) for d in report.diagnostics]
+    if statistics:
+        counts = Counter((d.code, d.name, d.fix is not None) for d in diagnostics)
+        rows = [f"{count:6d}  {code}  {name}{'  [fixable]' if fixable else ''}"
+                for (code, name, fixable), count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+        blocks.append("\n".join(rows) if rows else "no findings")
+    if not quiet:
+        blocks.append(summary_line(reports))
+    return "\n\n".join(block for block in blocks if block)
+
+
+def summary_line(reports: list) -> str:
+    diagnostics = [d for report in reports for d in report.diagnostics]
+    by_severity = Counter(d.severity for d in diagnostics)
+    files = len(reports)
+    templates = sum(report.templates for report in reports)
+    fixed = sum(report.fixed for report in reports)
+    errors = sum(1 for report in reports if report.error)
+    if not diagnostics:
+        text = f"All clean: {templates} template(s) in {files} source(s)"
+    else:
+        parts = [f"{by_severity[level]} {level}{'s' if by_severity[level] != 1 else ''}"
+                 for level in ("error", "warning", "info") if by_severity[level]]
+        fixable = sum(1 for d in diagnostics if d.fix is not None)
+        text = f"Found {len(diagnostics)} finding(s) ({', '.join(parts)}) in {templates} template(s)"
+        if fixable:
+            text += f"; {fixable} fixable with --fix (or --unsafe-fixes)"
+    if fixed:
+        text += f"; applied {fixed} fix(es)"
+    if errors:
+        text += f"; {errors} source(s) could not be read"
+    return text + "."
