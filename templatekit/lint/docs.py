@@ -74,6 +74,8 @@ def rule_page(rule: type[Rule]) -> str:
 
 
 def _indent(text: str) -> str:
+    # A carriage return in an example (TK104's) is invisible on a terminal; show it.
+    text = text.replace("\r", "␍")
     return "\n".join("    " + line if line else "" for line in text.split("\n"))
 
 

