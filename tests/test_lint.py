@@ -180,3 +180,80 @@ def test_rules_and_rule_commands_use_the_docstrings():
             assert line.replace("\r", "␍") in page
     unknown = runner.invoke(main, ["rule", "TK9999"])
     assert unknown.exit_code == 2
+
+
+FIXABLE = "{% for m in messages %}{{ m['content'].strip() }}{{ m|tojson(ensure_ascii=False) }}{% endfor %}"
+
+
+def _render_all(text):
+    from templatekit.fixtures import builtin_fixtures
+    from templatekit.rendering import render_template
+
+    return [render_template(text, c).text for c in builtin_fixtures()]
+
+
+def test_fix_applies_only_safe_fixes_and_keeps_the_output(project):
+    path = project / "fixable.jinja"
+    path.write_text(FIXABLE, encoding="utf-8")
+    result = run("fixable.jinja", "--fix", "--select", "TK201,TK207")
+    fixed = path.read_text(encoding="utf-8")
+    assert fixed == FIXABLE.replace("tojson(ensure_ascii=False)", "tojson")
+    assert _render_all(fixed) == _render_all(FIXABLE)
+    assert result.exit_code == 0  # what remains is TK201 at info severity, below --fail-on
+    assert "TK201" in result.output and "TK207" not in result.output.split("Found")[0]
+    assert "1 fixable with --unsafe-fixes" in result.output
+
+
+def test_unsafe_fixes_apply_the_rest(project):
+    path = project / "fixable.jinja"
+    path.write_text(FIXABLE, encoding="utf-8")
+    result = run("fixable.jinja", "--unsafe-fixes", "--select", "TK201,TK207")
+    assert path.read_text(encoding="utf-8") == "{% for m in messages %}{{ m['content']|trim }}{{ m|tojson }}{% endfor %}"
+    assert result.exit_code == 0
+
+
+def test_diff_shows_fixes_and_writes_nothing(project):
+    path = project / "fixable.jinja"
+    path.write_text(FIXABLE, encoding="utf-8")
+    result = run("fixable.jinja", "--diff", "--select", "TK207")
+    assert path.read_text(encoding="utf-8") == FIXABLE
+    assert "--- a/fixable.jinja" in result.output and "+++ b/fixable.jinja" in result.output
+    assert "+{% for m in messages %}{{ m['content'].strip() }}{{ m|tojson }}{% endfor %}" in result.output
+    assert result.exit_code == 1
+
+
+def test_fix_inside_json_changes_only_the_template_string(project):
+    config = project / "tokenizer_config.json"
+    original = (
+        '{\n    "add_bos_token": true,\n    "chat_template": ' + json.dumps(FIXABLE) + ',\n'
+        '    "clean_up_tokenization_spaces": false,\n    "model_max_length": 131072\n}\n'
+    )
+    config.write_text(original, encoding="utf-8")
+    run("tokenizer_config.json", "--fix", "--select", "TK207")
+    expected = original.replace("tojson(ensure_ascii=False)", "tojson")
+    assert config.read_text(encoding="utf-8") == expected
+
+
+def test_fix_inside_a_named_template_list(project):
+    config = project / "tokenizer_config.json"
+    data = {"chat_template": [{"name": "default", "template": "x"}, {"name": "tool_use", "template": FIXABLE}]}
+    config.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    run("tokenizer_config.json", "--fix", "--select", "TK207")
+    written = json.loads(config.read_text(encoding="utf-8"))
+    assert written["chat_template"][0] == {"name": "default", "template": "x"}
+    assert "ensure_ascii" not in written["chat_template"][1]["template"]
+
+
+def test_fix_converts_crlf_jinja_files_to_lf(project):
+    path = project / "crlf.jinja"
+    path.write_bytes(b"{% for m in messages %}\r\n{{- m['content'] -}}\r\n{% endfor %}")
+    assert "TK104" in run("crlf.jinja", "--select", "TK104").output
+    run("crlf.jinja", "--fix", "--select", "TK104")
+    assert path.read_bytes() == b"{% for m in messages %}\n{{- m['content'] -}}\n{% endfor %}"
+
+
+def test_other_fixes_keep_a_crlf_file_crlf(project):
+    path = project / "crlf.jinja"
+    path.write_bytes(FIXABLE.replace("{% endfor %}", "\r\n{% endfor %}").encode())
+    run("crlf.jinja", "--fix", "--select", "TK207")
+    assert path.read_bytes() == FIXABLE.replace("{% endfor %}", "\r\n{% endfor %}").replace("tojson(ensure_ascii=False)", "tojson").encode()

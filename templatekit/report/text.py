@@ -70,10 +70,13 @@ def summary_line(reports: list) -> str:
     else:
         parts = [f"{by_severity[level]} {level}{'s' if by_severity[level] != 1 else ''}"
                  for level in ("error", "warning", "info") if by_severity[level]]
-        fixable = sum(1 for d in diagnostics if d.fix is not None)
+        safe = sum(1 for d in diagnostics if d.fix is not None and d.fix.safe)
+        unsafe = sum(1 for d in diagnostics if d.fix is not None and not d.fix.safe)
         text = f"Found {len(diagnostics)} finding(s) ({', '.join(parts)}) in {templates} template(s)"
-        if fixable:
-            text += f"; {fixable} fixable with --fix (or --unsafe-fixes)"
+        if safe:
+            text += f"; {safe} fixable with --fix"
+        if unsafe:
+            text += f"; {unsafe} fixable with --unsafe-fixes"
     if fixed:
         text += f"; applied {fixed} fix(es)"
     if errors:
