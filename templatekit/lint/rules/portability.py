@@ -1010,31 +1010,23 @@ class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
         if node.test is not None:
             self.visit(node.test)
 
-    def visit_Output(self, node: nodes.Output) -> None:
-        for child in node.nodes:
+    def _flag_objects(self, children: list, describe) -> None:
+        """Flag each child that is a list/dict turned into text (message from ``describe(key)``)."""
+        for child in children:
             key = self._is_object(child)
             if key is not None:
-                self.flag(
-                    child,
-                    f"`{{{{ {key} }}}}` prints a list/dict: transformers prints Python repr, hf-jinja and minijinja-js "
-                    f"print JSON, minja prints None as null; use `|tojson`",
-                    self.engines,
-                    needle=key.rsplit(".", 1)[-1],
-                )
+                self.flag(child, describe(key), self.engines, needle=key.rsplit(".", 1)[-1])
             self.visit(child)
 
+    def visit_Output(self, node: nodes.Output) -> None:
+        self._flag_objects(node.nodes, lambda key: (
+            f"`{{{{ {key} }}}}` prints a list/dict: transformers prints Python repr, hf-jinja and minijinja-js "
+            f"print JSON, minja prints None as null; use `|tojson`"))
+
     def visit_Concat(self, node: nodes.Concat) -> None:
-        for child in node.nodes:
-            key = self._is_object(child)
-            if key is not None:
-                self.flag(
-                    child,
-                    f"`~ {key}` concatenates a list/dict: Python repr in transformers, JSON in minijinja-js and "
-                    f"hf-jinja (`[object Map]` for a dict); use `|tojson`",
-                    self.engines,
-                    needle=key.rsplit(".", 1)[-1],
-                )
-            self.visit(child)
+        self._flag_objects(node.nodes, lambda key: (
+            f"`~ {key}` concatenates a list/dict: Python repr in transformers, JSON in minijinja-js and "
+            f"hf-jinja (`[object Map]` for a dict); use `|tojson`"))
 
     def visit_Filter(self, node: nodes.Filter) -> None:
         key = self._is_object(node.node) if node.name == "string" and node.node is not None else None
