@@ -257,3 +257,33 @@ def test_other_fixes_keep_a_crlf_file_crlf(project):
     path.write_bytes(FIXABLE.replace("{% endfor %}", "\r\n{% endfor %}").encode())
     run("crlf.jinja", "--fix", "--select", "TK207")
     assert path.read_bytes() == FIXABLE.replace("{% endfor %}", "\r\n{% endfor %}").replace("tojson(ensure_ascii=False)", "tojson").encode()
+
+
+def test_findings_are_limited_to_the_targeted_engines(project):
+    path = project / "engines.jinja"
+    path.write_text("{% for m in messages %}{{ m['role']|title }}{{ m['content'] }}{% endfor %}", encoding="utf-8")
+    everywhere = json.loads(run("--format", "json", "engines.jinja", "--select", "TK2").output)["diagnostics"]
+    assert any("minja" in d["engines"] for d in everywhere)
+    (project / "templatekit.toml").write_text('engines = ["minijinja"]\n', encoding="utf-8")
+    targeted = json.loads(run("--format", "json", "engines.jinja", "--select", "TK2").output)["diagnostics"]
+    assert all("minijinja" in d["engines"] for d in targeted)
+    assert len(targeted) < len(everywhere)
+
+
+def test_lint_reads_templates_embedded_in_a_gguf_file(project):
+    from .test_sources import write_gguf
+
+    gguf = write_gguf(project / "model.gguf", templates=[
+        {"name": "default", "template": "{{ messages[0]['content'].strip() }}"},
+        {"name": "tool_use", "template": "{% for m in messages %}{{ m.content }}{% endfor %}"},
+    ])
+    payload = json.loads(run("--format", "json", "model.gguf", "--select", "TK201,TK304").output)
+    found = {(d["template"], d["code"], d["line"]) for d in payload["diagnostics"]}
+    assert ("default", "TK304", 1) in found and ("default", "TK201", 1) in found
+    assert payload["files"][0]["templates"] == 2
+    fixed = run("model.gguf", "--unsafe-fixes", "--select", "TK201")
+    assert "fixes cannot be written into a GGUF file" in fixed.output
+    assert gguf.read_bytes() == write_gguf(project / "copy.gguf", templates=[
+        {"name": "default", "template": "{{ messages[0]['content'].strip() }}"},
+        {"name": "tool_use", "template": "{% for m in messages %}{{ m.content }}{% endfor %}"},
+    ]).read_bytes()

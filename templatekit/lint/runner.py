@@ -102,7 +102,11 @@ class Linter:
             self._cache_write(key, found)
         lines = text.split("\n")
         anchor = _file_anchor(template)
-        return [self._finish(diagnostic, template, path, lines, anchor) for diagnostic in found]
+        return [self._finish(d, template, path, lines, anchor) for d in found if self._targets_engine(d)]
+
+    def _targets_engine(self, diagnostic: Diagnostic) -> bool:
+        """Portability findings name the engines they break in; keep those the user targets."""
+        return not diagnostic.engines or bool(set(diagnostic.engines) & set(self.config.engines))
 
     def _finish(self, diagnostic: Diagnostic, template: object, path: Path | None, lines: list[str],
                 anchor: tuple[int, int] | None) -> Diagnostic:
@@ -165,7 +169,8 @@ class Linter:
             if not written:
                 fixed_text = template.text
         lines, anchor = fixed_text.split("\n"), _file_anchor(template)
-        report.diagnostics += [self._finish(d, template, path, lines, anchor) for d in lint(fixed_text)]
+        report.diagnostics += [self._finish(d, template, path, lines, anchor) for d in lint(fixed_text)
+                               if self._targets_engine(d)]
 
     def _write_fix(self, template, source_text, fixed_text: str, report: FileReport, diff_only: bool) -> bool:
         from ..authoring import embedded_file_text, write_atomically
