@@ -1,0 +1,110 @@
+"""Render chat templates with real non-Python Jinja engines and compare them with transformers.
+
+Static portability rules (TK2xx) predict where a template breaks outside Python; this package
+measures it. Each engine renders a template with exactly the variables transformers would pass
+(see ``compare.py``) and reports one ``EngineResult`` per job; ``compare_engines`` classifies the
+results against the reference render.
+
+Engines are optional: the minijinja Python package (``pip install 'templatekit[engines]'``) and
+@huggingface/jinja run by node. When one is missing, ``get_engine`` raises ``EngineUnavailable``
+with a one-line message saying how to install it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from ..errors import TemplatekitError
+
+# The engines this package can run, named as in the lint registry's ENGINES vocabulary so a
+# measured failure can be matched against the engines a TK2xx diagnostic names.
+ENGINE_NAMES = ("minijinja", "hf-jinja")
+
+# What an engine reports for one job.
+OK = "ok"
+PARSE_ERROR = "parse-error"
+RUNTIME_ERROR = "runtime-error"
+RAISED = "raised"  # the template called raise_exception
+STATUSES = (OK, PARSE_ERROR, RUNTIME_ERROR, RAISED)
+
+
+class EngineUnavailable(TemplatekitError):
+    """An optional engine is not installed; the message says how to install it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineJob:
+    """One render: the template text, the variables transformers would pass, the pinned clock."""
+
+    template: str
+    variables: dict[str, Any]
+    now: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineResult:
+    """What an engine did with one job: ``text`` when ``status`` is OK, else ``message``."""
+
+    status: str
+    text: str | None = None
+    message: str = ""
+
+
+def get_engine(name: str, **options: Any) -> Any:
+    """The engine called ``name``, ready to render; ``EngineUnavailable`` when it is not installed.
+
+    Options go to the engine's constructor (``node_modules=`` and ``node=`` for hf-jinja,
+    ``tojson_shim=`` for minijinja).
+    """
+    if name == "minijinja":
+        from .minijinja_engine import MinijinjaEngine
+
+        return MinijinjaEngine(**options)
+    if name == "hf-jinja":
+        from .hfjinja_engine import HfJinjaEngine
+
+        return HfJinjaEngine(**options)
+    raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}")
+
+
+def parse_engine_list(text: str) -> tuple[str, ...]:
+    """``"minijinja,hf-jinja"`` as a tuple of engine names; ValueError names an unknown one."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if name not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}")
+    return names
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """An engine message squeezed onto one line (engines print multi-line tracebacks)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+_LAZY = {
+    "EngineComparison": "compare",
+    "compare_engines": "compare",
+    "compare_many": "compare",
+    "format_comparisons": "compare",
+    "static_predictions": "compare",
+}
+
+__all__ = [
+    "ENGINE_NAMES", "EngineJob", "EngineResult", "EngineUnavailable", "OK", "PARSE_ERROR", "RAISED",
+    "RUNTIME_ERROR", "get_engine", "parse_engine_list", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    # compare.py imports rendering (jinja2, transformers' preprocessing); importing it lazily keeps
+    # ``import templatekit.engines`` cheap for code that only needs the engine types.
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,274 @@
+"""Render with real engines and classify each (template, fixture) against transformers.
+
+Every engine receives the variables transformers itself would pass (``rendering._prepare``: None
+keys dropped, plain JSON types, reasoning aliased, tools converted, special tokens and kwargs
+merged, the continuation tag), the same pinned clock, and a ``raise_exception`` whose raise is told
+apart from engine errors. The reference is ``render_template`` with the same clock.
+
+Outcomes, per engine and cell:
+
+- ``identical``, ``whitespace-only`` (equal once all whitespace is removed), ``different``;
+- ``parse-error`` / ``runtime-error``: the engine failed where the reference did not;
+- ``raised-same``: both raised with the same message (the template's own guard, portable);
+- ``raised-differs``: one side raised and the other did not, or the messages differ;
+- ``reference-failed``: transformers fails (not a template raise) but the engine renders;
+- ``both-failed``: both fail; ``not-run``: transformers rejects the inputs before rendering.
+
+``EngineComparison.breaks`` is the measured portability failure: the reference rendered and the
+engine did not give the identical text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..conversation import Conversation
+from ..rendering import Rendering, _cut_at_continue_tag, _Failed, _prepare, render_template
+from . import ENGINE_NAMES, OK, PARSE_ERROR, RAISED, RUNTIME_ERROR, EngineJob, EngineResult, get_engine, one_line
+
+IDENTICAL = "identical"
+WHITESPACE_ONLY = "whitespace-only"
+DIFFERENT = "different"
+RAISED_SAME = "raised-same"
+RAISED_DIFFERS = "raised-differs"
+REFERENCE_FAILED = "reference-failed"
+BOTH_FAILED = "both-failed"
+NOT_RUN = "not-run"
+OUTCOMES = (IDENTICAL, WHITESPACE_ONLY, DIFFERENT, PARSE_ERROR, RUNTIME_ERROR, RAISED_SAME, RAISED_DIFFERS,
+            REFERENCE_FAILED, BOTH_FAILED, NOT_RUN)
+
+_SEVERITY_ORDER = ("info", "warning", "error")
+# The clock every side reads, so templates that print today's date compare equal.
+PINNED_NOW = datetime(2025, 1, 15, 10, 30)
+
+
+@dataclasses.dataclass
+class EngineComparison:
+    """One engine's render of one (template, fixture), classified against the reference."""
+
+    engine: str
+    engine_version: str
+    template: str  # where the template lives (path, path[name], or "<string>")
+    fixture: str
+    outcome: str
+    message: str  # one line saying what differs or failed; "" when identical
+    reference_text: str | None
+    engine_text: str | None
+    predicted_by: tuple[str, ...] = ()  # TK2xx codes whose findings name this engine (template-level)
+    predicted_severity: str | None = None  # the highest severity among those findings
+
+    @property
+    def breaks(self) -> bool:
+        """The reference rendered and this engine did not reproduce it exactly."""
+        return self.reference_text is not None and self.outcome != IDENTICAL
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["breaks"] = self.breaks
+        data["predicted_by"] = list(self.predicted_by)
+        return data
+
+
+@dataclasses.dataclass
+class _Cell:
+    label: str
+    text: str
+    fixture: str
+    reference: Rendering
+    job: EngineJob | None  # None when transformers rejected the inputs (nothing to compare)
+    continued: Any  # the continued final message, when the fixture continues one
+    predictions: list  # TK2xx diagnostics of this template
+
+
+def compare_engines(
+    source_or_template: Any,
+    fixtures: Sequence[Conversation] | None = None,
+    engines: Iterable[str] = ENGINE_NAMES,
+    *,
+    template_name: str | None = None,
+    special_tokens: dict[str, str] | None = None,
+    now: datetime = PINNED_NOW,
+    diagnostics: list | None = None,
+    engine_options: dict[str, dict] | None = None,
+) -> list[EngineComparison]:
+    """Render ``source_or_template`` with each fixture in each engine and classify the results.
+
+    ``source_or_template`` is a ``TemplateSource``, a ``ChatTemplate``, a path (anything
+    ``load_source`` reads) or template text (a ``str`` that is not an existing path). A source picks
+    its template per fixture as transformers does (``tool_use`` when the fixture has tools).
+    ``fixtures`` defaults to the built-ins. ``diagnostics`` are the lint findings to credit as
+    predictions; by default the TK2xx rules are run here. Raises ``EngineUnavailable`` (one line,
+    with the install command) when an engine is not installed. Results are ordered by fixture, then
+    engine.
+    """
+    from ..sources import TemplateSource, load_source, template_from_text
+
+    if isinstance(source_or_template, Path) or (
+        isinstance(source_or_template, str) and "\n" not in source_or_template and os.path.exists(source_or_template)
+    ):
+        source_or_template = load_source(source_or_template)
+    elif isinstance(source_or_template, str):
+        source_or_template = template_from_text(source_or_template)
+    if isinstance(source_or_template, TemplateSource):
+        tokens = {**source_or_template.special_tokens, **(special_tokens or {})}
+        conversations = _fixtures(fixtures)
+        items = [(source_or_template.select(template_name, conversation.tools), tokens, [conversation])
+                 for conversation in conversations]
+    else:
+        items = [(source_or_template, dict(special_tokens or {}), _fixtures(fixtures))]
+    return compare_many(items, engines, now=now, diagnostics=diagnostics, engine_options=engine_options)
+
+
+def compare_many(
+    items: Iterable[tuple[Any, dict[str, str], Sequence[Conversation]]],
+    engines: Iterable[str] = ENGINE_NAMES,
+    *,
+    now: datetime = PINNED_NOW,
+    diagnostics: list | None = None,
+    engine_options: dict[str, dict] | None = None,
+) -> list[EngineComparison]:
+    """``compare_engines`` over many templates at once: each engine renders everything in one batch
+    (one node process for hf-jinja). ``items`` are ``(ChatTemplate or text, special_tokens,
+    fixtures)``. ``diagnostics``, when given, apply to every template (use it for one template)."""
+    engines = tuple(engines)
+    # Engines first: a missing engine should fail before minutes of reference renders.
+    runners = {name: get_engine(name, **(engine_options or {}).get(name, {})) for name in engines}
+    predictions_by_text: dict[str, list] = {}
+    cells: list[_Cell] = []
+    for template, tokens, conversations in items:
+        text = template if isinstance(template, str) else template.text
+        label = template.location() if hasattr(template, "location") else "<string>"
+        if text not in predictions_by_text:
+            predictions_by_text[text] = diagnostics if diagnostics is not None else static_predictions(text)
+        for conversation in conversations:
+            cells.append(_cell(template, text, label, tokens, conversation, now, predictions_by_text[text]))
+    results: dict[str, list[EngineResult | None]] = {}
+    for name, runner in runners.items():
+        runnable = [cell.job for cell in cells if cell.job is not None]
+        rendered = iter(runner.render_batch(runnable))
+        results[name] = [next(rendered) if cell.job is not None else None for cell in cells]
+    comparisons = []
+    for position, cell in enumerate(cells):
+        for name, runner in runners.items():
+            outcome, message, engine_text = _classify(cell, results[name][position])
+            naming = [d for d in cell.predictions if name in getattr(d, "engines", ())]
+            predicted = tuple(sorted({d.code for d in naming}))
+            severity = max((d.severity for d in naming), key=_SEVERITY_ORDER.index, default=None)
+            comparisons.append(EngineComparison(
+                engine=name, engine_version=getattr(runner, "version", ""), template=cell.label,
+                fixture=cell.fixture, outcome=outcome, message=message, reference_text=cell.reference.text,
+                engine_text=engine_text, predicted_by=predicted, predicted_severity=severity,
+            ))
+    return comparisons
+
+
+def _fixtures(fixtures: Sequence[Conversation] | None) -> list[Conversation]:
+    if fixtures is not None:
+        return list(fixtures)
+    from ..fixtures import builtin_fixtures
+
+    return builtin_fixtures()
+
+
+def _cell(template: Any, text: str, label: str, tokens: dict, conversation: Conversation, now: datetime,
+          predictions: list) -> _Cell:
+    reference = render_template(template, conversation, special_tokens=tokens, now=now)
+    generation_prompt = conversation.wants_generation_prompt()
+    try:
+        # The very function render_template builds its variables with: same context by construction.
+        variables, continued = _prepare(text, conversation, tokens, generation_prompt, False)
+        job = EngineJob(text, variables, now)
+    except _Failed:
+        job, continued = None, None
+    return _Cell(label, text, conversation.name or "<conversation>", reference, job, continued, predictions)
+
+
+def _classify(cell: _Cell, result: EngineResult | None) -> tuple[str, str, str | None]:
+    reference = cell.reference
+    if result is None:
+        return NOT_RUN, f"transformers rejects the inputs: {one_line(reference.error)}", None
+    text = result.text
+    if result.status == OK and cell.continued is not None:
+        try:
+            text = _cut_at_continue_tag(text, cell.continued)
+        except _Failed as failed:
+            return DIFFERENT, f"continuation cut fails on the engine's output: {one_line(failed.failure)}", result.text
+    failure = reference.error
+    if failure is None:
+        if result.status == OK:
+            if text == reference.text:
+                return IDENTICAL, "", text
+            if "".join(text.split()) == "".join(reference.text.split()):
+                return WHITESPACE_ONLY, first_difference(reference.text, text), text
+            return DIFFERENT, first_difference(reference.text, text), text
+        if result.status == RAISED:
+            return RAISED_DIFFERS, f"engine raised {result.message!r}; transformers renders", None
+        return result.status, result.message, None
+    if failure.kind == "raised":
+        if result.status == RAISED:
+            if result.message == failure.message:
+                return RAISED_SAME, "", None
+            return RAISED_DIFFERS, f"engine raised {result.message!r}; transformers raised {failure.message!r}", None
+        if result.status == OK:
+            return RAISED_DIFFERS, f"transformers raises {one_line(failure.message)!r}; engine renders", text
+        return result.status, result.message, None
+    if result.status == OK:
+        return REFERENCE_FAILED, f"transformers fails ({failure.kind}: {one_line(failure.message)}); engine renders", text
+    return BOTH_FAILED, f"transformers: {one_line(failure.message)}; engine: {result.message}", None
+
+
+def first_difference(expected: str, actual: str) -> str:
+    """Where two texts first differ, as one line: ``line L col C: transformers '…' vs engine '…'``."""
+    index = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
+    line = expected.count("\n", 0, index) + 1
+    column = index - (expected.rfind("\n", 0, index) + 1) + 1
+    start = max(0, index - 10)
+    return (f"line {line} col {column}: transformers {expected[start:index + 30]!r} "
+            f"vs engine {actual[start:index + 30]!r}")
+
+
+def static_predictions(text: str) -> list:
+    """The TK2xx (portability) diagnostics for ``text``, every engine kept (no config filtering)."""
+    from ..lint.config import LintConfig
+    from ..lint.engine import run_rules
+    from ..lint.registry import all_rules
+    from ..lint.target import LintTarget
+
+    config = LintConfig()
+    rules = [rule(config.options_for(rule)) for rule in all_rules() if rule.code.startswith("TK2")]
+    return run_rules(LintTarget(text, config=config), rules)
+
+
+def format_comparisons(comparisons: Sequence[EngineComparison], *, verbose: bool = False) -> str:
+    """A text report: per template and engine, the outcome counts, then one line per cell that is
+    not identical (every cell with ``verbose``), with the TK2xx rules that predicted it."""
+    lines: list[str] = []
+    by_template: dict[str, list[EngineComparison]] = {}
+    for comparison in comparisons:
+        by_template.setdefault(comparison.template, []).append(comparison)
+    for template, group in by_template.items():
+        lines.append(template)
+        for engine in dict.fromkeys(c.engine for c in group):
+            cells = [c for c in group if c.engine == engine]
+            counts = Counter(c.outcome for c in cells)
+            summary = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
+            version = cells[0].engine_version
+            broken = sum(c.breaks for c in cells)
+            verdict = "portable" if not broken else f"{broken} of {len(cells)} fixtures break"
+            lines.append(f"  {engine} {version}: {verdict} ({summary})")
+            width = max(len(c.fixture) for c in cells)
+            for cell in cells:
+                if cell.outcome == IDENTICAL and not verbose:
+                    continue
+                note = ""
+                if cell.breaks:
+                    note = f"  [predicted by {', '.join(cell.predicted_by)}]" if cell.predicted_by else "  [not predicted]"
+                message = f": {cell.message}" if cell.message else ""
+                lines.append(f"    {cell.fixture:<{width}}  {cell.outcome}{message}{note}")
+    return "\n".join(lines)

