@@ -24,6 +24,7 @@ _EXPORTS = {
     "InputError": ("templatekit.errors", "InputError"),
     "RenderFailure": ("templatekit.errors", "RenderFailure"),
     "TemplatekitError": ("templatekit.errors", "TemplatekitError"),
+    "diff": ("templatekit.comparison", "diff"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

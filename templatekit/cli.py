@@ -377,3 +377,174 @@ def rule(code: str) -> None:
         hint = f" (did you mean {close[0]}?)" if close else ""
         _fail_input(f"no rule named '{code}'{hint}; 'templatekit rules' lists them")
     click.echo(rule_page(found))
+
+
+# ---------------------------------------------------------------------------------------------
+# diff
+
+_DIFF_COLORS = {"-": "\x1b[31m", "+": "\x1b[32m", "@": "\x1b[36m"}
+_BOLD, _RESET = "\x1b[1m", "\x1b[0m"
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--fixture", "-f", "fixtures", multiple=True, metavar="NAME|PATH",
+              help="Built-in fixture name or a YAML/JSON conversation file (repeatable). Default: all built-ins.")
+@click.option("--template-name", "-t", metavar="NAME", help="Named template to use on every side.")
+@click.option("--template-name-a", metavar="NAME", help="Named template of A (overrides --template-name).")
+@click.option("--template-name-b", metavar="NAME", help="Named template of B (overrides --template-name).")
+@click.option("--side-by-side", "-y", is_flag=True, help="Show changed fixtures in two columns.")
+@click.option("--wrappers", is_flag=True,
+              help="Print the text each SOURCE (any number) puts around each role's content, instead of a diff.")
+@click.option("--tokens", is_flag=True, help="Also diff token ids and pieces (needs tokenizer.json on both sides).")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--color/--no-color", default=None, help="Colour the text output (default: when a terminal).")
+@click.option("--now", metavar="ISO-DATETIME", help="Pin the clock strftime_now() reads on both sides.")
+def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str | None,
+         template_name_a: str | None, template_name_b: str | None, side_by_side: bool, wrappers: bool,
+         tokens: bool, output_format: str, color: bool | None, now: str | None) -> None:
+    """Compare what two templates (or two versions of one) render: diff A B.
+
+    A and B are .jinja files, tokenizer_config.json, chat_template.json, model directories, GGUF
+    files or git:REV:PATH (read with git show, e.g. git:origin/main:chat_template.jinja). Every
+    fixture is rendered on both sides; changed ones get a unified diff with whitespace and special
+    tokens visible. With --wrappers, any number of sources get a table of their role wrappers.
+
+    Exit codes: 0 every fixture renders identically, 1 any differs, 2 input error.
+    """
+    from .comparison import compare_wrappers, diff as diff_sources, role_wrappers
+
+    pinned = _parse_now(now) or datetime.now()
+    use_color = _use_color(color) and output_format == "text"
+    if wrappers:
+        found = [role_wrappers(spec, template_name, now=pinned) for spec in sources]
+        if output_format == "json":
+            payload = {"schema_version": 1, "wrappers": [item.to_json() for item in found]}
+            click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        else:
+            click.echo(_wrappers_table(found, compare_wrappers(found), use_color), color=use_color)
+        sys.exit(EXIT_OK)
+    if len(sources) != 2:
+        raise click.UsageError(f"diff compares exactly two sources (got {len(sources)}); use --wrappers for more")
+    chosen = [_diff_fixture(name) for name in fixtures] or None
+    report = diff_sources(sources[0], sources[1], chosen, template_name=template_name,
+                          template_name_a=template_name_a, template_name_b=template_name_b,
+                          tokens=tokens, now=pinned)
+    if output_format == "json":
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(_diff_text(report, side_by_side, use_color), color=use_color)
+    sys.exit(EXIT_FAILED if report.changed else EXIT_OK)
+
+
+def _diff_fixture(name: str) -> Any:
+    from .fixtures import load_fixture
+
+    return load_fixture(name)
+
+
+def _paint(text: str, code: str, use_color: bool) -> str:
+    return f"{code}{text}{_RESET}" if use_color else text
+
+
+def _diff_text(report: Any, side_by_side: bool, use_color: bool) -> str:
+    from .comparison import ONE_RAISED, side_by_side as side_by_side_rows
+
+    lines = [_paint(f"a: {report.a_label}", _BOLD, use_color), _paint(f"b: {report.b_label}", _BOLD, use_color)]
+    for comparison in report.comparisons:
+        status = comparison.status
+        if status == ONE_RAISED:
+            status = f"only {comparison.raised_side} raised"
+        lines.append(f"{'=' if not comparison.changed else '≠'} {comparison.fixture}: {status}")
+        if comparison.a.raised or comparison.b.raised:
+            for side, outcome in (("a", comparison.a), ("b", comparison.b)):
+                if outcome.raised and (comparison.changed or side == "a"):
+                    lines.append(f"    {side} raised: {outcome.error_description}")
+        first = comparison.first_difference
+        if first is not None:
+            lines.append(f"    first difference at character {first.offset} (line {first.line}):")
+            lines.append(f"      a: {first.a_excerpt}")
+            lines.append(f"      b: {first.b_excerpt}")
+        if comparison.unified_diff:
+            if side_by_side:
+                lines.extend(_side_by_side_lines(side_by_side_rows(comparison.a.text, comparison.b.text), use_color))
+            else:
+                for line in comparison.unified_diff:
+                    lines.append("    " + _paint(line, _DIFF_COLORS.get(line[:1], ""), use_color)
+                                 if line[:1] in _DIFF_COLORS else "    " + line)
+        if comparison.tokens is not None and not comparison.tokens.identical:
+            lines.extend(_token_lines(comparison.tokens, use_color))
+    summary = report.summary()
+    counted = ", ".join(f"{count} {status}" for status, count in summary.items() if count and status != "total")
+    verdict = "renders differ" if report.changed else "renders identical"
+    lines.append(f"{summary['total']} fixtures: {counted or 'none'} — {verdict}")
+    return "\n".join(lines)
+
+
+def _token_lines(tokens: Any, use_color: bool) -> list[str]:
+    lines = [f"    tokens: a has {len(tokens.a_ids)}, b has {len(tokens.b_ids)}; {len(tokens.changes)} change(s)"]
+    for change in tokens.changes:
+        removed = " ".join(f"{piece!r}={token_id}" for piece, token_id in zip(change.a_pieces, change.a_ids))
+        added = " ".join(f"{piece!r}={token_id}" for piece, token_id in zip(change.b_pieces, change.b_ids))
+        lines.append(f"      @ a[{change.a_start}:{change.a_end}] b[{change.b_start}:{change.b_end}] {change.tag}")
+        if removed:
+            lines.append("      " + _paint(f"- {removed}", _DIFF_COLORS["-"], use_color))
+        if added:
+            lines.append("      " + _paint(f"+ {added}", _DIFF_COLORS["+"], use_color))
+    return lines
+
+
+def _side_by_side_lines(rows: list, use_color: bool) -> list[str]:
+    import shutil
+
+    width = max(20, (shutil.get_terminal_size((160, 24)).columns - 7) // 2)
+    lines = []
+    for row in rows:
+        marker = {"equal": " ", "replace": "|", "delete": "<", "insert": ">"}[row.tag]
+        left, right = row.left or "", row.right or ""
+        # Long lines wrap inside their column rather than being cut, so no character is hidden.
+        chunks = max(1, -(-len(left) // width), -(-len(right) // width))
+        for index in range(chunks):
+            left_part = left[index * width:(index + 1) * width].ljust(width)
+            right_part = right[index * width:(index + 1) * width]
+            line = f"    {left_part} {marker if index == 0 else ' '} {right_part}"
+            color = {"replace": "\x1b[33m", "delete": _DIFF_COLORS["-"], "insert": _DIFF_COLORS["+"]}.get(row.tag)
+            lines.append(_paint(line, color, use_color) if color else line)
+    return lines
+
+
+def _one_line_visible(text: str | None) -> str:
+    """Visible text on one line (each ↵ stays, the real line break goes); an empty wrapper says so."""
+    from .visible import make_visible
+
+    if text is None:
+        return ""
+    return make_visible(text).replace("\n", "") or "(empty)"
+
+
+def _wrappers_table(found: list, outliers: dict[str, list[bool]], use_color: bool) -> str:
+    from .comparison import ROLES, WRAPPER_OK
+
+    width = max(len(item.label) for item in found)
+    lines = [f"content is shown as …; ≠ marks a value that differs from most of the {len(found)} sources"]
+    rows = [("start", lambda item: _one_line_visible(item.start) if item.start is not None else "(n/a)")]
+    for role in ROLES:
+        rows.append((role, lambda item, role=role: _wrapper_cell(item.roles[role], WRAPPER_OK)))
+    rows.append(("generation_prompt", lambda item: _wrapper_cell(item.generation_prompt, WRAPPER_OK, content=False)))
+    rows.append(("end", lambda item: _one_line_visible(item.end) if item.end is not None else "(n/a)"))
+    for row, cell in rows:
+        lines.append(_paint(row, _BOLD, use_color))
+        for item, odd in zip(found, outliers[row]):
+            mark = "≠" if odd else " "
+            text = f"  {mark} {item.label.ljust(width)}  {cell(item)}"
+            lines.append(_paint(text, "\x1b[33m", use_color) if odd else text)
+    return "\n".join(lines)
+
+
+def _wrapper_cell(wrapper: Any, ok: str, content: bool = True) -> str:
+    if wrapper.prefix is None and wrapper.suffix is None:
+        return f"({wrapper.status}: {wrapper.note})" if wrapper.note else f"({wrapper.status})"
+    text = _one_line_visible(wrapper.prefix) + ("…" + _one_line_visible(wrapper.suffix) if content else "")
+    if wrapper.status != ok:
+        text += f"   ({wrapper.status}: {wrapper.note})"
+    return text

@@ -1,0 +1,493 @@
+"""`templatekit diff`: classifying fixtures, git revisions, role wrappers, token diffs, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+from click.testing import CliRunner
+
+import templatekit
+from templatekit.cli import main
+from templatekit.comparison import (
+    BOTH_RAISED_DIFFERENT,
+    BOTH_RAISED_SAME,
+    DIFFERENT,
+    IDENTICAL,
+    ONE_RAISED,
+    WHITESPACE_ONLY,
+    WRAPPER_NOT_RENDERED,
+    WRAPPER_NOT_SUPPORTED,
+    WRAPPER_OK,
+    compare_wrappers,
+    role_wrappers,
+    side_by_side,
+)
+from templatekit.errors import InputError
+from templatekit.sources import template_from_text
+
+NOW = datetime(2025, 1, 15, 10, 30)
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# The same template with one more newline after each turn: only whitespace changes.
+CHATML_EXTRA_NEWLINE = CHATML.replace("<|im_end|>\n{% endfor %}", "<|im_end|>\n\n{% endfor %}")
+# The same template with a renamed role marker for the assistant.
+CHATML_RENAMED_ASSISTANT = (
+    "{% for m in messages %}<|im_start|>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>model\n{% endif %}"
+)
+
+
+def _chatml_with_tool_calls(call_format: str) -> str:
+    """ChatML that prints tool calls with ``call_format`` (a Jinja expression over ``call``)."""
+    return (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% if m.tool_calls %}{% for call in m.tool_calls %}<tool_call>"
+        + call_format
+        + "</tool_call>{% endfor %}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+TOOLS_AS_JSON = _chatml_with_tool_calls("{{ call.function | tojson }}")
+TOOLS_AS_PYTHON = _chatml_with_tool_calls("{{ call.function.name }}({{ call.function.arguments | tojson }})")
+
+
+def _source(text: str, **special_tokens: str):
+    return dataclasses.replace(template_from_text(text), special_tokens=dict(special_tokens))
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# classification
+
+
+def test_identical_templates_are_identical_on_every_builtin_fixture():
+    report = templatekit.diff(_source(CHATML), _source(CHATML), now=NOW)
+    assert report.identical and not report.changed
+    assert {comparison.status for comparison in report.comparisons} == {IDENTICAL}
+    assert report.summary()["identical"] == report.summary()["total"] > 10
+
+
+def test_whitespace_only_change_is_classified_and_visible_in_the_diff():
+    report = templatekit.diff(_source(CHATML), _source(CHATML_EXTRA_NEWLINE), ["multi-turn"], now=NOW)
+    (comparison,) = report.comparisons
+    assert comparison.status == WHITESPACE_ONLY and report.changed
+    # The inserted blank line is a visible "↵" line of its own.
+    assert "+↵" in comparison.unified_diff
+    assert "<|im_end|>↵<|im_start|>assistant" in comparison.first_difference.a_excerpt
+    assert "<|im_end|>↵↵<|im_start|>assistant" in comparison.first_difference.b_excerpt
+
+
+def test_role_marker_change_is_different_and_the_diff_shows_the_marker():
+    report = templatekit.diff(_source(CHATML), _source(CHATML_RENAMED_ASSISTANT), ["basic", "multi-turn"], now=NOW)
+    statuses = {comparison.fixture: comparison.status for comparison in report.comparisons}
+    assert statuses == {"basic": DIFFERENT, "multi-turn": DIFFERENT}
+    lines = report.comparisons[0].unified_diff
+    assert "-<|im_start|>assistant↵" in lines and "+<|im_start|>model↵" in lines
+
+
+def test_tool_rendering_change_differs_only_on_tool_call_fixtures():
+    report = templatekit.diff(_source(TOOLS_AS_JSON), _source(TOOLS_AS_PYTHON), ["basic", "tool-call"], now=NOW)
+    statuses = {comparison.fixture: comparison.status for comparison in report.comparisons}
+    assert statuses == {"basic": IDENTICAL, "tool-call": DIFFERENT}
+    tool_call = report.comparisons[1]
+    assert any(line.startswith("-<tool_call>{") for line in tool_call.unified_diff)
+    assert any(line.startswith("+<tool_call>get_current_weather({") for line in tool_call.unified_diff)
+
+
+def test_one_side_raising_and_both_raising_are_told_apart():
+    raises = "{{ raise_exception('no system role') }}"
+    other = "{{ raise_exception('something else') }}"
+    one = templatekit.diff(_source(CHATML), _source(raises), ["basic"], now=NOW).comparisons[0]
+    assert (one.status, one.raised_side) == (ONE_RAISED, "b")
+    assert "no system role" in one.b.error_description
+    same = templatekit.diff(_source(raises), _source(raises), ["basic"], now=NOW)
+    assert same.comparisons[0].status == BOTH_RAISED_SAME and not same.changed
+    different = templatekit.diff(_source(raises), _source(other), ["basic"], now=NOW)
+    assert different.comparisons[0].status == BOTH_RAISED_DIFFERENT and different.changed
+
+
+def test_both_sides_share_one_clock_by_default():
+    dated = "{{ strftime_now('%H:%M:%S.%f') }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert templatekit.diff(_source(dated), _source(dated), ["basic"]).identical
+
+
+def test_side_by_side_pairs_visible_lines():
+    rows = side_by_side("a\nb\n", "a\nc\n")
+    assert [(row.tag, row.left, row.right) for row in rows] == [
+        ("equal", "a↵", "a↵"), ("replace", "b↵", "c↵"), ("equal", "", ""),
+    ]
+
+
+def test_api_accepts_fixture_files_and_paths(tmp_path):
+    a = _write(tmp_path / "a.jinja", CHATML)
+    b = _write(tmp_path / "b.jinja", CHATML_RENAMED_ASSISTANT)
+    conversation = _write(tmp_path / "mine.yaml", "name: mine\nmessages:\n  - {role: user, content: hi}\n")
+    report = templatekit.diff(str(a), b, [str(conversation)], now=NOW)
+    assert [(c.fixture, c.status) for c in report.comparisons] == [("mine", DIFFERENT)]
+    assert report.a_label == str(a)
+
+
+# ---------------------------------------------------------------------------------------------
+# git revisions
+
+
+def _git(repo, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_NOSYSTEM": "1",
+           "HOME": str(repo)}
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q")
+    _write(root / "t.jinja", CHATML)
+    model = root / "model"
+    model.mkdir()
+    _write(model / "tokenizer_config.json", json.dumps({"chat_template": CHATML, "eos_token": "<|im_end|>"}))
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "first")
+    _write(root / "t.jinja", CHATML_RENAMED_ASSISTANT)
+    monkeypatch.chdir(root)
+    return root
+
+
+def test_git_revision_against_working_file(repo, run):
+    report = templatekit.diff("git:HEAD:t.jinja", "t.jinja", ["basic"], now=NOW)
+    assert report.comparisons[0].status == DIFFERENT
+    assert report.a_label == "git:HEAD:t.jinja"
+    assert templatekit.diff("git:HEAD:t.jinja", "git:HEAD:t.jinja", ["basic"], now=NOW).identical
+    result = run("diff", "git:HEAD:t.jinja", "t.jinja", "-f", "basic", "--no-color")
+    assert result.exit_code == 1
+    assert "--- git:HEAD:t.jinja (basic)" in result.output
+
+
+def test_git_revision_of_a_config_file_and_a_model_directory(repo):
+    from_file = templatekit.diff("git:HEAD:model/tokenizer_config.json", "model/tokenizer_config.json", ["basic"])
+    assert from_file.identical
+    from_directory = templatekit.diff("git:HEAD:model", "model", ["basic"])
+    assert from_directory.identical
+
+
+def test_git_errors_are_one_line_and_name_the_spec(repo, run, tmp_path):
+    with pytest.raises(InputError, match=r"^git:nope:t\.jinja: unknown git revision 'nope'$"):
+        templatekit.diff("git:nope:t.jinja", "t.jinja")
+    with pytest.raises(InputError, match=r"^git:HEAD:missing\.jinja: no file or directory 'missing\.jinja'"):
+        templatekit.diff("git:HEAD:missing.jinja", "t.jinja")
+    with pytest.raises(InputError, match="expected git:REV:PATH"):
+        templatekit.diff("git:HEAD", "t.jinja")
+    result = run("diff", "git:nope:t.jinja", "t.jinja")
+    assert result.exit_code == 2
+    assert result.output.strip() == "templatekit: error: git:nope:t.jinja: unknown git revision 'nope'"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.chdir(outside)
+    with pytest.raises(InputError, match="is not inside a git repository"):
+        templatekit.diff("git:HEAD:t.jinja", str(repo / "t.jinja"))
+
+
+def test_render_errors_at_a_revision_point_at_the_revision(repo):
+    _write(repo / "bad.jinja", "{{ messages[0].nope.deeper }}")
+    _git(repo, "add", "bad.jinja")
+    _git(repo, "commit", "-q", "-m", "bad")
+    report = templatekit.diff("git:HEAD:bad.jinja", "t.jinja", ["basic"], now=NOW)
+    assert report.comparisons[0].a.error_description.startswith("git:HEAD:bad.jinja:1: render error")
+
+
+# ---------------------------------------------------------------------------------------------
+# role wrappers
+
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+GEMMA = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+PHI3 = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\\n' + message['content'] + "
+    "'<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}"
+    "{% endif %}"
+)
+ZEPHYR = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
+    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"
+)
+
+# (template, special tokens, start, {role: (prefix, suffix) or a status}, generation prompt, end)
+WRAPPER_CASES = {
+    "chatml": (CHATML, {}, "", {
+        "system": ("<|im_start|>system\n", "<|im_end|>\n"),
+        "user": ("<|im_start|>user\n", "<|im_end|>\n"),
+        "assistant": ("<|im_start|>assistant\n", "<|im_end|>\n"),
+        "tool": ("<|im_start|>tool\n", "<|im_end|>\n"),
+    }, "<|im_start|>assistant\n", ""),
+    "llama3": (LLAMA3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, "<|begin_of_text|>", {
+        "system": ("<|start_header_id|>system<|end_header_id|>\n\n", "<|eot_id|>"),
+        "user": ("<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>"),
+        "assistant": ("<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
+        "tool": ("<|start_header_id|>tool<|end_header_id|>\n\n", "<|eot_id|>"),
+    }, "<|start_header_id|>assistant<|end_header_id|>\n\n", ""),
+    "mistral": (MISTRAL, {"bos_token": "<s>", "eos_token": "</s>"}, "<s>", {
+        "system": WRAPPER_NOT_SUPPORTED,
+        "user": ("[INST] ", " [/INST]"),
+        "assistant": ("", "</s>"),
+        "tool": WRAPPER_NOT_SUPPORTED,
+    }, "", ""),
+    "gemma": (GEMMA, {"bos_token": "<bos>", "eos_token": "<eos>"}, "<bos>", {
+        "system": WRAPPER_NOT_SUPPORTED,
+        "user": ("<start_of_turn>user\n", "<end_of_turn>\n"),
+        "assistant": ("<start_of_turn>model\n", "<end_of_turn>\n"),
+        "tool": ("<start_of_turn>tool\n", "<end_of_turn>\n"),
+    }, "<start_of_turn>model\n", ""),
+    "phi3": (PHI3, {"bos_token": "<s>", "eos_token": "<|endoftext|>"}, "", {
+        "system": ("<|system|>\n", "<|end|>\n"),
+        "user": ("<|user|>\n", "<|end|>\n"),
+        "assistant": ("<|assistant|>\n", "<|end|>\n"),
+        "tool": WRAPPER_NOT_RENDERED,
+    }, "<|assistant|>\n", "<|endoftext|>"),
+    "zephyr": (ZEPHYR, {"bos_token": "<s>", "eos_token": "</s>"}, "", {
+        "system": ("<|system|>\n", "</s>\n"),
+        "user": ("<|user|>\n", "</s>\n"),
+        "assistant": ("<|assistant|>\n", "</s>\n"),
+        "tool": WRAPPER_NOT_RENDERED,
+    }, "<|assistant|>\n", ""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRAPPER_CASES))
+def test_role_wrappers_of_common_formats(name):
+    text, tokens, start, roles, generation_prompt, end = WRAPPER_CASES[name]
+    wrappers = role_wrappers(_source(text, **tokens), now=NOW)
+    assert (wrappers.start, wrappers.end) == (start, end)
+    assert wrappers.generation_prompt.prefix == generation_prompt
+    for role, expected in roles.items():
+        wrapper = wrappers.roles[role]
+        if isinstance(expected, str):
+            assert wrapper.status == expected, (role, wrapper)
+            if expected == WRAPPER_NOT_RENDERED:
+                assert (wrapper.prefix, wrapper.suffix) == ("", "")
+        else:
+            assert (wrapper.prefix, wrapper.suffix) == expected, (role, wrapper)
+            assert wrapper.status == WRAPPER_OK
+
+
+def test_not_supported_role_keeps_the_template_message():
+    wrappers = role_wrappers(_source(GEMMA, bos_token="<bos>"), now=NOW)
+    assert "System role not supported" in wrappers.roles["system"].note
+
+
+def test_phi3_generation_prompt_is_reported_as_not_a_clean_suffix():
+    wrappers = role_wrappers(_source(PHI3, eos_token="<|endoftext|>"), now=NOW)
+    assert wrappers.generation_prompt.status == "unclear"
+    assert "not a clean suffix" in wrappers.generation_prompt.note
+
+
+def test_tool_call_printed_before_the_result_is_cut_after_the_assistant_turn():
+    wrappers = role_wrappers(_source(TOOLS_AS_JSON), now=NOW)
+    assert wrappers.roles["tool"] == dataclasses.replace(wrappers.roles["tool"], prefix="<|im_start|>tool\n",
+                                                         suffix="<|im_end|>\n", status=WRAPPER_OK)
+
+
+def test_compare_wrappers_marks_the_odd_one_out():
+    found = [role_wrappers(_source(text), now=NOW) for text in (CHATML, CHATML, CHATML_RENAMED_ASSISTANT)]
+    outliers = compare_wrappers(found)
+    assert outliers["assistant"] == [False, False, True]
+    assert outliers["user"] == [False, False, False]
+
+
+def test_wrappers_cli_table_and_json(run, tmp_path):
+    paths = [str(_write(tmp_path / f"{name}.jinja", text))
+             for name, text in (("a", CHATML), ("b", CHATML), ("c", CHATML_RENAMED_ASSISTANT), ("g", GEMMA))]
+    result = run("diff", "--wrappers", *paths, "--no-color")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assistant_rows = lines[lines.index("assistant") + 1: lines.index("tool")]
+    assert assistant_rows[0].endswith("<|im_start|>assistant↵…<|im_end|>↵")
+    assert assistant_rows[2].lstrip().startswith("≠") and "<|im_start|>model↵…<|im_end|>↵" in assistant_rows[2]
+    assert "(not-supported: " in result.output and "System role not supported" in result.output
+    data = json.loads(run("diff", "--wrappers", *paths, "--format", "json").output)
+    assert data["schema_version"] == 1
+    assert data["wrappers"][0]["roles"]["user"] == {
+        "prefix": "<|im_start|>user\n", "suffix": "<|im_end|>\n", "status": "ok", "note": None}
+    assert data["wrappers"][3]["roles"]["system"]["status"] == "not-supported"
+
+
+# ---------------------------------------------------------------------------------------------
+# tokens
+
+
+def _model_dir(path, chat_template: str, marker_is_special: bool):
+    """A model directory with a WordLevel tokenizer; ``<|im_start|>`` is one special token or three pieces."""
+    from tokenizers import AddedToken, Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    words = ["<unk>", "<|im_end|>", "<|", "im_start", "|>", "user", "assistant", "Hello", "hi", "there", "?"]
+    tokenizer = Tokenizer(WordLevel({word: index for index, word in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = Whitespace()
+    special = [AddedToken("<|im_end|>", special=True)]
+    if marker_is_special:
+        special.append(AddedToken("<|im_start|>", special=True))
+    tokenizer.add_special_tokens(special)
+    path.mkdir()
+    tokenizer.save(str(path / "tokenizer.json"))
+    _write(path / "tokenizer_config.json", json.dumps({"chat_template": chat_template, "eos_token": "<|im_end|>"}))
+    return path
+
+
+def test_token_diff_reveals_a_marker_split_into_pieces(tmp_path):
+    whole = _model_dir(tmp_path / "whole", CHATML, marker_is_special=True)
+    split = _model_dir(tmp_path / "split", CHATML, marker_is_special=False)
+    conversation = _write(tmp_path / "c.yaml", "name: hello\nmessages:\n  - {role: user, content: 'Hello there ?'}\n")
+    report = templatekit.diff(whole, split, [str(conversation)], tokens=True, now=NOW)
+    (comparison,) = report.comparisons
+    # The text is the same; only the tokens tell the two models apart.
+    assert comparison.status == IDENTICAL and report.changed
+    assert report.summary()["token-different"] == 1
+    first = comparison.tokens.changes[0]
+    assert first.a_pieces == ["<|im_start|>"] and first.b_pieces == ["<|", "im_start", "|>"]
+    same = templatekit.diff(whole, whole, [str(conversation)], tokens=True, now=NOW)
+    assert same.identical and same.comparisons[0].tokens.identical
+
+
+def test_tokens_cli_output_and_missing_tokenizer(tmp_path, run):
+    whole = _model_dir(tmp_path / "whole", CHATML, marker_is_special=True)
+    split = _model_dir(tmp_path / "split", CHATML, marker_is_special=False)
+    result = run("diff", str(whole), str(split), "-f", "basic", "--tokens", "--no-color")
+    assert result.exit_code == 1
+    assert "tokens: a has" in result.output
+    assert "- '<|im_start|>'=" in result.output and "+ '<|'=2 'im_start'=3 '|>'=4" in result.output
+    bare = _write(tmp_path / "bare.jinja", CHATML)
+    missing = run("diff", str(whole), str(bare), "-f", "basic", "--tokens")
+    assert missing.exit_code == 2
+    assert missing.output.count("\n") == 1 and "has no tokenizer.json" in missing.output
+    # Without --tokens a side without a tokenizer is fine.
+    assert run("diff", str(whole), str(bare), "-f", "basic").exit_code == 0
+
+
+def test_transformers_is_imported_only_for_tokens(tmp_path):
+    a = _write(tmp_path / "a.jinja", CHATML)
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom templatekit.cli import main\n"
+        f"result = CliRunner().invoke(main, ['diff', {str(a)!r}, {str(a)!r}, '-f', 'basic'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"CliRunner().invoke(main, ['diff', '--wrappers', {str(a)!r}])\n"
+        "heavy = sorted(name for name in ('transformers', 'torch', 'hypothesis') if name in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_exit_codes(run, tmp_path):
+    a = str(_write(tmp_path / "a.jinja", CHATML))
+    b = str(_write(tmp_path / "b.jinja", CHATML_EXTRA_NEWLINE))
+    same = run("diff", a, a, "-f", "basic", "--no-color")
+    assert same.exit_code == 0
+    assert "= basic: identical" in same.output
+    assert same.output.rstrip().endswith("1 fixtures: 1 identical — renders identical")
+    changed = run("diff", a, b, "-f", "basic", "-f", "multi-turn", "--no-color")
+    assert changed.exit_code == 1
+    assert "≠ basic: whitespace-only" in changed.output
+    assert "2 fixtures: 2 whitespace-only — renders differ" in changed.output
+    assert "\x1b[" not in changed.output
+    colored = run("diff", a, b, "-f", "basic", "--color")
+    assert "\x1b[32m+↵\x1b[0m" in colored.output
+
+
+def test_cli_side_by_side(run, tmp_path):
+    a = str(_write(tmp_path / "a.jinja", CHATML))
+    b = str(_write(tmp_path / "b.jinja", CHATML_RENAMED_ASSISTANT))
+    result = run("diff", a, b, "-f", "basic", "--side-by-side", "--no-color")
+    assert result.exit_code == 1
+    row = next(line for line in result.output.splitlines() if line.startswith("    <|im_start|>assistant↵"))
+    assert row.endswith(" | <|im_start|>model↵")
+
+
+def test_cli_json_schema(run, tmp_path):
+    a = str(_write(tmp_path / "a.jinja", CHATML))
+    b = str(_write(tmp_path / "b.jinja", CHATML_RENAMED_ASSISTANT))
+    result = run("diff", a, b, "-f", "basic", "-f", "tool-call", "--format", "json", "--now", "2025-01-15T10:30:00")
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert set(data) == {"schema_version", "a", "b", "changed", "summary", "token_note", "fixtures"}
+    assert data["schema_version"] == 1 and data["changed"] is True
+    assert data["summary"] == {"identical": 0, "whitespace-only": 0, "different": 2, "one-raised": 0,
+                               "both-raised-same": 0, "both-raised-different": 0, "token-different": 0, "total": 2}
+    fixture = data["fixtures"][0]
+    assert set(fixture) == {"fixture", "status", "changed", "raised_side", "a", "b", "first_difference",
+                            "unified_diff", "tokens"}
+    assert fixture["a"]["text"].startswith("<|im_start|>user\n") and fixture["a"]["error"] is None
+    assert set(fixture["first_difference"]) == {"offset", "line", "a_excerpt", "b_excerpt"}
+    assert fixture["tokens"] is None
+
+
+def test_cli_template_names(run, tmp_path):
+    config = _write(tmp_path / "tokenizer_config.json", json.dumps({"chat_template": [
+        {"name": "default", "template": CHATML}, {"name": "other", "template": CHATML_RENAMED_ASSISTANT}]}))
+    plain = str(_write(tmp_path / "plain.jinja", CHATML))
+    assert run("diff", str(config), plain, "-f", "basic").exit_code == 0
+    assert run("diff", str(config), plain, "-f", "basic", "--template-name-a", "other").exit_code == 1
+    assert run("diff", str(config), str(config), "-f", "basic", "--template-name-b", "other").exit_code == 1
+    bad = run("diff", str(config), plain, "-f", "basic", "--template-name-a", "nope")
+    assert bad.exit_code == 2 and "no chat template named 'nope'" in bad.output
+
+
+def test_cli_bad_input_is_one_line_exit_2(run, tmp_path):
+    a = str(_write(tmp_path / "a.jinja", CHATML))
+    missing = run("diff", a, str(tmp_path / "missing.jinja"))
+    assert missing.exit_code == 2
+    assert missing.output == f"templatekit: error: {tmp_path / 'missing.jinja'}: no such file or directory\n"
+    fixture = run("diff", a, a, "-f", "no-such-fixture")
+    assert fixture.exit_code == 2 and fixture.output.count("\n") == 1
+    three = run("diff", a, a, a)
+    assert three.exit_code == 2 and "exactly two sources" in three.output
