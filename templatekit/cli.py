@@ -308,9 +308,18 @@ def embed(jinja_file: Path, target: Path, name: str | None) -> None:
 @click.option("--statistics", is_flag=True, help="Also count findings per rule.")
 @click.option("--quiet", "-q", is_flag=True, help="Findings only: no excerpts, notes or summary.")
 @click.option("--color/--no-color", default=None, help="Colour the text output (default: when a terminal).")
+@click.option("--static", "static_only", is_flag=True,
+              help="Skip the behavioural rules (TK6xx), which render the template against the fixtures.")
+@click.option("--engines", "render_engines", metavar="LIST",
+              help="Also render every fixture in these real engines (minijinja,hf-jinja) and report what differs "
+                   "from transformers.")
+@click.option("--node-modules", type=click.Path(path_type=Path),
+              help="node_modules holding @huggingface/jinja (default: $TEMPLATEKIT_NODE_MODULES, ./node_modules "
+                   "upwards, ~/.cache/templatekit/node).")
 def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bool, show_diff: bool,
          selects: tuple[str, ...], ignores: tuple[str, ...], fail_on: str | None, config_path: Path | None,
-         no_cache: bool, statistics: bool, quiet: bool, color: bool | None) -> None:
+         no_cache: bool, statistics: bool, quiet: bool, color: bool | None, static_only: bool,
+         render_engines: str | None, node_modules: Path | None) -> None:
     """Lint chat templates: .jinja files, tokenizer_config.json, chat_template.json, model
     directories and GGUF files (default: the current directory).
 
@@ -322,6 +331,8 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     from .report import format_reports
 
     config = load_config(config_path)
+    if static_only:
+        config.static_only = True
     if selects:
         config.select = _split_selectors(selects)
         _check_selectors(config.select, "--select", "command line")
@@ -336,6 +347,8 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     output = format_reports(reports, output_format, color=_use_color(color), statistics=statistics, quiet=quiet)
     if output:
         click.echo(output, color=_use_color(color))
+    if render_engines:
+        _report_engine_renders(reports, render_engines, node_modules)
     if any(report.error for report in reports):
         sys.exit(EXIT_INPUT)
     diagnostics = [d for report in reports for d in report.diagnostics]
@@ -346,8 +359,48 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     sys.exit(EXIT_OK)
 
 
+def _report_engine_renders(reports: list, engine_list: str, node_modules: Path | None) -> None:
+    """Render each linted source in the real engines and print what differs from transformers."""
+    from .engines import EngineUnavailable, parse_engine_list
+    from .engines.compare import compare_engines, format_comparisons
+
+    try:
+        names = parse_engine_list(engine_list)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--engines") from None
+    options = {"hf-jinja": {"node_modules": node_modules}} if node_modules else None
+    for report in reports:
+        if report.error or not report.templates:
+            continue
+        try:
+            comparisons = compare_engines(report.path, engines=names, diagnostics=report.diagnostics,
+                                          engine_options=options)
+        except EngineUnavailable as exc:
+            _fail_input(str(exc))
+        click.echo(format_comparisons(comparisons))
+
+
 def _split_selectors(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+@main.command()
+@click.argument("source")
+def capabilities(source: str) -> None:
+    """Probe what a chat template supports (system role, tools, tool calls, documents, reasoning,
+    typed content, ...) by rendering needle conversations, as llama.cpp's minja does."""
+    from .behaviour import Behaviour
+    from .capabilities import format_capabilities
+    from .lint.config import load_config
+    from .sources import load_source
+
+    config = load_config(None)
+    loaded = load_source(Path(source))
+    for template in loaded.templates.values():
+        behaviour = Behaviour(template.text, loaded.special_tokens, config.capabilities)
+        if len(loaded.templates) > 1:
+            click.echo(f"== {template.name}")
+        click.echo(format_capabilities(behaviour.capabilities, behaviour.not_evaluated()))
 
 
 @main.command()

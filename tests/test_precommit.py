@@ -43,7 +43,9 @@ def test_hook_fails_on_a_bad_template_and_passes_after_the_fix(tmp_path):
     assert "TK091" in failing.stdout
     assert "README.md" not in failing.stdout
 
-    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}", encoding="utf-8")
+    template.write_text(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}", encoding="utf-8")
     git("add", ".", cwd=project)
     git("commit", "-qm", "fix", cwd=project)
     passing = try_repo(project)

@@ -12,6 +12,7 @@ the file, the key and the closest valid spelling.
     severity = { TK301 = "error" }
     capabilities = { tools = false }      # what the template declares it does not support
     cache = true
+    static-only = false                   # true: skip behavioural rules (TK6xx), which render
 
     [tool.templatekit.rules.TK301]        # options of one rule
     extra-roles = ["ipython"]
@@ -38,7 +39,7 @@ CAPABILITIES = (
     "documents", "typed_content", "reasoning", "generation_tag", "generation_prompt",
 )
 FAIL_ON = ("error", "warning", "info", "never")
-KEYS = ("select", "ignore", "fail-on", "engines", "per-file-ignores", "severity", "capabilities", "rules", "cache")
+KEYS = ("select", "ignore", "fail-on", "engines", "per-file-ignores", "severity", "capabilities", "rules", "cache", "static-only")
 
 
 class ConfigError(InputError):
@@ -56,6 +57,8 @@ class LintConfig:
     capabilities: dict[str, bool] = dataclasses.field(default_factory=dict)
     rule_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     cache: bool = True
+    # Skip behavioural rules (they render the template dozens of times; static rules only parse).
+    static_only: bool = False
     path: Path | None = None  # the file it came from
     root: Path = dataclasses.field(default_factory=Path.cwd)
 
@@ -67,6 +70,8 @@ class LintConfig:
                 if _path_matches(file, pattern, self.root) and any(matches(rule, s) for s in selectors):
                     return False
         if rule.engines and not set(rule.engines) & set(self.engines):
+            return False
+        if self.static_only and getattr(rule, "behavioural", False):
             return False
         return True
 
@@ -221,6 +226,10 @@ def config_from_mapping(data: Mapping[str, Any], path: Path | None = None) -> Li
         if not isinstance(data["cache"], bool):
             raise ConfigError(where, "'cache' must be true or false")
         config.cache = data["cache"]
+    if "static-only" in data:
+        if not isinstance(data["static-only"], bool):
+            raise ConfigError(where, "'static-only' must be true or false")
+        config.static_only = data["static-only"]
     return config
 
 

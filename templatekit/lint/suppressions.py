@@ -64,6 +64,8 @@ def parse_suppressions(target: LintTarget) -> tuple[list[Suppression], list[Prob
         match = _DIRECTIVE.match(token.value)
         if not match:
             continue
+        if match.group("body").split(None, 1)[:1] == ["capabilities"]:
+            continue  # a capability declaration (templatekit.capabilities), not a suppression
         opening = tokens[index - 1] if index > 0 else token
         closing = tokens[index + 1] if index + 1 < len(tokens) else token
         line, column = target.position(opening.offset)

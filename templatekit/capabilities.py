@@ -1,0 +1,271 @@
+"""What a chat template supports, found by rendering needle conversations (as minja does).
+
+minja (google/minja ``chat-template.hpp``, vendored by llama.cpp) decides what a template can do
+by rendering small probe conversations whose values are unique "needles" and checking which
+needles reach the output. templatekit probes the same way, with transformers' renderer, and adds
+documents, reasoning, the ``{% generation %}`` tag and the generation prompt.
+
+A template may also *declare* what it does not (or does) support, either in the lint config::
+
+    [tool.templatekit]
+    capabilities = { tools = false, documents = false }
+
+or in a comment in the template itself::
+
+    {# templatekit: capabilities tools=false documents=false #}
+
+Declarations win over probing: probing can only see what renders, while the author knows what
+the model was trained on. Behavioural checks skip every fixture that needs a capability the
+template lacks and list it as "not evaluated" rather than counting it as passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .conversation import Conversation
+
+# Every capability, in report order. ``generation_prompt`` is not a fixture requirement but a
+# property TK601 checks, so a template without one can be declared instead of failing.
+CAPABILITY_NAMES = (
+    "system", "tools", "tool_calls", "parallel_tool_calls", "tool_responses", "tool_call_id",
+    "documents", "typed_content", "reasoning", "generation_tag", "generation_prompt",
+)
+
+DESCRIPTIONS = {
+    "system": "system role",
+    "tools": "tool definitions",
+    "tool_calls": "assistant tool calls",
+    "parallel_tool_calls": "several tool calls in one turn",
+    "tool_responses": "tool results (role tool)",
+    "tool_call_id": "tool_call_id linking results to calls",
+    "documents": "RAG documents",
+    "typed_content": "typed content parts ([{type: text, text: ...}])",
+    "reasoning": "reasoning (reasoning_content / thinking)",
+    "generation_tag": "{% generation %} assistant mask",
+    "generation_prompt": "a generation prompt for add_generation_prompt",
+}
+
+_COMMENT = re.compile(r"\{#-?\s*templatekit\s*:\s*capabilities\b(?P<body>.*?)-?#\}", re.DOTALL)
+_SETTING = re.compile(r"([A-Za-z_]+)\s*=\s*([A-Za-z]+)")
+
+# The needles; distinctive enough that no template prints them by accident.
+SYSTEM_NEEDLE = "<System Needle>"
+USER_NEEDLE = "<User Needle>"
+ASSISTANT_NEEDLE = "<Assistant Needle>"
+TOOL_NAME = "some_tool"
+ARGUMENT_NEEDLE = "argument_needle"
+RESPONSE_NEEDLE = "Some response!"
+CALL_ID = "call_911_"
+DOCUMENT_NEEDLE = "<Document Needle>"
+REASONING_NEEDLE = "<Reasoning Needle>"
+
+# A render function: (cache key, conversation, add_generation_prompt) -> Rendering.
+Render = Callable[[str, Conversation, bool], Any]
+
+
+@dataclasses.dataclass
+class Capabilities:
+    """Each capability's value, and where it came from (``"probed"``, ``"config"``, ``"comment"``).
+
+    ``facts`` keeps what probing saw beyond yes/no (the system role raises or is dropped, tool
+    arguments must be objects, content must not be null...), for reports and for rules that
+    treat "raises" (declared by the template) differently from "silently dropped".
+    """
+
+    values: dict[str, bool]
+    sources: dict[str, str]
+    facts: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def supports(self, name: str) -> bool:
+        return self.values.get(name, True)
+
+    def missing(self, requires: tuple[str, ...] | list[str]) -> list[str]:
+        """The capabilities in ``requires`` this template lacks."""
+        return [name for name in requires if not self.supports(name)]
+
+    def declared(self, name: str) -> bool:
+        return self.sources.get(name, "probed") != "probed"
+
+
+def declared_in_template(text: str) -> dict[str, bool]:
+    """``{# templatekit: capabilities tools=false ... #}`` settings (the last comment wins per key).
+
+    Unknown names and values other than true/false are ignored here; ``comment_problems``
+    explains them.
+    """
+    found: dict[str, bool] = {}
+    for match in _COMMENT.finditer(text):
+        for name, value in _SETTING.findall(match.group("body")):
+            if name in CAPABILITY_NAMES and value.lower() in ("true", "false"):
+                found[name] = value.lower() == "true"
+    return found
+
+
+def comment_problems(text: str) -> list[str]:
+    """What is wrong with the template's capability comments (unknown names, bad values)."""
+    problems = []
+    for match in _COMMENT.finditer(text):
+        body = match.group("body").strip()
+        for part in body.split():
+            name, equals, value = part.partition("=")
+            if not equals:
+                problems.append(f"'{part}' is not name=true|false")
+            elif name not in CAPABILITY_NAMES:
+                problems.append(f"unknown capability '{name}' (known: {', '.join(CAPABILITY_NAMES)})")
+            elif value.lower() not in ("true", "false"):
+                problems.append(f"'{name}' must be true or false, got '{value}'")
+    return problems
+
+
+def _user(text: str = USER_NEEDLE) -> dict:
+    return {"role": "user", "content": text}
+
+
+def _call(name: str, arguments: Any, call_id: str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _tool(name: str) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": "Some tool.",
+            "parameters": {"type": "object", "properties": {ARGUMENT_NEEDLE: {"type": "string"}},
+                           "required": [ARGUMENT_NEEDLE]},
+        },
+    }
+
+
+def _tool_call_conversation(arguments: Any, calls: int = 1) -> Conversation:
+    """minja's tool-call probe: a call (or two), its result, and a user turn after it."""
+    names = [TOOL_NAME] if calls == 1 else ["test_tool1", "test_tool2"]
+    tool_calls = [_call(name, arguments, CALL_ID if index == 0 else f"call_912_{index}")
+                  for index, name in enumerate(names)]
+    messages = [
+        _user(),
+        {"role": "assistant", "content": "", "tool_calls": tool_calls},
+        *({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": RESPONSE_NEEDLE}
+          for call in tool_calls),
+        _user("Thanks."),
+    ]
+    return Conversation(messages, tools=[_tool(name) for name in names])
+
+
+def _shows_arguments(text: str | None) -> bool:
+    # minja accepts the JSON key, a Python-dict key or an XML parameter; the needle is only in
+    # the arguments (the tool schema is not passed twice), so any appearance of it counts.
+    return text is not None and ARGUMENT_NEEDLE in text
+
+
+def _text(rendering: Any) -> str | None:
+    return rendering.text if rendering is not None and rendering.ok else None
+
+
+def _has(rendering: Any, needle: str) -> bool:
+    text = _text(rendering)
+    return text is not None and needle in text
+
+
+def probe(render: Render) -> Capabilities:
+    """Probe a template through ``render`` (which caches, so probes shared with rules are free)."""
+    values: dict[str, bool] = {}
+    facts: dict[str, str] = {}
+
+    plain = render("probe:user", Conversation([_user()]), True)
+    with_system = render("probe:system", Conversation([{"role": "system", "content": SYSTEM_NEEDLE}, _user()]), True)
+    values["system"] = _has(with_system, SYSTEM_NEEDLE)
+    if not values["system"]:
+        facts["system"] = "raises" if with_system.error is not None else "dropped"
+
+    with_tools = render("probe:tools", Conversation([_user()], tools=[_tool(TOOL_NAME)]), True)
+    values["tools"] = _has(with_tools, TOOL_NAME)
+
+    as_object = render("probe:call-object", _tool_call_conversation({ARGUMENT_NEEDLE: "print('Hello, World!')"}), True)
+    as_string = render("probe:call-string",
+                       _tool_call_conversation(json.dumps({ARGUMENT_NEEDLE: "print('Hello, World!')"})), True)
+    object_ok, string_ok = _shows_arguments(_text(as_object)), _shows_arguments(_text(as_string))
+    values["tool_calls"] = object_ok or string_ok
+    if object_ok and not string_ok:
+        facts["tool_calls"] = "arguments must be objects (a JSON string fails or is not shown)"
+    elif string_ok and not object_ok:
+        facts["tool_calls"] = "arguments must be JSON strings (an object fails or is not shown)"
+    working = as_object if object_ok else as_string
+    values["tool_responses"] = _has(working, RESPONSE_NEEDLE)
+    values["tool_call_id"] = _has(working, CALL_ID)
+
+    arguments = {ARGUMENT_NEEDLE: "x"} if object_ok or not string_ok else json.dumps({ARGUMENT_NEEDLE: "x"})
+    parallel = render("probe:parallel", _tool_call_conversation(arguments, calls=2), True)
+    values["parallel_tool_calls"] = _has(parallel, "test_tool1") and _has(parallel, "test_tool2")
+
+    documents = render("probe:documents", Conversation(
+        [_user()], documents=[{"title": "Needle title", "text": DOCUMENT_NEEDLE}]), True)
+    values["documents"] = _has(documents, DOCUMENT_NEEDLE)
+
+    typed = render("probe:typed", Conversation([{"role": "user", "content": [{"type": "text", "text": USER_NEEDLE}]}]),
+                   True)
+    typed_text = _text(typed)
+    # A string-only template prints the list's Python repr, which contains the needle too.
+    values["typed_content"] = typed_text is not None and USER_NEEDLE in typed_text and "{'type'" not in typed_text
+    if values["typed_content"] and not _has(plain, USER_NEEDLE):
+        facts["typed_content"] = "requires typed content (a plain string does not render)"
+
+    reasoning = render("probe:reasoning", Conversation(
+        [_user(), {"role": "assistant", "reasoning_content": REASONING_NEEDLE, "content": ASSISTANT_NEEDLE}],
+        add_generation_prompt=False), False)
+    values["reasoning"] = _has(reasoning, REASONING_NEEDLE)
+
+    exchange = render("probe:exchange", Conversation(
+        [_user(), {"role": "assistant", "content": ASSISTANT_NEEDLE}], add_generation_prompt=False), False)
+    values["generation_tag"] = exchange is not None and exchange.ok and bool(exchange.spans)
+
+    unprompted = render("probe:user-no-prompt", Conversation([_user()]), False)
+    values["generation_prompt"] = (
+        _text(plain) is not None and _text(unprompted) is not None and _text(plain) != _text(unprompted)
+    )
+
+    null_content = render("probe:null-content", Conversation(
+        [_user(), {"role": "assistant", "content": None}, _user("Again."), {"role": "assistant", "content": "ok"}],
+        add_generation_prompt=False), False)
+    if _has(exchange, USER_NEEDLE) and not _has(null_content, USER_NEEDLE):
+        facts["content"] = "requires non-null assistant content"
+    return Capabilities(values=values, sources={name: "probed" for name in values}, facts=facts)
+
+
+def resolve(probed: Capabilities, template_text: str, config_values: Mapping[str, bool] | None = None) -> Capabilities:
+    """Probed values overridden by the template's comment, then by the lint config.
+
+    The config is the user's last word (as per-file-ignores are), so it overrides the comment.
+    """
+    values, sources = dict(probed.values), dict(probed.sources)
+    for origin, declared in (("comment", declared_in_template(template_text)), ("config", dict(config_values or {}))):
+        for name, value in declared.items():
+            values[name] = bool(value)
+            sources[name] = origin
+    return Capabilities(values=values, sources=sources, facts=dict(probed.facts))
+
+
+def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None) -> str:
+    """The text ``templatekit capabilities SOURCE`` prints: one line per capability, then the
+    built-in fixtures that behavioural checks will skip."""
+    width = max(len(name) for name in CAPABILITY_NAMES)
+    lines = []
+    for name in CAPABILITY_NAMES:
+        mark = "yes" if capabilities.supports(name) else "no "
+        source = capabilities.sources.get(name, "probed")
+        note = capabilities.facts.get(name, "")
+        if name == "tool_calls" and "content" in capabilities.facts:
+            note = "; ".join(part for part in (note, capabilities.facts["content"]) if part)
+        detail = f"  ({source})" if source != "probed" else ""
+        lines.append(f"{name:<{width}}  {mark}  {DESCRIPTIONS[name]}{detail}{'  - ' + note if note else ''}")
+    if not_evaluated:
+        lines.append("")
+        lines.append("not evaluated (fixtures needing a capability this template lacks):")
+        for fixture, missing in not_evaluated:
+            lines.append(f"  {fixture}: needs {', '.join(missing)}")
+    return "\n".join(lines)

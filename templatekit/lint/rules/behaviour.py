@@ -1,0 +1,648 @@
+"""TK6xx: behaviour — invariants checked by rendering the template, not by reading it.
+
+Every rule here renders the built-in fixtures (and small variants of them) through
+``templatekit.behaviour``, which renders each (fixture, variant) once per template and shares the
+result between rules. Fixtures needing a capability the template lacks (probed, or declared in
+config or a ``{# templatekit: capabilities ... #}`` comment) are skipped; TK614 lists them as not
+evaluated. Each rule reports at most one finding per template, naming the fixture and the place
+the invariant breaks; it sits on line 1 unless a line of the template is clearly responsible.
+
+These rules are marked ``behavioural``: ``static-only`` in the config skips them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import ClassVar
+
+from jinja2 import nodes
+
+from ...behaviour import (
+    HISTORY_WINDOW,
+    Behaviour,
+    behaviour_of,
+    common_prefix_length,
+    dropped_segment,
+    excerpt,
+    input_strings,
+    render_without_tools,
+    sentinel_conversations,
+    strip_reasoning,
+    with_string_arguments,
+    with_typed_text,
+)
+from ...conversation import REASONING_FIELDS, Conversation
+from ..model import Diagnostic
+from ..registry import Rule, register
+from ..target import LintTarget
+
+# Words that mark a span of a render as reasoning display (think blocks, analysis channels).
+_REASONING_MARKERS = re.compile(r"think|reason|thought|analysis", re.IGNORECASE)
+# Python reprs that reach the output when a template prints a structure or a Python constant.
+_REPR_PATTERNS = (
+    ("[{'type'", re.compile(r"\[\{'type'")),
+    ("{'", re.compile(r"\{'")),
+    ("True", re.compile(r"\bTrue\b")),
+    ("False", re.compile(r"\bFalse\b")),
+    ("None", re.compile(r"\bNone\b")),
+)
+_NONE = re.compile(r"\bNone\b")
+
+
+class BehaviourRule(Rule):
+    """A rule that renders: reports at most one finding, from ``findings``."""
+
+    behavioural: ClassVar[bool] = True
+    # Words whose first line in the template is where the finding is shown.
+    anchors: ClassVar[tuple[str, ...]] = ()
+
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        behaviour = behaviour_of(target)
+        for message in self.findings(behaviour, target):
+            line, column = _anchor(target, self.anchors)
+            return [self.diagnostic(line, column, message)]
+        return []
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        """Messages for each broken instance of the invariant (only the first is reported)."""
+        return iter(())
+
+
+def _anchor(target: LintTarget, words: tuple[str, ...]) -> tuple[int, int]:
+    for number, line in enumerate(target.lines, start=1):
+        for word in words:
+            if word in line:
+                return number, line.index(word) + 1
+    return 1, 1
+
+
+def template_literals(target: LintTarget) -> list[str]:
+    """Text the template itself prints or holds as string constants (a pattern found here came
+    from the template's author, not from a repr)."""
+    def collect(target: LintTarget) -> list[str]:
+        if target.tree is None:
+            return []
+        found = [node.data for node in target.tree.find_all(nodes.TemplateData)]
+        found += [node.value for node in target.tree.find_all(nodes.Const) if isinstance(node.value, str)]
+        return found
+
+    return target.shared("behaviour:literals", collect)
+
+
+def _from_input(pattern: str, conversation: Conversation, behaviour: Behaviour, target: LintTarget,
+                *, with_json: bool = True) -> bool:
+    sources = input_strings(conversation, behaviour.special_tokens, with_json=with_json) + template_literals(target)
+    return any(pattern in text for text in sources)
+
+
+def _first_user_ending(behaviour: Behaviour) -> Iterator[Conversation]:
+    for fixture in behaviour.evaluated():
+        if fixture.continue_final_message or not fixture.messages:
+            continue
+        if fixture.messages[-1].get("role") in ("user", "tool"):
+            yield fixture
+
+
+@register
+class GenerationPromptNotSuffix(BehaviourRule):
+    """The generation prompt is not a clean, non-empty suffix of the prompt without it.
+
+    Why: ``add_generation_prompt=True`` must only append the assistant header to the same text:
+    if it adds nothing the model continues the user's turn (and a header emitted unconditionally
+    ends every training example with a dangling header); if it changes earlier text, prompts
+    and training data disagree. Declare ``generation_prompt=false`` for templates that
+    deliberately have none (base-model formats).
+
+    Bad:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}<|assistant|>
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}
+        {%- if add_generation_prompt %}<|assistant|>{% endif %}
+    """
+
+    code = "TK601"
+    name = "generation-prompt-not-suffix"
+    severity = "warning"
+    anchors = ("add_generation_prompt",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        capabilities = behaviour.capabilities
+        # Only a declaration excuses a missing generation prompt: probing finding none is the bug.
+        if capabilities.declared("generation_prompt") and not capabilities.supports("generation_prompt"):
+            return
+        for fixture in _first_user_ending(behaviour):
+            prompted = behaviour.fixture_render(fixture, True)
+            plain = behaviour.fixture_render(fixture, False)
+            if not (prompted.ok and plain.ok):
+                continue
+            if prompted.text == plain.text:
+                yield (f"fixture '{fixture.name}' renders the same with and without add_generation_prompt: the "
+                       "template has no generation prompt, or emits it unconditionally")
+                return
+            if not prompted.text.startswith(plain.text):
+                at = common_prefix_length(prompted.text, plain.text)
+                yield (f"fixture '{fixture.name}': the render without add_generation_prompt is not a prefix of the "
+                       f"render with it; they differ at offset {at}: {excerpt(plain.text, at)} vs "
+                       f"{excerpt(prompted.text, at)}")
+                return
+
+
+def history_breaks(behaviour: Behaviour) -> list[tuple[str, str]]:
+    """(kind, message) for each fixture whose history does not re-render as a prefix.
+
+    For consecutive prefixes ``m[:j]`` and ``m[:j+1]`` of a fixture, the render of the shorter
+    (with the generation prompt when ``m[j]`` is the assistant's reply) must be a prefix of the
+    longer one's: that is what lets servers reuse the KV cache and what makes training data match
+    inference. ``kind`` is ``"reasoning"`` when the only change is reasoning display dropped from
+    an earlier turn (a deliberate history policy, TK613) and ``"unstable"`` otherwise (TK602).
+    """
+    found: list[tuple[str, str]] = []
+    for fixture in behaviour.evaluated():
+        if fixture.continue_final_message:
+            continue
+        messages = fixture.messages
+        count = len(messages)
+        kinds_seen: set[str] = set()
+        for j in range(1, count):
+            if HISTORY_WINDOW < j < count - HISTORY_WINDOW:
+                continue
+            next_role = messages[j].get("role")
+            if next_role == messages[j - 1].get("role"):
+                # Consecutive same-role messages (parallel tool results) form one turn that callers
+                # send together; templates close the group after its last member, legitimately.
+                continue
+            added = messages[j]
+            if added.get("role") == "assistant" and not added.get("content") and not added.get("tool_calls"):
+                # An empty reply is not something a model generates after the prompt; how a
+                # template closes one says nothing about the prefix caches of real turns.
+                continue
+            earlier_conversation = fixture.replace(messages=messages[:j], add_generation_prompt=None)
+            earlier = behaviour.render(f"{fixture.name}[:{j}]", earlier_conversation, next_role == "assistant")
+            later_key = fixture.name if j + 1 == count else f"{fixture.name}[:{j + 1}]"
+            later = behaviour.render(later_key, fixture.replace(messages=messages[:j + 1], add_generation_prompt=None)
+                                     if j + 1 < count else fixture, False)
+            if not (earlier.ok and later.ok) or later.text.startswith(earlier.text):
+                continue
+            kind = _classify_break(behaviour, fixture, j, earlier.text, later.text, next_role == "assistant")
+            if kind in kinds_seen:
+                continue
+            kinds_seen.add(kind)
+            at = common_prefix_length(earlier.text, later.text)
+            role = messages[j].get("role")
+            found.append((kind, f"fixture '{fixture.name}': adding messages[{j}] ({role}) re-renders earlier "
+                                f"turns; first difference at offset {at}: {excerpt(earlier.text, at)} becomes "
+                                f"{excerpt(later.text, at)}"))
+    return found
+
+
+def _classify_break(behaviour: Behaviour, fixture: Conversation, j: int, earlier: str, later: str,
+                    prompted: bool) -> str:
+    segment = dropped_segment(earlier, later[:len(earlier) + 4096])
+    reasoning_texts = [str(message[key]).strip() for message in fixture.messages[:j] for key in REASONING_FIELDS
+                       if message.get(key)]
+    if segment is not None:
+        # A little context before the cut: "<|START_T" may be shared and "HINKING|>" dropped.
+        dropped = earlier[max(0, segment[0] - 16):segment[1]]
+        if _REASONING_MARKERS.search(dropped) or any(text and text in dropped for text in reasoning_texts):
+            return "reasoning"
+    if reasoning_texts:
+        # The history without reasoning must then re-render as a prefix for this to be policy only.
+        stripped = fixture.replace(messages=strip_reasoning(fixture.messages[:j]), add_generation_prompt=None)
+        again = behaviour.render(f"{fixture.name}[:{j}]:no-reasoning", stripped, prompted)
+        if again.ok and later.startswith(again.text):
+            return "reasoning"
+    return "unstable"
+
+
+def _history(behaviour: Behaviour, target: LintTarget) -> list[tuple[str, str]]:
+    return target.shared("behaviour:history", lambda _target: history_breaks(behaviour))
+
+
+@register
+class UnstableHistory(BehaviourRule):
+    """Earlier turns render differently once a new turn is added (history is not append-only).
+
+    Why: servers reuse the KV cache of the previous prompt and trainers assume the prompt plus the
+    reply is a prefix of the next prompt. Branches on ``loop.last``, on the position of the last
+    user query or on the conversation length re-render old turns, so every request misses the
+    prefix cache and training data drifts from inference.
+
+    Bad:
+        {% for m in messages %}{% if loop.last %}[LAST]{% endif %}<|{{ m.role }}|>{{ m.content }}
+        {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}
+        {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}
+    """
+
+    code = "TK602"
+    name = "unstable-history"
+    severity = "warning"
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        for kind, message in _history(behaviour, target):
+            if kind == "unstable":
+                yield message
+
+
+@register
+class ContentDropped(BehaviourRule):
+    """A message's content never reaches the output, and the template does not raise either.
+
+    Why: a template that ignores a role (a system message after the first, a system-only
+    conversation) silently loses instructions; callers cannot tell. Raising with
+    ``raise_exception`` is fine: the caller learns the conversation is not supported.
+
+    Bad:
+        {% for m in messages %}{% if m.role == 'user' %}<|user|>{{ m.content }}
+        {% elif m.role == 'assistant' %}<|assistant|>{{ m.content }}
+        {% endif %}{% endfor %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}
+        {% endfor %}
+    """
+
+    code = "TK603"
+    name = "content-dropped"
+    severity = "warning"
+    anchors = ("messages",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        capabilities = behaviour.capabilities
+        lost = []
+        for key, conversation, requires in sentinel_conversations():
+            # A template that raises on the system role, or declares it unsupported, is not
+            # dropping it silently; one that probes as "dropped" is exactly what this rule reports.
+            if "system" in requires and not capabilities.supports("system") and (
+                    capabilities.declared("system") or capabilities.facts.get("system") == "raises"):
+                continue
+            rendering = behaviour.render(key, conversation)
+            if not rendering.ok:
+                continue
+            for index, message in enumerate(conversation.messages):
+                if message["content"] not in rendering.text:
+                    lost.append(f"messages[{index}] ({message['role']}) of {key.split(':')[1]}")
+        if lost:
+            yield "content silently dropped: " + "; ".join(lost)
+
+
+@register
+class PythonReprLeak(BehaviourRule):
+    """Python reprs reach the prompt (``{'``, ``[{'type'``, ``True``, ``None``) that no input holds.
+
+    Why: printing a dict, a list of content parts or a Python constant gives the model text it
+    never saw in training (``[{'type': 'text', ...}]``, ``None`` for a missing field). The
+    pattern must come from the input or the template's own text, never from a repr.
+
+    Bad:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }} last={{ loop.last }}
+        {% endfor %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% if loop.last %} last{% endif %}
+        {% endfor %}
+    """
+
+    code = "TK604"
+    name = "python-repr-leak"
+    severity = "warning"
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        for fixture in behaviour.evaluated():
+            rendering = behaviour.fixture_render(fixture)
+            if not rendering.ok:
+                continue
+            for pattern, regex in _REPR_PATTERNS:
+                match = regex.search(rendering.text)
+                if match and not _from_input(pattern, fixture, behaviour, target):
+                    yield (f"fixture '{fixture.name}' renders {pattern!r} that no input holds: "
+                           f"{excerpt(rendering.text, match.start())}")
+                    return
+
+
+@register
+class ToolArgumentsShape(BehaviourRule):
+    """Tool-call arguments work as an object but not as a JSON string (or the reverse), or get
+    encoded twice.
+
+    Why: transformers' convention is a mapping, the OpenAI wire format is a JSON string, and
+    servers pass either. ``|tojson`` on a string double-encodes it (``"{\\"city\\": ...}"``),
+    ``|items`` on a string raises. Branch on ``arguments is string``.
+
+    Bad:
+        {% for t in tools or [] %}{{ t.function.name }}{% endfor %}
+        {% for m in messages %}{{ m.content }}{% for c in m.tool_calls or [] %}{{ c.function.arguments|tojson }}{% endfor %}
+        {% endfor %}
+
+    Good:
+        {% for t in tools or [] %}{{ t.function.name }}{% endfor %}
+        {% for m in messages %}{{ m.content }}{% for c in m.tool_calls or [] %}{% set a = c.function.arguments %}{{ a if a is string else a|tojson }}{% endfor %}
+        {% endfor %}
+    """
+
+    code = "TK605"
+    name = "tool-arguments-shape"
+    severity = "warning"
+    anchors = ("arguments",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        for fixture in behaviour.evaluated(["tool-call"]):
+            as_object = behaviour.fixture_render(fixture)
+            string_fixture = with_string_arguments(fixture)
+            as_string = behaviour.render("tool-call:arguments-string", string_fixture)
+            if as_object.ok and not as_string.ok:
+                yield f"tool-call arguments as a JSON string fail: {as_string.error.describe()}"
+                return
+            if as_string.ok and not as_object.ok:
+                yield f"tool-call arguments as an object fail: {as_object.error.describe()}"
+                return
+            if not as_string.ok:
+                return
+            keys = [key for message in fixture.messages for call in message.get("tool_calls") or ()
+                    for key in call["function"]["arguments"]]
+            for key in keys:
+                escaped = f'\\"{key}\\"'
+                # Raw inputs only: the JSON of a message holding a string argument escapes it too.
+                if escaped in as_string.text and not _from_input(escaped, string_fixture, behaviour, target,
+                                                                 with_json=False):
+                    at = as_string.text.index(escaped)
+                    yield f"JSON-string tool-call arguments are encoded twice: {excerpt(as_string.text, at)}"
+                    return
+
+
+@register
+class NullContentOnToolCall(BehaviourRule):
+    """A tool-call turn with content missing, null or "" crashes the template or prints ``None``.
+
+    Why: assistant turns that only call tools carry no text; OpenAI clients send ``null``,
+    others omit the key or send "". transformers drops null keys, so null and missing are the
+    same to the template; both shapes must render without ``None``.
+
+    Bad:
+        {% for t in tools or [] %}{{ t.function.name }}{% endfor %}
+        {% for m in messages %}{{ '<|' + m.role + '|>' + m.content }}{% for c in m.tool_calls or [] %}{{ c.function.arguments|tojson }}{% endfor %}
+        {% endfor %}
+
+    Good:
+        {% for t in tools or [] %}{{ t.function.name }}{% endfor %}
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content or '' }}{% for c in m.tool_calls or [] %}{{ c.function.arguments|tojson }}{% endfor %}
+        {% endfor %}
+    """
+
+    code = "TK606"
+    name = "null-content-on-tool-call"
+    severity = "warning"
+    anchors = ("content",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        for fixture in behaviour.evaluated(["tool-call"]):
+            messages = [dict(message) for message in fixture.messages]
+            for message in messages:
+                if message.get("tool_calls"):
+                    message["content"] = ""
+            variants = [("content missing (or null)", fixture, behaviour.fixture_render(fixture)),
+                        ('content ""', fixture.replace(messages=messages),
+                         behaviour.render("tool-call:content-empty", fixture.replace(messages=messages)))]
+            for label, conversation, rendering in variants:
+                if not rendering.ok:
+                    yield f"a tool-call turn with {label} fails: {rendering.error.describe()}"
+                    return
+                match = _NONE.search(rendering.text)
+                if match and not _from_input("None", conversation, behaviour, target):
+                    yield f"a tool-call turn with {label} prints None: {excerpt(rendering.text, match.start())}"
+                    return
+
+
+@register
+class EmptyToolsDiffer(BehaviourRule):
+    """``tools`` undefined, None or [] renders differently from a conversation without tools.
+
+    Why: transformers passes None, servers pass [] or leave ``tools`` undefined; a guard such as
+    ``tools is defined`` or ``tools is not none`` then prints a tool preamble with no tools, or
+    ``for t in tools`` crashes on None. Test truthiness: ``{% if tools %}``.
+
+    Bad:
+        {% if tools is not none %}You may call these tools:{% endif %}
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+
+    Good:
+        {% if tools %}You may call these tools:{% endif %}
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+    """
+
+    code = "TK607"
+    name = "empty-tools-differ"
+    severity = "warning"
+    anchors = ("tools",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        basic = behaviour.fixture("basic")
+        reference = behaviour.fixture_render(basic)
+        if not reference.ok:
+            return
+        variants = [("tools=[]", behaviour.render("basic:tools-empty", basic.replace(tools=[]))),
+                    ("tools undefined", target.shared("behaviour:tools-undefined",
+                                                      lambda _target: render_without_tools(behaviour, basic)))]
+        for label, rendering in variants:
+            if not rendering.ok:
+                yield f"{label} fails where tools=None renders: {rendering.error.describe()}"
+                return
+            if rendering.text != reference.text:
+                at = common_prefix_length(rendering.text, reference.text)
+                yield (f"{label} renders differently from tools=None at offset {at}: "
+                       f"{excerpt(rendering.text, at)} vs {excerpt(reference.text, at)}")
+                return
+
+
+@register
+class TypedTextDiffers(BehaviourRule):
+    """Content given as typed text parts renders differently from the same text as a string.
+
+    Why: OpenAI-style clients send ``[{"type": "text", "text": ...}]``; a template that supports
+    parts must render text parts exactly like the plain string, or the same conversation gives
+    two prompts depending on the client.
+
+    Bad:
+        {% for m in messages %}<|{{ m.role }}|>{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %} {{ p.text }}{% endfor %}{% endif %}
+        {% endfor %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}
+        {% endfor %}
+    """
+
+    code = "TK608"
+    name = "typed-text-differs"
+    severity = "warning"
+    anchors = ("content",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        if not behaviour.capabilities.supports("typed_content"):
+            return
+        fixture = behaviour.fixture("multi-turn")
+        as_string = behaviour.fixture_render(fixture)
+        as_parts = behaviour.render("multi-turn:typed", with_typed_text(fixture))
+        if not as_string.ok:
+            return
+        if not as_parts.ok:
+            yield f"typed text parts fail where strings render: {as_parts.error.describe()}"
+        elif as_parts.text != as_string.text:
+            at = common_prefix_length(as_parts.text, as_string.text)
+            yield (f"typed text parts render differently from strings at offset {at}: "
+                   f"{excerpt(as_parts.text, at)} vs {excerpt(as_string.text, at)}")
+
+
+@register
+class ContinueFinalMessageBroken(BehaviourRule):
+    """``continue_final_message`` does not leave the final message's text verbatim at the end.
+
+    Why: prefill (continue the assistant's partial reply) cuts the render right after the final
+    content; a template that trims, rewrites or closes that content makes transformers raise or
+    cut in the wrong place, and the model continues from altered text.
+
+    Bad:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content|upper }}<|end|>{% endfor %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}
+    """
+
+    code = "TK609"
+    name = "continue-final-message-broken"
+    severity = "warning"
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        for fixture in behaviour.evaluated(["prefill"]):
+            rendering = behaviour.fixture_render(fixture)
+            final = fixture.messages[-1]["content"]
+            if not rendering.ok:
+                if rendering.error.kind != "raised":
+                    yield f"continue_final_message fails: {rendering.error.describe()}"
+            elif not rendering.text.endswith(final):
+                yield (f"with continue_final_message the render does not end with the final content verbatim; "
+                       f"it ends {excerpt(rendering.text, len(rendering.text))}")
+
+
+@register
+class NondeterministicOutput(BehaviourRule):
+    """The same conversation renders to different text twice, with the clock pinned.
+
+    Why: ``|random`` or anything else nondeterministic makes prompts unreproducible, defeats
+    prefix caches and golden tests, and gives training examples that never match inference.
+
+    Bad:
+        {{ ['Hi.', 'Hello.', 'Hey.', 'Greetings.', 'Welcome.', 'Howdy.', 'Salut.', 'Hola.']|random }}
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+
+    Good:
+        Hi.
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+    """
+
+    code = "TK610"
+    name = "nondeterministic-output"
+    severity = "warning"
+    anchors = ("random",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        fixture = behaviour.fixture("basic")
+        first = behaviour.fixture_render(fixture)
+        # Several fresh renders: a choice among n options repeats with probability 1/n per try.
+        for _ in range(4):
+            again = behaviour.render_fresh(fixture)
+            if first.ok and again.ok and first.text != again.text:
+                at = common_prefix_length(first.text, again.text)
+                yield (f"two renders of fixture 'basic' differ at offset {at}: "
+                       f"{excerpt(first.text, at)} vs {excerpt(again.text, at)}")
+                return
+
+
+@register
+class EmptyConversationCrash(BehaviourRule):
+    """The template crashes on an empty conversation instead of rendering or raising a message.
+
+    Why: servers render ``messages=[]`` to extract stop strings, probe capabilities or reset
+    history; ``messages[0]['role']`` on an empty list crashes them. Guard with
+    ``{% if messages %}`` or raise a clear error with ``raise_exception``.
+
+    Bad:
+        {% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% endif %}
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+
+    Good:
+        {% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% endif %}
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+    """
+
+    code = "TK611"
+    name = "empty-conversation-crash"
+    severity = "info"
+    anchors = ("messages[",)
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        rendering = behaviour.render("empty", Conversation([]), True, allow_empty=True)
+        if not rendering.ok and rendering.error.kind not in ("raised", "budget"):
+            yield f"an empty conversation crashes the template: {rendering.error.describe()}"
+
+
+@register
+class ReasoningDroppedFromHistory(BehaviourRule):
+    """Reasoning shown on the latest assistant turn disappears from it once the conversation goes on.
+
+    Why: many reasoning models are trained to see only the current turn's thinking, so dropping
+    it from history is a deliberate policy, not a bug (that is why TK602 does not report it).
+    It still means the prompt is not append-only at that turn: the prefix cache misses and an
+    assistant mask computed by diffing renders is wrong there. Know that it happens.
+
+    Bad:
+        {% for m in messages %}<|{{ m.role }}|>{% if loop.last and m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}
+        {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}
+        {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}
+    """
+
+    code = "TK613"
+    name = "reasoning-dropped-from-history"
+    severity = "info"
+    anchors = ("reasoning_content", "thinking")
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        for kind, message in _history(behaviour, target):
+            if kind == "reasoning":
+                yield message
+
+
+@register
+class ChecksNotEvaluated(BehaviourRule):
+    """Behavioural checks were skipped for fixtures needing a capability the template lacks.
+
+    Why: a template without tool support cannot fail (or pass) the tool fixtures, so they are
+    skipped, and saying so keeps "no findings" from reading as "every check passed". Declare
+    the capabilities (``{# templatekit: capabilities tools=false #}`` or the ``capabilities``
+    config table) to record that the gap is intended.
+
+    Bad:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+
+    Good:
+        {# templatekit: capabilities tools=false tool_calls=false parallel_tool_calls=false tool_responses=false tool_call_id=false documents=false typed_content=false reasoning=false #}
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
+    """
+
+    code = "TK614"
+    name = "checks-not-evaluated"
+    severity = "info"
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        capabilities = behaviour.capabilities
+        # Declared gaps are the author's decision: only undeclared (probed) gaps are news.
+        skipped = [(name, missing) for name, missing in behaviour.not_evaluated()
+                   if not all(capabilities.declared(capability) for capability in missing)]
+        if skipped:
+            yield "not evaluated: " + "; ".join(f"{name} (needs {', '.join(missing)})" for name, missing in skipped)

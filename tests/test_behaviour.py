@@ -1,0 +1,101 @@
+"""Behavioural lint: renders are shared between rules, static-only skips them, and the stable
+history invariant tells deliberate reasoning removal from real instability."""
+
+from __future__ import annotations
+
+from templatekit.behaviour import Behaviour, behaviour_of, common_prefix_length, dropped_segment
+from templatekit.lint.config import ConfigError, LintConfig, config_from_mapping
+from templatekit.lint.engine import run_rules
+from templatekit.lint.registry import all_rules
+from templatekit.lint.rules.behaviour import history_breaks
+from templatekit.lint.runner import Linter
+from templatekit.lint.target import LintTarget
+
+import pytest
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+BEHAVIOURAL = [rule for rule in all_rules() if getattr(rule, "behavioural", False)]
+
+
+def test_every_tk6_rule_is_behavioural_and_no_other_is():
+    assert {rule.code[:3] for rule in BEHAVIOURAL} == {"TK6"}
+    assert all(getattr(rule, "behavioural", False) for rule in all_rules() if rule.code.startswith("TK6"))
+
+
+def test_all_rules_share_one_set_of_renders():
+    target = LintTarget(CHATML)
+    run_rules(target, [rule() for rule in BEHAVIOURAL])
+    behaviour = behaviour_of(target)
+    first = behaviour.render_count
+    # A second pass renders nothing new: every (fixture, variant) is cached on the target.
+    run_rules(target, [rule() for rule in BEHAVIOURAL if rule.code != "TK610"])
+    assert behaviour.render_count == first
+    assert first < 150
+
+
+def test_clean_chatml_passes_every_invariant_except_the_not_evaluated_listing():
+    found = run_rules(LintTarget(CHATML), [rule() for rule in BEHAVIOURAL])
+    assert [d.code for d in found] == ["TK614"]
+    assert "documents (needs documents)" in found[0].message
+
+
+def test_static_only_skips_behavioural_rules():
+    static = Linter(LintConfig(static_only=True), use_cache=False)
+    full = Linter(LintConfig(), use_cache=False)
+    assert not any(getattr(rule, "behavioural", False) for rule in static.rules_for(None))
+    assert {rule.code for rule in full.rules_for(None)} >= {rule.code for rule in BEHAVIOURAL}
+    assert config_from_mapping({"static-only": True}).static_only is True
+    with pytest.raises(ConfigError):
+        config_from_mapping({"static-only": "yes"})
+
+
+def test_reasoning_dropped_from_history_is_not_reported_as_instability():
+    template = (
+        "{% for m in messages %}<|{{ m.role }}|>{% if loop.last and m.reasoning_content %}<think>"
+        "{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    kinds = {kind for kind, _ in history_breaks(Behaviour(template))}
+    assert kinds == {"reasoning"}
+
+
+def test_instability_names_the_turn_that_re_renders():
+    template = (
+        "{% for m in messages %}{% if loop.last %}[LAST]{% endif %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    breaks = history_breaks(Behaviour(template))
+    assert breaks and breaks[0][0] == "unstable"
+    assert "adding messages[1] (assistant)" in breaks[0][1]
+
+
+def test_grouped_tool_results_are_one_turn():
+    # Consecutive tool results are closed after the last one; that is not instability.
+    template = (
+        "{% for t in tools or [] %}{{ t.function.name }}{% endfor %}{% for m in messages %}"
+        "{% if m.role == 'tool' %}{% if loop.previtem.role != 'tool' %}<tools>{% endif %}{{ m.content }}"
+        "{% if loop.last or loop.nextitem.role != 'tool' %}</tools>{% endif %}"
+        "{% else %}<|{{ m.role }}|>{{ m.content }}{% for c in m.tool_calls or [] %}{{ c.function.arguments|tojson }}"
+        "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    assert history_breaks(Behaviour(template)) == []
+
+
+def test_prefix_helpers():
+    assert common_prefix_length("abcdef", "abcxyz") == 3
+    assert common_prefix_length("", "abc") == 0
+    assert dropped_segment("ab<think>x</think>cd", "abcdef") == (2, 18)
+    assert dropped_segment("abc", "xyz") is None or dropped_segment("abc", "xyz") == (0, 3)
+
+
+def test_special_tokens_default_so_bos_concatenation_renders():
+    behaviour = Behaviour("{{ bos_token + messages[0].content }}")
+    assert behaviour.fixture_render(behaviour.fixture("basic")).text.startswith("<s>What is")
+
+
+def test_corpus_like_no_tools_template_is_not_failed_by_tool_checks():
+    found = run_rules(LintTarget(CHATML), [rule() for rule in BEHAVIOURAL if rule.code in ("TK605", "TK606")])
+    assert found == []

@@ -1,0 +1,115 @@
+"""Capability probing with needles, declarations in config and comments, and fixture skipping."""
+
+from __future__ import annotations
+
+from templatekit.behaviour import Behaviour, behaviour_of
+from templatekit.capabilities import (
+    CAPABILITY_NAMES,
+    comment_problems,
+    declared_in_template,
+    format_capabilities,
+)
+from templatekit.lint.config import CAPABILITIES, LintConfig
+from templatekit.lint.engine import run_rules
+from templatekit.lint.registry import find_rule
+from templatekit.lint.target import LintTarget
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+FULL = (
+    "{% if tools %}{{ tools|tojson }}{% endif %}"
+    "{% for d in documents or [] %}{{ d.title }}: {{ d.text }}{% endfor %}"
+    "{% for m in messages %}<|{{ m.role }}|>"
+    "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content or [] %}{{ p.text }}{% endfor %}{% endif %}"
+    "{% for c in m.tool_calls or [] %}<call id={{ c.id }}>{{ c.function.name }} "
+    "{{ c.function.arguments if c.function.arguments is string else c.function.arguments|tojson }}</call>{% endfor %}"
+    "{% if m.role == 'assistant' %}{% generation %}<|end|>{% endgeneration %}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_names_match_the_config_vocabulary():
+    assert tuple(CAPABILITY_NAMES) == tuple(CAPABILITIES)
+
+
+def test_plain_chat_template_supports_system_only():
+    values = Behaviour(CHATML).capabilities.values
+    assert values["system"] and values["generation_prompt"]
+    for name in ("tools", "tool_calls", "parallel_tool_calls", "documents", "typed_content", "reasoning",
+                 "generation_tag"):
+        assert values[name] is False, name
+
+
+def test_full_featured_template_supports_everything():
+    capabilities = Behaviour(FULL).capabilities
+    assert all(capabilities.values.values()), capabilities.values
+
+
+def test_system_that_raises_and_system_that_is_dropped_are_told_apart():
+    raises = Behaviour("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no') }}{% endif %}"
+                       "{{ m.content }}{% endfor %}").capabilities
+    dropped = Behaviour("{% for m in messages if m.role != 'system' %}{{ m.content }}{% endfor %}").capabilities
+    assert raises.facts["system"] == "raises" and dropped.facts["system"] == "dropped"
+
+
+def test_string_arguments_only_is_recorded():
+    template = ("{% for t in tools or [] %}{{ t.function.name }}{% endfor %}{% for m in messages %}{{ m.content }}"
+                "{% for c in m.tool_calls or [] %}{{ c.function.name }} {{ c.function.arguments|tojson }}{% endfor %}"
+                "{% endfor %}")
+    assert Behaviour(template).capabilities.values["tool_calls"] is True
+
+
+def test_comment_declarations_override_probing_and_config_overrides_comment():
+    text = "{# templatekit: capabilities tools=false documents=true #}" + FULL
+    assert declared_in_template(text) == {"tools": False, "documents": True}
+    capabilities = Behaviour(text, config_capabilities={"documents": False}).capabilities
+    assert capabilities.values["tools"] is False and capabilities.sources["tools"] == "comment"
+    assert capabilities.values["documents"] is False and capabilities.sources["documents"] == "config"
+
+
+def test_comment_problems_are_explained():
+    problems = comment_problems("{# templatekit: capabilities tool=false system=maybe junk #}")
+    assert any("unknown capability 'tool'" in p for p in problems)
+    assert any("'system' must be true or false" in p for p in problems)
+    assert any("'junk'" in p for p in problems)
+
+
+def test_capability_comment_is_not_an_invalid_suppression():
+    rule = find_rule("TK091")
+    text = "{# templatekit: capabilities tools=false #}{{ messages[0].content }}"
+    assert [d for d in run_rules(LintTarget(text), [rule()]) if d.code == "TK091"] == []
+
+
+def test_fixtures_needing_missing_capabilities_are_skipped_and_listed():
+    behaviour = Behaviour(CHATML)
+    evaluated = {fixture.name for fixture in behaviour.evaluated()}
+    skipped = dict(behaviour.not_evaluated())
+    assert "tool-call" not in evaluated and "tool-call" in skipped
+    assert "basic" in evaluated and "basic" not in skipped
+    assert set(skipped["tool-call"]) == {"tools", "tool_calls"}  # ChatML prints tool results
+    assert evaluated | set(skipped) == {fixture.name for fixture in behaviour.fixtures}
+
+
+def test_config_capabilities_reach_the_rules_through_the_target():
+    target = LintTarget(FULL, config=LintConfig(capabilities={"tools": False}))
+    assert behaviour_of(target).capabilities.supports("tools") is False
+    assert "tool-definitions" in dict(behaviour_of(target).not_evaluated())
+
+
+def test_declared_gaps_are_not_listed_as_news():
+    rule = find_rule("TK614")()
+    declared = ("{# templatekit: capabilities tools=false tool_calls=false parallel_tool_calls=false "
+                "tool_responses=false tool_call_id=false documents=false typed_content=false reasoning=false #}")
+    assert run_rules(LintTarget(declared + CHATML), [rule]) == []
+    assert run_rules(LintTarget(CHATML), [rule])
+
+
+def test_format_capabilities_lists_every_capability_and_the_skipped_fixtures():
+    behaviour = Behaviour(CHATML)
+    text = format_capabilities(behaviour.capabilities, behaviour.not_evaluated())
+    for name in CAPABILITY_NAMES:
+        assert name in text
+    assert "not evaluated" in text and "tool-call: needs" in text
