@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from .errors import InputError, TemplatekitError
+from .errors import TemplatekitError
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 

@@ -65,6 +65,21 @@ class Reference:
         return output, None
 
 
+@pytest.fixture
+def run():
+    """Invoke the templatekit command line in-process: ``run("render", "--raw")``."""
+    from click.testing import CliRunner
+
+    from templatekit.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def reference(monkeypatch_session_clock) -> Reference:
     return Reference()

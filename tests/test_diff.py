@@ -10,10 +10,8 @@ import sys
 from datetime import datetime
 
 import pytest
-from click.testing import CliRunner
 
 import templatekit
-from templatekit.cli import main
 from templatekit.comparison import (
     BOTH_RAISED_DIFFERENT,
     BOTH_RAISED_SAME,
@@ -64,16 +62,6 @@ TOOLS_AS_PYTHON = _chatml_with_tool_calls("{{ call.function.name }}({{ call.func
 
 def _source(text: str, **special_tokens: str):
     return dataclasses.replace(template_from_text(text), special_tokens=dict(special_tokens))
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 def _write(path, text):
