@@ -233,17 +233,7 @@ def render_without_tools(behaviour: Behaviour, conversation: Conversation) -> Re
 
     transformers always passes ``tools`` (None when absent), but llama.cpp, vLLM's older paths and
     most non-Python renderers leave it undefined; a template must treat both the same. This goes
-    through the renderer's own preparation and guarded run, only dropping the one variable.
+    through the renderer itself, only leaving the one variable undefined.
     """
-    from . import rendering
-
-    text = behaviour.text
-    try:
-        variables, _ = rendering._prepare(text, conversation, behaviour.special_tokens,
-                                          conversation.wants_generation_prompt(), False)
-        variables.pop("tools", None)
-        compiled = rendering._compile(text, text, BEHAVIOUR_BUDGET)
-        output, spans = rendering._run(text, compiled, variables, BEHAVIOUR_BUDGET, PINNED_NOW)
-    except rendering._Failed as failed:
-        return Rendering(None, [], failed.failure, text, conversation, conversation.wants_generation_prompt())
-    return Rendering(output, spans, None, text, conversation, conversation.wants_generation_prompt())
+    return render_template(behaviour.text, conversation, special_tokens=behaviour.special_tokens,
+                           now=PINNED_NOW, budget=BEHAVIOUR_BUDGET, omit=("tools",))

@@ -76,18 +76,22 @@ def render_template(
     now: datetime | None = None,
     budget: Budget = DEFAULT_BUDGET,
     allow_empty: bool = False,
+    omit: tuple[str, ...] = (),
 ) -> Rendering:
     """Render ``template`` (a ``ChatTemplate`` or template text) with ``conversation``.
 
     ``add_generation_prompt=None`` takes the conversation's own setting. ``now`` pins
     ``strftime_now``. ``allow_empty`` skips transformers' refusal of an empty message list (the
-    template itself then decides what an empty conversation renders as).
+    template itself then decides what an empty conversation renders as). ``omit`` names variables
+    transformers always passes (``tools``, ...) to leave undefined, as other renderers do.
     """
     text = template if isinstance(template, str) else template.text
     generation_prompt = conversation.wants_generation_prompt() if add_generation_prompt is None else add_generation_prompt
     spans: list[tuple[int, int]] = []
     try:
         variables, continued = _prepare(text, conversation, special_tokens or {}, generation_prompt, allow_empty)
+        for name in omit:
+            variables.pop(name, None)
         compiled = _compile(template, text, budget)
         output, spans = _run(template, compiled, variables, budget, now)
         if continued is not None:
@@ -185,6 +189,32 @@ def _tag_final_message(chat: list[dict], template_text: str, continue_final: boo
         for name in fields:
             chat[-1][name] = chat[-1][name] + CONTINUE_TAG
     return final
+
+
+def prepare_variables(
+    template_text: str,
+    conversation: Conversation,
+    *,
+    special_tokens: dict[str, str] | None = None,
+    add_generation_prompt: bool | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """The variables transformers passes to the template for ``conversation`` (for handing the
+    same context to another engine), and the text being continued (None unless continuing).
+    Raises ``RenderFailure`` (kind "input") where transformers rejects the inputs."""
+    generation_prompt = conversation.wants_generation_prompt() if add_generation_prompt is None else add_generation_prompt
+    try:
+        return _prepare(template_text, conversation, special_tokens or {}, generation_prompt, False)
+    except _Failed as failed:
+        raise failed.failure from None
+
+
+def cut_at_continue_tag(rendered: str, continued: Any) -> str:
+    """Cut another engine's output where the continued message ends, as transformers cuts its
+    own; raises ``RenderFailure`` when the continued text is not in ``rendered``."""
+    try:
+        return _cut_at_continue_tag(rendered, continued)
+    except _Failed as failed:
+        raise failed.failure from None
 
 
 def _cut_at_continue_tag(rendered: str, final: Any) -> str:

@@ -234,3 +234,9 @@ def test_public_render_api_accepts_paths_and_text(tmp_path):
 def test_public_render_api_requires_messages():
     with pytest.raises(TypeError):
         templatekit.render(templatekit.template_from_text("x"))
+
+
+def test_omit_leaves_a_variable_transformers_passes_undefined():
+    text = "{{ tools is defined }}/{{ tools is none }}"
+    assert render(text).text == "True/True"
+    assert render_template(text, Conversation(USER), omit=("tools",)).text == "False/False"

@@ -1,6 +1,6 @@
 """Render with real engines and classify each (template, fixture) against transformers.
 
-Every engine receives the variables transformers itself would pass (``rendering._prepare``: None
+Every engine receives the variables transformers itself would pass (``rendering.prepare_variables``: None
 keys dropped, plain JSON types, reasoning aliased, tools converted, special tokens and kwargs
 merged, the continuation tag), the same pinned clock, and a ``raise_exception`` whose raise is told
 apart from engine errors. The reference is ``render_template`` with the same clock.
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..conversation import Conversation
-from ..rendering import Rendering, _cut_at_continue_tag, _Failed, _prepare, render_template
+from ..errors import RenderFailure
+from ..rendering import Rendering, cut_at_continue_tag, prepare_variables, render_template
 from . import ENGINE_NAMES, OK, PARSE_ERROR, RAISED, RUNTIME_ERROR, EngineJob, EngineResult, get_engine, one_line
 
 IDENTICAL = "identical"
@@ -182,9 +183,10 @@ def _cell(template: Any, text: str, label: str, tokens: dict, conversation: Conv
     generation_prompt = conversation.wants_generation_prompt()
     try:
         # The very function render_template builds its variables with: same context by construction.
-        variables, continued = _prepare(text, conversation, tokens, generation_prompt, False)
+        variables, continued = prepare_variables(text, conversation, special_tokens=tokens,
+                                                 add_generation_prompt=generation_prompt)
         job = EngineJob(text, variables, now)
-    except _Failed:
+    except RenderFailure:
         job, continued = None, None
     return _Cell(label, text, conversation.name or "<conversation>", reference, job, continued, predictions)
 
@@ -196,9 +198,9 @@ def _classify(cell: _Cell, result: EngineResult | None) -> tuple[str, str, str |
     text = result.text
     if result.status == OK and cell.continued is not None:
         try:
-            text = _cut_at_continue_tag(text, cell.continued)
-        except _Failed as failed:
-            return DIFFERENT, f"continuation cut fails on the engine's output: {one_line(failed.failure)}", result.text
+            text = cut_at_continue_tag(text, cell.continued)
+        except RenderFailure as failure:
+            return DIFFERENT, f"continuation cut fails on the engine's output: {one_line(failure)}", result.text
     failure = reference.error
     if failure is None:
         if result.status == OK:
