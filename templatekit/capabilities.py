@@ -28,13 +28,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .conversation import Conversation
+from .fixtures import CAPABILITIES as FIXTURE_CAPABILITIES
 
 # Every capability, in report order. ``generation_prompt`` is not a fixture requirement but a
 # property TK601 checks, so a template without one can be declared instead of failing.
-CAPABILITY_NAMES = (
-    "system", "tools", "tool_calls", "parallel_tool_calls", "tool_responses", "tool_call_id",
-    "documents", "typed_content", "reasoning", "generation_tag", "generation_prompt",
-)
+CAPABILITY_NAMES = FIXTURE_CAPABILITIES + ("generation_tag", "generation_prompt")
 
 DESCRIPTIONS = {
     "system": "system role",

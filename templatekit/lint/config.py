@@ -30,14 +30,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..capabilities import CAPABILITY_NAMES as CAPABILITIES
 from ..errors import InputError
 from .model import SEVERITIES
 from .registry import ENGINES, Rule, find_rule, is_known_selector, matches
 
-CAPABILITIES = (
-    "system", "tools", "tool_calls", "parallel_tool_calls", "tool_responses", "tool_call_id",
-    "documents", "typed_content", "reasoning", "generation_tag", "generation_prompt",
-)
 FAIL_ON = ("error", "warning", "info", "never")
 KEYS = ("select", "ignore", "fail-on", "engines", "per-file-ignores", "severity", "capabilities", "rules", "cache", "static-only")
 
