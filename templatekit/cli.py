@@ -316,10 +316,12 @@ def embed(jinja_file: Path, target: Path, name: str | None) -> None:
 @click.option("--node-modules", type=click.Path(path_type=Path),
               help="node_modules holding @huggingface/jinja (default: $TEMPLATEKIT_NODE_MODULES, ./node_modules "
                    "upwards, ~/.cache/templatekit/node).")
+@click.option("--jobs", "-j", type=click.IntRange(min=0), metavar="N",
+              help="Worker processes when linting several files (default: config, else 0 = one per CPU; 1 = none).")
 def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bool, show_diff: bool,
          selects: tuple[str, ...], ignores: tuple[str, ...], fail_on: str | None, config_path: Path | None,
          no_cache: bool, statistics: bool, quiet: bool, color: bool | None, static_only: bool,
-         render_engines: str | None, node_modules: Path | None) -> None:
+         render_engines: str | None, node_modules: Path | None, jobs: int | None) -> None:
     """Lint chat templates: .jinja files, tokenizer_config.json, chat_template.json, model
     directories and GGUF files (default: the current directory).
 
@@ -343,7 +345,7 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     if show_diff and not (fix or unsafe_fixes):
         fix = True
     reports = lint_paths(paths or (".",), config, fix=fix, unsafe_fixes=unsafe_fixes, diff=show_diff,
-                         use_cache=not no_cache)
+                         use_cache=not no_cache, jobs=jobs)
     output = format_reports(reports, output_format, color=_use_color(color), statistics=statistics, quiet=quiet)
     if output:
         click.echo(output, color=_use_color(color))

@@ -13,6 +13,7 @@ the file, the key and the closest valid spelling.
     capabilities = { tools = false }      # what the template declares it does not support
     cache = true
     static-only = false                   # true: skip behavioural rules (TK6xx), which render
+    jobs = 0                              # processes for many files; 0 = one per CPU, 1 = none
 
     [tool.templatekit.rules.TK301]        # options of one rule
     extra-roles = ["ipython"]
@@ -36,7 +37,7 @@ from .model import SEVERITIES
 from .registry import ENGINES, Rule, find_rule, is_known_selector, matches
 
 FAIL_ON = ("error", "warning", "info", "never")
-KEYS = ("select", "ignore", "fail-on", "engines", "per-file-ignores", "severity", "capabilities", "rules", "cache", "static-only")
+KEYS = ("select", "ignore", "fail-on", "engines", "per-file-ignores", "severity", "capabilities", "rules", "cache", "static-only", "jobs")
 
 
 class ConfigError(InputError):
@@ -56,6 +57,8 @@ class LintConfig:
     cache: bool = True
     # Skip behavioural rules (they render the template dozens of times; static rules only parse).
     static_only: bool = False
+    # Worker processes when linting several files: 0 means one per CPU, 1 lints in this process.
+    jobs: int = 0
     path: Path | None = None  # the file it came from
     root: Path = dataclasses.field(default_factory=Path.cwd)
 
@@ -92,6 +95,7 @@ class LintConfig:
         data.pop("path", None)
         data.pop("root", None)
         data.pop("cache", None)
+        data.pop("jobs", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -227,6 +231,8 @@ def config_from_mapping(data: Mapping[str, Any], path: Path | None = None) -> Li
         if not isinstance(data["static-only"], bool):
             raise ConfigError(where, "'static-only' must be true or false")
         config.static_only = data["static-only"]
+    if "jobs" in data:
+        config.jobs = parse_jobs(data["jobs"], where)
     return config
 
 
@@ -246,6 +252,13 @@ def _load_rule_options(table: Any, config: LintConfig, where: Path | str) -> Non
                 known = ", ".join(rule.options) or "none"
                 raise ConfigError(where, f"'rules.{selector}': {rule.code} has no option '{option}'{_suggest(option, rule.options)} (options: {known})")
         config.rule_options[rule.code] = dict(options)
+
+
+def parse_jobs(value: Any, where: Path | str = "--jobs") -> int:
+    """A process count: a whole number, 0 meaning one per CPU."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(where, f"'jobs' must be a whole number >= 0 (0: one per CPU), not {value!r}")
+    return value
 
 
 def parse_fail_on(value: Any, where: Path | str = "--fail-on") -> str:
