@@ -346,3 +346,67 @@ def _has(name: str) -> bool:
     except EngineUnavailable:
         return False
     return True
+
+
+def test_minijinja_gets_native_values_not_live_python_objects(minijinja_engine):
+    # A Rust host hands over serde values, so a dict has no Python `.copy()`; the binding's live
+    # objects would have one and hide the failure.
+    job = EngineJob("{{ m.copy() }}|{{ m.get('x', 'd') }}", {"m": {"role": "user"}}, datetime(2025, 1, 15))
+    result = minijinja_engine.render(job)
+    assert result.status == RUNTIME_ERROR and "no method named copy" in result.message, result
+    live = get_engine("minijinja", live_values=True).render(job)
+    assert live.status == OK and live.text == "{'role': 'user'}|d", live
+
+
+def test_fixture_a_template_does_not_support_is_not_evaluated(hf_engine):
+    # A text-only template prints the Python repr of a content list in transformers and JSON in
+    # hf-jinja: garbage both ways, so the cell breaks but is not evaluated.
+    [cell] = compare_engines(SIMPLE, [load_fixture("multimodal")], ["hf-jinja"])
+    assert cell.breaks and not cell.evaluated and "typed_content" in cell.missing_capabilities
+    [plain] = compare_engines(SIMPLE, [load_fixture("basic")], ["hf-jinja"])
+    assert plain.evaluated and not plain.breaks
+
+
+# -- predictions checked against the engine: each rule change claims a real difference ------------------
+
+
+def _conversation(*messages) -> Conversation:
+    return Conversation(list(messages))
+
+
+def test_lstrip_newline_on_content_is_a_predicted_hf_jinja_difference(hf_engine):
+    # Content as written (a reply that starts with a space) loses its leading spaces in hf-jinja:
+    # TK203 warns. Stripping only the text after a `</think>` it knows is there stays info.
+    raw = "{% for m in messages %}{{ m.content.split('</think>')[-1].lstrip('\\n') }}|{% endfor %}"
+    [comparison] = compare_engines(raw, [_conversation({"role": "user", "content": " - milk"})], ["hf-jinja"])
+    assert comparison.outcome == "whitespace-only"
+    assert "TK203" in comparison.warned_by
+    guarded = ("{% for m in messages %}{% if '</think>' in m.content %}"
+               "{{ m.content.split('</think>')[-1].lstrip('\\n') }}{% endif %}{% endfor %}")
+    [comparison] = compare_engines(guarded, [_conversation({"role": "user", "content": "a"})], ["hf-jinja"])
+    assert "TK203" in comparison.predicted_by and "TK203" not in comparison.warned_by
+
+
+def test_content_passed_to_a_macro_is_tracked_into_its_loop(hf_engine):
+    # The macro loops over whatever it is given; given an assistant tool-call turn's absent
+    # content, hf-jinja raises where transformers loops zero times.
+    template = (
+        "{% macro parts(content) %}{% if content is string %}{{ content }}{% else %}"
+        "{% for p in content %}{{ p.text }}{% endfor %}{% endif %}{% endmacro %}"
+        "{% for m in messages %}{{ parts(m.content) }}{% if m.tool_calls %}[calls]{% endif %}{% endfor %}"
+    )
+    comparison = only(template, "tool-call", "hf-jinja")
+    assert comparison.outcome == "runtime-error"
+    assert "TK226" in comparison.warned_by
+
+
+def test_branch_needing_a_none_field_is_never_reached(hf_engine):
+    # transformers drops None-valued keys and hf-jinja says an absent field is not none: the loop
+    # inside is dead in both, so TK226 stays quiet and both render the same.
+    template = (
+        "{% for m in messages %}{% if m.role == 'assistant' and m.content is none %}"
+        "{% for t in m.tool_calls %}{{ t.id }}{% endfor %}{% endif %}{{ m.role }}{% endfor %}"
+    )
+    comparison = only(template, "tool-call", "hf-jinja")
+    assert comparison.outcome == "identical"
+    assert "TK226" not in comparison.predicted_by

@@ -15,7 +15,11 @@ Outcomes, per engine and cell:
 - ``both-failed``: both fail; ``not-run``: transformers rejects the inputs before rendering.
 
 ``EngineComparison.breaks`` is the measured portability failure: the reference rendered and the
-engine did not give the identical text.
+engine did not give the identical text. ``missing_capabilities`` names what the fixture needs that
+the template does not support (probed as the behaviour checks probe it, or declared): such a cell
+feeds the template input it was not written for (a list of content parts to a text-only template,
+whose Python repr transformers prints), so it says nothing about portability and ``evaluated`` is
+false for it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..behaviour import Behaviour
 from ..conversation import Conversation
 from ..errors import RenderFailure
 from ..rendering import Rendering, cut_at_continue_tag, prepare_variables, render_template
@@ -63,16 +68,26 @@ class EngineComparison:
     engine_text: str | None
     predicted_by: tuple[str, ...] = ()  # TK2xx codes whose findings name this engine (template-level)
     predicted_severity: str | None = None  # the highest severity among those findings
+    warned_by: tuple[str, ...] = ()  # those codes with a warning or error finding (the predictions that count)
+    missing_capabilities: tuple[str, ...] = ()  # what the fixture needs that the template lacks
 
     @property
     def breaks(self) -> bool:
         """The reference rendered and this engine did not reproduce it exactly."""
         return self.reference_text is not None and self.outcome != IDENTICAL
 
+    @property
+    def evaluated(self) -> bool:
+        """The template supports everything the fixture needs, so the cell is a portability test."""
+        return not self.missing_capabilities
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["breaks"] = self.breaks
         data["predicted_by"] = list(self.predicted_by)
+        data["warned_by"] = list(self.warned_by)
+        data["missing_capabilities"] = list(self.missing_capabilities)
+        data["evaluated"] = self.evaluated
         return data
 
 
@@ -85,6 +100,7 @@ class _Cell:
     job: EngineJob | None  # None when transformers rejected the inputs (nothing to compare)
     continued: Any  # the continued final message, when the fixture continues one
     predictions: list  # TK2xx diagnostics of this template
+    missing: tuple[str, ...]  # capabilities the fixture needs and the template lacks
 
 
 def compare_engines(
@@ -141,14 +157,17 @@ def compare_many(
     # Engines first: a missing engine should fail before minutes of reference renders.
     runners = {name: get_engine(name, **(engine_options or {}).get(name, {})) for name in engines}
     predictions_by_text: dict[str, list] = {}
+    capabilities_by_text: dict[str, Any] = {}
     cells: list[_Cell] = []
     for template, tokens, conversations in items:
         text = template if isinstance(template, str) else template.text
         label = template.location() if hasattr(template, "location") else "<string>"
         if text not in predictions_by_text:
             predictions_by_text[text] = diagnostics if diagnostics is not None else static_predictions(text)
+            capabilities_by_text[text] = Behaviour(text, tokens).capabilities
         for conversation in conversations:
-            cells.append(_cell(template, text, label, tokens, conversation, now, predictions_by_text[text]))
+            missing = tuple(capabilities_by_text[text].missing(conversation.requires))
+            cells.append(_cell(template, text, label, tokens, conversation, now, predictions_by_text[text], missing))
     results: dict[str, list[EngineResult | None]] = {}
     for name, runner in runners.items():
         runnable = [cell.job for cell in cells if cell.job is not None]
@@ -161,10 +180,12 @@ def compare_many(
             naming = [d for d in cell.predictions if name in getattr(d, "engines", ())]
             predicted = tuple(sorted({d.code for d in naming}))
             severity = max((d.severity for d in naming), key=_SEVERITY_ORDER.index, default=None)
+            warned = tuple(sorted({d.code for d in naming if d.severity != "info"}))
             comparisons.append(EngineComparison(
                 engine=name, engine_version=getattr(runner, "version", ""), template=cell.label,
                 fixture=cell.fixture, outcome=outcome, message=message, reference_text=cell.reference.text,
                 engine_text=engine_text, predicted_by=predicted, predicted_severity=severity,
+                missing_capabilities=cell.missing, warned_by=warned,
             ))
     return comparisons
 
@@ -178,7 +199,7 @@ def _fixtures(fixtures: Sequence[Conversation] | None) -> list[Conversation]:
 
 
 def _cell(template: Any, text: str, label: str, tokens: dict, conversation: Conversation, now: datetime,
-          predictions: list) -> _Cell:
+          predictions: list, missing: tuple[str, ...]) -> _Cell:
     reference = render_template(template, conversation, special_tokens=tokens, now=now)
     generation_prompt = conversation.wants_generation_prompt()
     try:
@@ -188,7 +209,7 @@ def _cell(template: Any, text: str, label: str, tokens: dict, conversation: Conv
         job = EngineJob(text, variables, now)
     except RenderFailure:
         job, continued = None, None
-    return _Cell(label, text, conversation.name or "<conversation>", reference, job, continued, predictions)
+    return _Cell(label, text, conversation.name or "<conversation>", reference, job, continued, predictions, missing)
 
 
 def _classify(cell: _Cell, result: EngineResult | None) -> tuple[str, str, str | None]:
@@ -261,15 +282,20 @@ def format_comparisons(comparisons: Sequence[EngineComparison], *, verbose: bool
             counts = Counter(c.outcome for c in cells)
             summary = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
             version = cells[0].engine_version
-            broken = sum(c.breaks for c in cells)
-            verdict = "portable" if not broken else f"{broken} of {len(cells)} fixtures break"
+            evaluated = [c for c in cells if c.evaluated]
+            broken = sum(c.breaks for c in evaluated)
+            verdict = "portable" if not broken else f"{broken} of {len(evaluated)} fixtures break"
+            if len(evaluated) < len(cells):
+                verdict += f"; {len(cells) - len(evaluated)} not evaluated (input the template does not support)"
             lines.append(f"  {engine} {version}: {verdict} ({summary})")
             width = max(len(c.fixture) for c in cells)
             for cell in cells:
                 if cell.outcome == IDENTICAL and not verbose:
                     continue
                 note = ""
-                if cell.breaks:
+                if not cell.evaluated:
+                    note = f"  [not evaluated: the template lacks {', '.join(cell.missing_capabilities)}]"
+                elif cell.breaks:
                     note = f"  [predicted by {', '.join(cell.predicted_by)}]" if cell.predicted_by else "  [not predicted]"
                 message = f": {cell.message}" if cell.message else ""
                 lines.append(f"    {cell.fixture:<{width}}  {cell.outcome}{message}{note}")

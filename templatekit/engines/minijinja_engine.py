@@ -6,11 +6,20 @@ dict methods), and the two transformers globals the host registers, ``raise_exce
 ``strftime_now``. Everything else is minijinja's own, including its ``tojson``, which escapes
 ``< > & '`` as ``\\u003c``…: that is what those servers emit, so it is measured, not papered over
 (``tojson_shim=True`` swaps in transformers' ``json.dumps`` to see what else differs).
+
+Data reaches the template as minijinja's own values, as it does in those Rust hosts (they hand
+over serde values). The Python binding would otherwise wrap each dict and list as a live Python
+object whose methods are Python's: ``message.copy()``, ``items.index(x)`` or printing ``tools``
+would then behave as in transformers and hide what the engine itself does. So each job renders a
+small wrapper that ``{% set %}``s every variable from a literal and includes the chat template
+(``live_values=True`` passes the Python objects instead, to see the binding's own behaviour).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -23,6 +32,7 @@ INSTALL_HINT = "the minijinja engine needs the minijinja Python package: pip ins
 # well under a million), low enough that a runaway loop ends in seconds instead of hanging the run.
 FUEL = 50_000_000
 _INTERNAL_NAME = re.compile(r"\(in chat_template_[0-9a-f]+:(\d+)\)")
+_CAUSE = re.compile(r"^caused by: (.*)$", re.MULTILINE)
 
 
 class TemplateRaised(Exception):
@@ -32,12 +42,13 @@ class TemplateRaised(Exception):
 class MinijinjaEngine:
     name = "minijinja"
 
-    def __init__(self, *, tojson_shim: bool = False) -> None:
+    def __init__(self, *, tojson_shim: bool = False, live_values: bool = False) -> None:
         try:
             import minijinja
         except ImportError:
             raise EngineUnavailable(INSTALL_HINT) from None
         self._minijinja = minijinja
+        self.live_values = live_values
         self.version = _version()
         # The clock strftime_now reads; set per job, since the function is registered once.
         self._now = datetime(2025, 1, 15, 10, 30)
@@ -76,9 +87,14 @@ class MinijinjaEngine:
             return template
         self._now = job.now
         try:
-            text = self._env.render_template(template, **job.variables)
+            if self.live_values:
+                text = self._env.render_template(template, **job.variables)
+            else:
+                text = self._env.render_str(_wrapper(template, job.variables), "variables")
         except TemplateRaised as exc:
             return EngineResult(RAISED, message=one_line(str(exc)))
+        except ValueError as exc:  # a variable no literal spells (JSON data always has one)
+            return EngineResult(RUNTIME_ERROR, message=one_line(f"context is not JSON data: {exc}"))
         except self._minijinja.TemplateError as exc:
             kind = PARSE_ERROR if exc.kind == "SyntaxError" else RUNTIME_ERROR
             return EngineResult(kind, message=_message(exc))
@@ -90,10 +106,54 @@ class MinijinjaEngine:
         return [self.render(job) for job in jobs]
 
 
+# A template variable that a `{% set %}` can bind (other keyword names cannot be read by a template).
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _wrapper(template_name: str, variables: dict[str, Any]) -> str:
+    """Template text that binds ``variables`` as native minijinja values, then renders the chat
+    template with them (an include sees the including template's variables, as in Jinja2)."""
+    bindings = "".join(
+        f"{{% set {name} = {_literal(value)} %}}" for name, value in variables.items() if _IDENTIFIER.match(name)
+    )
+    return bindings + "{% include " + json.dumps(template_name) + " %}"
+
+
+def _literal(value: Any) -> str:
+    """``value`` (JSON-shaped data, as transformers passes it) as a minijinja expression."""
+    if value is None:
+        return "none"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no literal spelling")
+        return repr(value)
+    if isinstance(value, str):
+        # JSON's string escapes are a subset of minijinja's, and raw non-ASCII text is kept.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_literal(str(key))}: {_literal(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(item) for item in value) + "]"
+    raise ValueError(f"a {type(value).__name__} has no literal spelling")
+
+
 def _message(exc: Any) -> str:
     # minijinja ends messages with "(in <template name>:<line>)"; the name is our internal hash.
-    text = _INTERNAL_NAME.sub(lambda match: f"(line {match.group(1)})", str(exc.message))
-    return one_line(f"{exc.kind}: {text}")
+    kind, text = exc.kind, str(exc.message)
+    if kind == "BadInclude":
+        # The chat template's own error, under the wrapper's "could not render include": its
+        # message is the last "caused by:" line of the report (the binding keeps no cause object).
+        causes = _CAUSE.findall(str(exc))
+        if causes:
+            kind, text = "Error", causes[-1]
+    text = _INTERNAL_NAME.sub(lambda match: f"(line {match.group(1)})", text)
+    return one_line(f"{kind}: {text}")
 
 
 def _raise_exception(message: Any = "") -> None:

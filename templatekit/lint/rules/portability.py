@@ -15,6 +15,7 @@ must know exact offsets; the rest walk the AST and locate themselves with a need
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import weakref
@@ -215,6 +216,24 @@ def _key(node: nodes.Node) -> str | None:
     return None
 
 
+def _get_field(node: nodes.Node) -> str | None:
+    """``owner.f`` for ``owner.get('f')`` or ``owner.get('f', none)``: a read that gives None for a
+    missing key, so a condition on it is a condition on the field (None otherwise)."""
+    if not (isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and node.node.attr == "get"
+            and node.args and len(node.args) <= 2 and not node.kwargs and isinstance(node.args[0], nodes.Const)
+            and isinstance(node.args[0].value, str)):
+        return None
+    if len(node.args) == 2 and not (isinstance(node.args[1], nodes.Const) and node.args[1].value is None):
+        return None
+    owner = _key(node.node.node)
+    return None if owner is None else f"{owner}.{node.args[0].value}"
+
+
+def _fact_key(node: nodes.Node) -> str | None:
+    """``_key``, with ``m.get('f')`` read as ``m.f`` (conditions only: the values differ when absent)."""
+    return _key(node) or _get_field(node)
+
+
 class _FactWalker(NodeVisitor):
     """Walks an AST remembering which conditions hold where it is (``if`` branches, ``x if c else
     y``, the right side of ``and``/``or``), so rules can tell a guarded use from a bare one."""
@@ -264,7 +283,7 @@ class _FactWalker(NodeVisitor):
         ...): the author already dispatches on the type there, so a branch may well hold a string."""
         for test, _positive in self.facts:
             tests = [test] if isinstance(test, nodes.Test) else list(test.find_all(nodes.Test))
-            if any(_key(found.node) == key and found.name in _TYPE_TESTS for found in tests):
+            if any(_fact_key(found.node) == key and found.name in _TYPE_TESTS for found in tests):
                 return True
         return False
 
@@ -294,7 +313,7 @@ def _implies(test: nodes.Expr, positive: bool, key: str, fact: str) -> bool:
     return False
 
 
-def _literal(raw: str) -> str:
+def _string_value(raw: str) -> str:
     """The value of a string token (quotes and escapes resolved as Jinja's lexer does)."""
     expression = _parse_expression(raw)
     return expression.value if isinstance(expression, nodes.Const) and isinstance(expression.value, str) else ""
@@ -583,7 +602,11 @@ class StripCharactersArgument(_TokenRule):
     Why: @huggingface/jinja ignores the argument of the strip methods and removes all whitespace
     instead, so ``content.lstrip('\\n')`` also eats leading spaces and tabs there (a silent
     difference); ``|trim('x')`` with characters is a render error in @huggingface/jinja and minja.
-    Strip whitespace with the bare method or filter, or slice off a known prefix.
+    Stripping whitespace characters is a warning where the value may be message content as
+    written (the field, a copy, or ``.split(sep)[-1]`` of it where ``sep`` may be absent), which
+    any reply starting with a space or an indented list shows; elsewhere (text after a
+    ``</think>`` the template tested for, turns after a computed index) it is info. Strip
+    whitespace with the bare method or filter, or slice off a known prefix.
 
     Bad:
         {{ message.content.lstrip('\\n') }}
@@ -597,6 +620,7 @@ class StripCharactersArgument(_TokenRule):
     engines = ("hf-jinja", "minja")
 
     def scan(self, target: LintTarget, tokens: list[Token]) -> Iterator[Diagnostic]:
+        raw = _RawContentStrips(self.options).strips(target) if target.tree is not None else set()
         for dot, open_, close, method in _method_calls(tokens):
             arguments = _arguments(tokens, open_, close)
             if method in ("strip", "lstrip", "rstrip") and len(arguments) == 1:
@@ -606,13 +630,16 @@ class StripCharactersArgument(_TokenRule):
                 only_whitespace = (
                     arguments[0][1] - arguments[0][0] == 1
                     and argument.type == "string"
-                    and _literal(argument.value).isspace()
+                    and _string_value(argument.value).isspace()
                 )
+                message = f"hf-jinja ignores the characters passed to `.{method}()` and strips all whitespace instead"
+                leading = method != "rstrip" and (tokens[dot].line, method) in raw
+                if only_whitespace and leading:
+                    message += (": message content as written (a reply starting with a space, an indented list "
+                                "or code) loses its leading spaces there")
                 yield self.at(
-                    tokens[dot],
-                    f"hf-jinja ignores the characters passed to `.{method}()` and strips all whitespace instead",
-                    ("hf-jinja",),
-                    severity="info" if only_whitespace else "warning",
+                    tokens[dot], message, ("hf-jinja",),
+                    severity="info" if only_whitespace and not leading else "warning",
                 )
         for index, token in enumerate(tokens):
             if _is(token, "|") and _is(_at(tokens, index + 1), "trim") and _is(_at(tokens, index + 2), "("):
@@ -693,8 +720,10 @@ class GenerationTag(_TokenRule):
 
     Why: the tag is a transformers extension (it feeds ``return_assistant_tokens_mask``);
     minijinja and minijinja-js reject the whole template with "unknown statement generation", so
-    the model cannot be served by them at all. Keep the tag in a separate training template, or
-    accept that those runtimes need a copy without it.
+    the model cannot be served by them at all. @huggingface/jinja accepts the tag but renders as
+    if it were not there, so a whitespace-control ``-`` next to it (``{% generation %}{{- x }}``)
+    also strips the whitespace on the tag's other side, which Jinja2 keeps. Keep the tag in a
+    separate training template, or accept that those runtimes need a copy without it.
 
     Bad:
         {% generation %}{{ message.content }}{% endgeneration %}
@@ -705,17 +734,48 @@ class GenerationTag(_TokenRule):
 
     code = "TK205"
     name = "generation-tag"
-    engines = ("minijinja", "minijinja-js")
+    engines = ("minijinja", "minijinja-js", "hf-jinja")
     severity = "warning"
 
     def scan(self, target: LintTarget, tokens: list[Token]) -> Iterator[Diagnostic]:
         for index, token in enumerate(tokens):
-            if token.type == "block_begin" and _is(_at(tokens, index + 1), "generation"):
-                yield self.at(
-                    token,
-                    "`{% generation %}` is a syntax error in minijinja and minijinja-js (unknown statement)",
-                    self.engines,
-                )
+            name = _at(tokens, index + 1)
+            if token.type != "block_begin" or not _is(name, "generation", "endgeneration"):
+                continue
+            close = next((position for position in range(index + 1, len(tokens))
+                          if tokens[position].type == "block_end"), None)
+            # One syntax-error finding per block (at its opening tag), and each tag with a `-`
+            # stripping through it named for hf-jinja.
+            engines, parts = [], []
+            if name.value == "generation":
+                engines += ["minijinja", "minijinja-js"]
+                parts.append("`{% generation %}` is a syntax error in minijinja and minijinja-js (unknown statement)")
+            if close is not None and _strips_through(target.text, token, tokens[close]):
+                engines.append("hf-jinja")
+                parts.append(f"hf-jinja ignores `{{% {name.value} %}}`, so the `-` beside it also strips the "
+                             f"whitespace on its other side")
+            if engines:
+                yield self.at(token, "; ".join(parts), engines)
+
+
+_STRIP_LEFT = ("{{-", "{%-", "{#-")
+_STRIP_RIGHT = ("-}}", "-%}", "-#}")
+
+
+def _strips_through(text: str, begin: Token, end: Token) -> bool:
+    """Whether a whitespace-control ``-`` reaches through this tag to whitespace Jinja2 keeps:
+    across only whitespace to the tag on one side, with kept whitespace on the other."""
+    start, stop = begin.offset, end.offset + len(end.value.rstrip())
+    after = text[stop:]
+    before = text[:start]
+    left_strip_follows = after.lstrip().startswith(_STRIP_LEFT)
+    right_strip_precedes = before.rstrip().endswith(_STRIP_RIGHT)
+    # Whitespace Jinja2 keeps before the tag: unless the tag strips it itself (`{%-`).
+    kept_before = not begin.value.endswith("-") and before[-1:].isspace()
+    # ... and after it: trim_blocks removes one newline right after `%}`, `-%}` all of it.
+    rest = after[1:] if after.startswith("\n") else after
+    kept_after = not end.value.startswith("-") and rest[:1].isspace()
+    return (left_strip_follows and kept_before) or (right_strip_precedes and kept_after)
 
 
 @register
@@ -1049,8 +1109,11 @@ class LoopSetCarriedOver(AstRule):
     a ``{% set %}`` in one iteration is gone in the next. @huggingface/jinja, minijinja-js and
     minja keep the previous iteration's value, so a conditionally set variable (a system message
     remembered, a counter incremented) carries over there and the prompts differ (GLM-5.2 leaked
-    ``reasoning_content`` from one turn into the next this way). To carry state across
-    iterations use ``namespace()``; to keep it per iteration, set it unconditionally first.
+    ``reasoning_content`` from one turn into the next this way). A read that raises in Jinja2
+    when the name is unset (``x.name``, ``x + '...'``) is not reported for a name bound nowhere
+    outside the loop: there, the iterations that differ are ones transformers cannot render. To
+    carry state across iterations use ``namespace()``; to keep it per iteration, set it
+    unconditionally first.
 
     Bad:
         {% for m in messages %}{% if m.role == 'system' %}{% set sys = m.content %}{% endif %}{{ sys }}{% endfor %}
@@ -1070,8 +1133,13 @@ class LoopSetCarriedOver(AstRule):
         assigned = _assigned_names(node.body) - _target_names(node.target)
         if assigned:
             reported: set[str] = set()
+            outside = _names_bound_outside(self.target.tree, node)
             for read in _reads_before_set(node.body, assigned, set()):
                 if read.name in reported:
+                    continue
+                if read.name not in outside and id(read) in _failing_when_undefined(node):
+                    # Unset, the read raises in transformers (`x.name`, `x + '...'`): the iterations
+                    # where engines differ are ones transformers cannot render at all.
                     continue
                 reported.add(read.name)
                 line = read.lineno
@@ -1086,6 +1154,36 @@ class LoopSetCarriedOver(AstRule):
                     )
                 )
         self.generic_visit(node)
+
+
+def _names_bound_outside(tree: nodes.Template, loop: nodes.For) -> set[str]:
+    """Names the template binds anywhere but inside ``loop`` (a value the loop's reads could see
+    before its own set: an earlier ``set``, an enclosing loop's variable, a macro argument)."""
+    inside = {id(found) for found in loop.find_all(nodes.Node)}
+    bound: set[str] = set()
+    for found in tree.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
+        if id(found) in inside:
+            continue
+        if isinstance(found, nodes.Macro):
+            bound |= {argument.name for argument in found.args}
+        else:
+            bound |= _target_names(found.target)
+    return bound
+
+
+def _failing_when_undefined(loop: nodes.For) -> set[int]:
+    """Ids of the names in ``loop`` whose read raises in Jinja2 when the name is undefined: the
+    base of an attribute or item access, an arithmetic operand, a called name."""
+    found: set[int] = set()
+    for node in loop.find_all((nodes.Getattr, nodes.Getitem, nodes.BinExpr, nodes.Call)):
+        if isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Call)):
+            operands = [node.node]
+        elif isinstance(node, (nodes.And, nodes.Or)):
+            continue  # truth tests take an undefined value
+        else:
+            operands = [node.left, node.right]
+        found |= {id(operand) for operand in operands if isinstance(operand, nodes.Name)}
+    return found
 
 
 def _load_column(target: LintTarget, line: int, name: str) -> int | None:
@@ -1830,3 +1928,763 @@ def _tests_mapping(test: nodes.Expr, positive: bool, key: str) -> bool | None:
     if isinstance(test, nodes.Test) and test.name == "mapping" and _key(test.node) == key:
         return positive
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# TK225-TK227: tojson escaping and values that are absent or strings
+
+
+# Filters whose result is a number or a boolean, never text, so its JSON has no character to escape.
+_NUMBER_FILTERS = frozenset({"length", "count", "int", "float", "abs", "round", "wordcount", "sum", "min", "max"})
+_HTML_SPECIAL = frozenset("<>&'")
+
+
+def _never_text(node: nodes.Expr) -> bool:
+    """Whether ``node`` certainly holds a number, boolean or none (or text without ``<>&'``)."""
+    if isinstance(node, nodes.Const):
+        return not isinstance(node.value, str) or not (_HTML_SPECIAL & set(node.value))
+    if isinstance(node, (nodes.Compare, nodes.Test, nodes.Not)):
+        return True
+    if isinstance(node, nodes.Filter):
+        return node.name in _NUMBER_FILTERS
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "loop":
+        return node.attr in ("index", "index0", "revindex", "revindex0", "length", "first", "last", "depth", "depth0")
+    if isinstance(node, (nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Neg)):
+        return all(_never_text(child) for child in node.iter_child_nodes())
+    return False
+
+
+@register
+class TojsonHtmlEscaping(_AstPortabilityRule):
+    """``|tojson`` prints data that may hold ``<``, ``>``, ``&`` or ``'``.
+
+    Why: transformers' ``tojson`` is ``json.dumps``, which keeps those characters as they are.
+    minijinja's ``tojson`` (the one TGI, mistral.rs and minijinja-py use, and minijinja-js's)
+    makes its output safe inside HTML by escaping them: ``it's`` becomes ``it\\u0027s`` and
+    ``a < b & c`` becomes ``a \\u003c b \\u0026 c``. Tool descriptions, tool-call arguments and
+    message text are full of apostrophes, so the model sees differently spelled JSON in those
+    servers than it was trained on. No ``tojson`` spelling avoids it; where the value is a plain
+    name or a number, print it without ``tojson``, and otherwise know that these runtimes differ.
+
+    Bad:
+        {{ tools|tojson }}
+
+    Good:
+        "name": "{{ tool.function.name }}", "count": {{ tools|length|tojson }}
+    """
+
+    code = "TK225"
+    name = "tojson-html-escaping"
+    engines = ("minijinja", "minijinja-js")
+    severity = "warning"
+
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        self._per_line: dict[int, int] = {}
+        return super().check(target)
+
+    def visit_Filter(self, node: nodes.Filter) -> None:
+        if node.name == "tojson":
+            # Every tojson on the line counts, flagged or not, so the n-th filter gets the n-th column.
+            line = node.lineno
+            index = self._per_line.get(line, 0)
+            self._per_line[line] = index + 1
+            if node.node is not None and not _never_text(node.node):
+                columns = [token.column for position, token in enumerate(_code(self.target))
+                           if token.line == line and token.value == "tojson"
+                           and _is(_at(_code(self.target), position - 1), "|")]
+                column = columns[min(index, len(columns) - 1)] if columns else self.target.column_of(line, "tojson")
+                self.found.append(_finding(
+                    self, line, column,
+                    "minijinja's `tojson` escapes < > & ' as \\u003c \\u003e \\u0026 \\u0027 (transformers keeps "
+                    "them): text with any of them renders differently in minijinja and minijinja-js",
+                    self.engines,
+                ))
+        self.generic_visit(node)
+
+
+_GUARD_HINT = "test the field first or add `|default(...)`"
+# Filters @huggingface/jinja applies to an undefined value without raising.
+_UNDEFINED_SAFE_FILTERS = frozenset({"default", "d", "safe", "tojson"})
+# Filters that need a list: @huggingface/jinja has none of them for strings.
+_LIST_ONLY_FILTERS = frozenset({"selectattr", "rejectattr", "map", "list", "first", "last", "reverse", "sort", "unique"})
+
+
+def _proves_defined(test: nodes.Expr, positive: bool, key: str) -> bool:
+    """Whether ``test`` holding (``positive``) or failing proves that ``key`` is defined."""
+    if isinstance(test, nodes.Not):
+        return _proves_defined(test.node, not positive, key)
+    if isinstance(test, nodes.And) and positive:
+        return _proves_defined(test.left, True, key) or _proves_defined(test.right, True, key)
+    if isinstance(test, nodes.Or) and not positive:
+        return _proves_defined(test.left, False, key) or _proves_defined(test.right, False, key)
+    if isinstance(test, nodes.Test) and _fact_key(test.node) == key:
+        if test.name == "undefined":
+            return not positive
+        if test.name == "none" and _get_field(test.node) is not None:
+            # `m.get('f')` is None for a missing key in every engine, so `is not none` proves it is
+            # there; `m.f is not none` does not (an undefined value is not none in hf-jinja either).
+            return not positive
+        # `is defined` and the type tests but `none` hold only for a defined value in hf-jinja
+        # (where an undefined value is neither iterable nor a sequence, unlike in Jinja2).
+        return positive and test.name in (
+            "defined", "string", "mapping", "number", "integer", "float", "boolean", "iterable", "sequence")
+    if positive and _fact_key(test) == key:
+        return True  # truthy, so defined
+    if isinstance(test, nodes.Compare) and _fact_key(test.expr) == key and len(test.ops) == 1:
+        operand = test.ops[0]
+        if not isinstance(operand.expr, nodes.Const):
+            return False
+        if operand.expr.value is None:
+            # `m.get('f') != none` holding (or `== none` failing) proves the key is there.
+            return _get_field(test.expr) is not None and (operand.op == "ne") == positive
+        # `key == 'x'`, `key > 0`: only a defined value compares equal to (or above) a constant.
+        return positive and operand.op in ("eq", "gt", "gteq", "lt", "lteq")
+    return False
+
+
+def _has_key(test: nodes.Expr, positive: bool, node: nodes.Node, field: str) -> bool:
+    """Whether ``test`` proves the message has ``field``: ``'field' in message`` (or
+    ``message.get('field') is not none``) holding."""
+    if isinstance(test, nodes.Not):
+        return _has_key(test.node, not positive, node, field)
+    if isinstance(test, nodes.And) and positive:
+        return _has_key(test.left, True, node, field) or _has_key(test.right, True, node, field)
+    if isinstance(test, nodes.Or) and not positive:
+        return _has_key(test.left, False, node, field) or _has_key(test.right, False, node, field)
+    owner = _key(node.node) if isinstance(node, (nodes.Getattr, nodes.Getitem)) else None
+    if owner is None:
+        return False
+    if positive and _get_call(test, owner, field):
+        return True  # `message.get('field')` is truthy
+    if not isinstance(test, nodes.Compare) or len(test.ops) != 1:
+        return False
+    operand = test.ops[0]
+    if operand.op in ("in", "notin") and isinstance(test.expr, nodes.Const) and test.expr.value == field:
+        return _key(operand.expr) == owner and (operand.op == "in") == positive
+    return False
+
+
+def _get_call(node: nodes.Node, owner: str, field: str) -> bool:
+    """Whether ``node`` is ``owner.get('field')`` (with or without a default)."""
+    return (
+        isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and node.node.attr == "get"
+        and _key(node.node.node) == owner and bool(node.args) and isinstance(node.args[0], nodes.Const)
+        and node.args[0].value == field
+    )
+
+
+def _names_tool_calls(test: nodes.Expr, owner: str) -> bool:
+    """Whether ``test`` says the message has tool calls (``m.tool_calls``, ``'tool_calls' in m``,
+    ``m.tool_calls is defined``, ``m.get('tool_calls')``)."""
+    key = f"{owner}.tool_calls"
+    if _key(test) == key or _get_call(test, owner, "tool_calls"):
+        return True
+    if isinstance(test, nodes.Test) and _fact_key(test.node) == key and test.name in (
+            "defined", "iterable", "sequence"):
+        return True
+    if isinstance(test, nodes.Not) and isinstance(test.node, nodes.Test) and test.node.name == "none" \
+            and _fact_key(test.node.node) == key:
+        return True  # `m.tool_calls is not none`: None is dropped, so the calls are there
+    if isinstance(test, nodes.Compare) and len(test.ops) == 1:
+        operand = test.ops[0]
+        if operand.op == "in" and isinstance(test.expr, nodes.Const) and test.expr.value == "tool_calls":
+            return _key(operand.expr) == owner
+        if _key(test.expr) == key or (isinstance(test.expr, nodes.Filter) and _key(test.expr.node) == key):
+            return True  # `m.tool_calls|length > 0`, `m.tool_calls != none`
+    return False
+
+
+def _content_present(facts: list[tuple[nodes.Expr, bool]], owner: str) -> bool:
+    """Content is absent only in an assistant turn with tool calls; whether the conditions rule
+    that out (the turn has no tool calls, or the branch is the one that handles them)."""
+    for test, positive in _expand(facts):
+        if not positive and _names_tool_calls(test, owner):
+            return True  # no tool calls here
+        if positive and isinstance(test, nodes.Test) and test.name in ("none", "undefined") \
+                and _fact_key(test.node) == f"{owner}.tool_calls":
+            return True  # `m.tool_calls is not none` failed: no tool calls here
+        if not positive and isinstance(test, nodes.And):
+            # `not (role == 'assistant' and tool_calls)` where the role is known: no tool calls.
+            conjuncts = _and_chain(test)
+            if any(_names_tool_calls(part, owner) for part in conjuncts) and all(
+                    _names_tool_calls(part, owner) or _is_assistant_test(part, owner) for part in conjuncts):
+                return True
+    return False
+
+
+def _derived(facts: list[tuple[nodes.Expr, bool]]) -> list[tuple[nodes.Expr, bool]]:
+    """The facts an earlier branch's failure adds: in the ``elif`` after ``if role == 'assistant'
+    and m.tool_calls is not defined``, with the role still 'assistant', the other conjunct failed,
+    so the tool calls are defined."""
+    expanded = list(_expand(facts))
+    holding = {repr(test) for test, positive in expanded if positive}
+    found = []
+    for test, positive in expanded:
+        if positive or not isinstance(test, nodes.And):
+            continue
+        conjuncts = _and_chain(test)
+        open_ = [part for part in conjuncts if repr(part) not in holding]
+        if len(open_) == 1:
+            found.append((open_[0], False))
+    return found
+
+
+def _expand(facts: list[tuple[nodes.Expr, bool]]) -> Iterator[tuple[nodes.Expr, bool]]:
+    """The facts split into the simplest ones they imply (``not``, true ``and``, false ``or``)."""
+    for test, positive in facts:
+        if isinstance(test, nodes.Not):
+            yield from _expand([(test.node, not positive)])
+        elif isinstance(test, nodes.And) and positive or isinstance(test, nodes.Or) and not positive:
+            yield from _expand([(test.left, positive), (test.right, positive)])
+        else:
+            yield test, positive
+
+
+def _is_assistant_test(test: nodes.Expr, owner: str) -> bool:
+    return (
+        isinstance(test, nodes.Compare) and _key(test.expr) == f"{owner}.role" and len(test.ops) == 1
+        and test.ops[0].op == "eq" and isinstance(test.ops[0].expr, nodes.Const) and test.ops[0].expr.value == "assistant"
+    )
+
+
+def _other_role(test: nodes.Expr, positive: bool, role_key: str) -> bool:
+    """Whether ``test`` proves ``role_key`` is some role other than 'assistant'."""
+    if isinstance(test, nodes.Not):
+        return _other_role(test.node, not positive, role_key)
+    if isinstance(test, nodes.And) and positive:
+        return _other_role(test.left, True, role_key) or _other_role(test.right, True, role_key)
+    if isinstance(test, nodes.Or) and not positive:
+        return _other_role(test.left, False, role_key) or _other_role(test.right, False, role_key)
+    if not (isinstance(test, nodes.Compare) and _key(test.expr) == role_key and len(test.ops) == 1):
+        return False
+    operand = test.ops[0]
+    values = _constant_strings(operand.expr)
+    if values is None:
+        return False
+    if operand.op not in ("eq", "in", "ne", "notin"):
+        return False
+    if (operand.op in ("eq", "in")) == positive:
+        return "assistant" not in values  # the role is one of these
+    return values == {"assistant"}  # the role is anything but these
+
+
+def _constant_strings(node: nodes.Expr) -> set[str] | None:
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (nodes.List, nodes.Tuple)) and all(
+            isinstance(item, nodes.Const) and isinstance(item.value, str) for item in node.items):
+        return {item.value for item in node.items}
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Copy:
+    """A name holding a message field: ``{% set content = m.content %}``, or a macro parameter a
+    call passes the field to. ``facts`` are the conditions where the copy was made, so a use can
+    be judged with what was known about the message there (``m.role == 'tool'``)."""
+
+    field: str
+    source: nodes.Node  # the field read copied (``m.content``)
+    facts: tuple
+    via: tuple = ()  # the names it was copied through, whose tests guard it as well
+
+
+class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
+    """Tracks which names hold a message (``for m in messages``, ``messages[0]``) and which are
+    copies of a message field (``{% set content = m.content %}``, a macro parameter called with
+    ``m.content``), so rules can tell a message field from any other attribute access.
+
+    Macro bodies are walked after the rest of the template, once every call to them is known.
+    """
+
+    def __init__(self, options=None) -> None:
+        _AstPortabilityRule.__init__(self, options)
+        _FactWalker.__init__(self)
+        self.message_names: list[str] = []
+        self.aliases: dict[str, list[_Copy]] = {}
+
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        # A template that offers tools gets the calls back: its clients send assistant turns with
+        # `tool_calls` and null content even when it prints the calls from content as text.
+        self.renders_tool_calls = "tool_calls" in target.text or (target.tree is not None and any(
+            name.name == "tools" and name.ctx == "load" for name in target.tree.find_all(nodes.Name)))
+        self.document_names: list[str] = []
+        self.aliases = {}
+        self._ordinals: dict[int, list[nodes.Node]] = {}
+        self._macros: dict[str, nodes.Macro] = {}
+        self._macro_copies: dict[tuple[str, str], list[_Copy]] = {}
+        if target.tree is not None:
+            self._macros = {macro.name: macro for macro in target.tree.find_all(nodes.Macro)}
+        return super().check(target)
+
+    def visit_Template(self, node: nodes.Template) -> None:
+        self.generic_visit(node)
+        # Callers are usually defined after the macros they call: walking the last one first
+        # records its calls before the callee's body is judged.
+        for macro in reversed(list(self._macros.values())):
+            saved = self.facts, self.message_names, self.aliases
+            self.facts, self.message_names = [], []
+            self.aliases = {}
+            for argument in macro.args:
+                copies = self._macro_copies.get((macro.name, argument.name))
+                if copies:
+                    self.aliases[argument.name] = copies
+            try:
+                for child in macro.body:
+                    self.visit(child)
+            finally:
+                self.facts, self.message_names, self.aliases = saved
+
+    def visit_Macro(self, node: nodes.Macro) -> None:
+        for default in node.defaults:
+            self.visit(default)  # the body waits for visit_Template
+
+    def visit_Call(self, node: nodes.Call) -> None:
+        if isinstance(node.node, nodes.Name) and node.node.name in self._macros:
+            parameters = [argument.name for argument in self._macros[node.node.name].args]
+            passed = list(zip(parameters, node.args)) + [(keyword.key, keyword.value) for keyword in node.kwargs]
+            for parameter, value in passed:
+                copies = self._copies_of(value)
+                if copies:
+                    self._macro_copies.setdefault((node.node.name, parameter), []).extend(copies)
+        self.generic_visit(node)
+
+    def ordinal(self, node: nodes.Node, kind: str) -> int:
+        """How many loops (``kind`` "for") or ``|kind`` filters come before ``node`` on its line, in
+        tree order (source order for loops and for differently named filters; macro bodies are
+        walked last, so the order of visits would not do)."""
+        if not self._ordinals:
+            for found in self.target.tree.find_all((nodes.For, nodes.Filter)):
+                self._ordinals.setdefault(found.lineno, []).append(found)
+        same = [found for found in self._ordinals.get(node.lineno, [])
+                if (isinstance(found, nodes.For) if kind == "for" else
+                    isinstance(found, nodes.Filter) and found.name == kind)]
+        return next((index for index, found in enumerate(same) if found is node), 0)
+
+    def column(self, line: int, kind: str, index: int) -> int:
+        """Column of the ``index``-th loop iterable (``kind`` "for") or ``|kind`` filter on ``line``."""
+        tokens = _code(self.target)
+        columns = []
+        for position, token in enumerate(tokens):
+            if token.line != line:
+                continue
+            if kind == "for" and _is(token, "in"):
+                start = position
+                while start >= 0 and tokens[start].type != "block_begin":
+                    start -= 1
+                if start >= 0 and _is(_at(tokens, start + 1), "for") and position + 1 < len(tokens):
+                    columns.append(tokens[position + 1].column)
+            elif kind != "for" and token.value == kind and _is(_at(tokens, position - 1), "|"):
+                columns.append(tokens[position - 1].column)
+        return columns[min(index, len(columns) - 1)] if columns else 1
+
+    def flag_at(self, node: nodes.Node, kind: str, index: int, message: str) -> None:
+        line = node.lineno
+        self.found.append(_finding(self, line, self.column(line, kind, index), message, self.engines))
+
+    def field_of(self, node: nodes.Node) -> tuple[str, str] | None:
+        """(key, field) when ``node`` reads a field of a message (or a copy of one)."""
+        if isinstance(node, nodes.Name) and node.name in self.aliases:
+            return node.name, self.aliases[node.name][0].field
+        if isinstance(node, (nodes.Getattr, nodes.Getitem)):
+            field = node.attr if isinstance(node, nodes.Getattr) else (
+                node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
+            if field is None or not self._is_message(node.node):
+                return None
+            key = _key(node)
+            return (key, field) if key is not None else None
+        return None
+
+    def _copies_of(self, node: nodes.Node) -> list[_Copy]:
+        """What a name bound to ``node`` holds: the field read itself, or what the copy it reads holds."""
+        if isinstance(node, nodes.Name):
+            return [dataclasses.replace(copy, facts=copy.facts + tuple(self.facts), via=copy.via + (node.name,))
+                    for copy in self.aliases.get(node.name, [])]
+        if isinstance(node, nodes.CondExpr):
+            copies = []
+            for facts, branch in (([(node.test, True)], node.expr1), ([(node.test, False)], node.expr2)):
+                if branch is not None:
+                    saved = self.facts
+                    self.facts = saved + facts
+                    try:
+                        copies += self._copies_of(branch)
+                    finally:
+                        self.facts = saved
+            return copies
+        found = self.field_of(node)
+        return [_Copy(found[1], node, tuple(self.facts))] if found is not None else []
+
+    @contextlib.contextmanager
+    def copy_facts(self, copy: _Copy) -> Iterator[None]:
+        """Judge a copy's source under the conditions where it was made as well as those now."""
+        saved = self.facts
+        self.facts = list(copy.facts) + saved
+        try:
+            yield
+        finally:
+            self.facts = saved
+
+    def _is_message(self, node: nodes.Node) -> bool:
+        if isinstance(node, nodes.Name):
+            return node.name in self.message_names
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, (nodes.Const, nodes.Neg)):
+            return _is_messages(node.node)
+        return False
+
+    def visit_For(self, node: nodes.For) -> None:
+        self.visit(node.iter)
+        names = [node.target.name] if isinstance(node.target, nodes.Name) and _is_messages(node.iter) else []
+        documents = [node.target.name] if isinstance(node.target, nodes.Name) and _is_documents(node.iter) else []
+        saved, saved_documents = self.message_names, self.document_names
+        self.message_names = saved + names
+        self.document_names = [name for name in saved_documents if name not in names] + documents
+        try:
+            for child in node.body:
+                self.visit(child)
+        finally:
+            self.message_names, self.document_names = saved, saved_documents
+        for child in node.else_:
+            self.visit(child)
+        if node.test is not None:
+            self.visit(node.test)
+
+    def visit_If(self, node: nodes.If) -> None:
+        # Each branch starts from the copies made before the `if`; after it, a name holds whatever
+        # any branch left in it (`{% if c is string %}{% set t = c %}{% else %}{% set t = '' %}`).
+        before = dict(self.aliases)
+        outcomes = []
+        self.visit(node.test)
+        branches = [([(node.test, True)], node.body)]
+        previous = [(node.test, False)]
+        for branch in node.elif_:
+            branches.append((previous, branch.test))
+            branches.append((previous + [(branch.test, True)], branch.body))
+            previous = previous + [(branch.test, False)]
+        branches.append((previous, node.else_))
+        for facts, body in branches:
+            if isinstance(body, list):
+                self.aliases = dict(before)
+            self._under(facts, body)
+            if isinstance(body, list):
+                outcomes.append(self.aliases)
+        merged: dict[str, list[_Copy]] = {}
+        for outcome in outcomes:
+            for name, copies in outcome.items():
+                merged.setdefault(name, []).extend(copy for copy in copies if copy not in merged.get(name, []))
+        self.aliases = merged
+
+    def visit_Assign(self, node: nodes.Assign) -> None:
+        self.visit(node.node)
+        if isinstance(node.target, nodes.Name):
+            copies = self._copies_of(node.node)
+            if copies:
+                self.aliases[node.target.name] = copies
+            else:
+                self.aliases.pop(node.target.name, None)
+
+
+def _is_documents(node: nodes.Node) -> bool:
+    """Whether ``node`` is the ``documents`` list (or a slice or filter of it)."""
+    while isinstance(node, (nodes.Filter, nodes.Getitem)) and node.node is not None:
+        if isinstance(node, nodes.Getitem) and not isinstance(node.arg, nodes.Slice):
+            return False
+        node = node.node
+    return isinstance(node, nodes.Name) and node.name == "documents"
+
+
+# The fields transformers' documentation gives a document; any other one is the template's wish.
+_DOCUMENT_FIELDS = frozenset({"title", "text"})
+
+
+def _is_messages(node: nodes.Node) -> bool:
+    """Whether ``node`` is the message list (``messages``, ``loop_messages``, a slice or filter of it)."""
+    while isinstance(node, (nodes.Filter, nodes.Getitem)) and node.node is not None:
+        if isinstance(node, nodes.Getitem) and not isinstance(node.arg, nodes.Slice):
+            return False
+        node = node.node
+    return isinstance(node, nodes.Name) and node.name.endswith("messages")
+
+
+@register
+class AbsentFieldUsed(_MessageFieldWalker):
+    """A message field that may be absent is looped over, filtered or joined with ``~`` unguarded.
+
+    Why: transformers drops the keys whose value is None (an assistant tool-call turn's
+    ``content: null``) and leaves optional fields (``tool_calls``, ``reasoning_content``, ...)
+    undefined, and Jinja2 treats an undefined value as empty: ``for x in m.content`` loops zero
+    times, ``m.tool_calls|length`` is 0, ``m.content|trim`` is ''. @huggingface/jinja raises
+    instead ("Expected iterable or object type in for loop: got UndefinedValue", "Cannot apply
+    filter ... to type: UndefinedValue", "Cannot perform operation ~ on undefined values"), so
+    the prompt cannot be built in transformers.js. Copies of a field (``{% set c = m.content %}``,
+    a macro argument) are followed and judged with what was known where they were made; a branch
+    that needs a field to be none is never reached (transformers drops None-valued keys). A
+    template that offers ``tools`` gets tool-call turns (null content) back even when it prints
+    calls from the content. The same holds for a document's fields beyond the documented
+    ``title`` and ``text`` (``doc['doc_id']|string``): most pipelines send only those two. Test
+    the field first (``{% if m.content %}``, ``m.get('content') is not none``) or give it a default.
+
+    Bad:
+        {% for m in messages %}{{ m.tool_calls|length }}{% endfor %}
+
+    Good:
+        {% for m in messages %}{{ m.tool_calls|default([])|length }}{% endfor %}
+    """
+
+    code = "TK226"
+    name = "absent-field-used"
+    engines = ("hf-jinja",)
+    severity = "warning"
+
+    def _optional(self, node: nodes.Node) -> str | None:
+        found = self.field_of(node)
+        if found is None:
+            return self._optional_document_field(node)
+        return self._may_be_absent(node, *found)
+
+    def _optional_document_field(self, node: nodes.Node) -> str | None:
+        """A document field beyond title and text (``doc['doc_id']``): retrieval pipelines send
+        documents with only the documented fields, so it is undefined unless tested."""
+        if not isinstance(node, (nodes.Getattr, nodes.Getitem)) or not isinstance(node.node, nodes.Name) \
+                or node.node.name not in self.document_names:
+            return None
+        field = node.attr if isinstance(node, nodes.Getattr) else (
+            node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
+        key = _key(node)
+        if field is None or field in _DOCUMENT_FIELDS or key is None:
+            return None
+        if any(_proves_defined(test, positive, key) or _has_key(test, positive, node, field)
+               for test, positive in self.facts + _derived(self.facts)):
+            return None
+        return key
+
+    def _may_be_absent(self, node: nodes.Node, key: str, field: str) -> str | None:
+        if field == "role":
+            return None
+        facts = self.facts + _derived(self.facts)
+        if any(_proves_defined(test, positive, key) or _has_key(test, positive, node, field)
+               for test, positive in facts):
+            return None
+        if isinstance(node, nodes.Name):
+            # A copy: absent only if the field it copies may be, judged where the copy was made.
+            for copy in self.aliases[node.name]:
+                with self.copy_facts(copy):
+                    guards = self.facts + _derived(self.facts)
+                    if any(_proves_defined(test, positive, name) for name in copy.via for test, positive in guards):
+                        continue
+                    if self._may_be_absent(copy.source, _key(copy.source), copy.field) is not None:
+                        return key
+            return None
+        if self._never_reached():
+            return None
+        if field == "content" and not self._content_may_be_absent(node):
+            return None
+        return key
+
+    def _never_reached(self) -> bool:
+        """Whether the branch needs a message field to be None: transformers drops None-valued
+        keys, and an absent field is not none in hf-jinja either, so no conversation gets here."""
+        for test, positive in _expand(self.facts):
+            if not positive:
+                continue
+            if isinstance(test, nodes.Test) and test.name == "none" and isinstance(
+                    test.node, (nodes.Getattr, nodes.Getitem)) and self.field_of(test.node) is not None:
+                return True
+            if isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op == "eq" \
+                    and isinstance(test.ops[0].expr, nodes.Const) and test.ops[0].expr.value is None \
+                    and isinstance(test.expr, (nodes.Getattr, nodes.Getitem)) and self.field_of(test.expr) is not None:
+                return True
+        return False
+
+    def _content_may_be_absent(self, node: nodes.Node) -> bool:
+        """Content is absent only in an assistant's tool-call turn: never in a template that renders
+        no tool calls, in the first message, or where the role is known to be another one."""
+        if not self.renders_tool_calls:
+            return False
+        message = node.node
+        if isinstance(message, nodes.Getitem) and isinstance(message.arg, nodes.Const) and message.arg.value == 0:
+            return False
+        owner = _key(message)
+        if owner is None:
+            return True
+        facts = self.facts + _derived(self.facts)
+        if _content_present(facts, owner):
+            return False
+        return not any(_other_role(test, positive, f"{owner}.role") for test, positive in facts)
+
+    def visit_For(self, node: nodes.For) -> None:
+        index = self.ordinal(node, "for")
+        key = self._optional(node.iter)
+        if key is not None:
+            self.flag_at(node, "for", index, f"`for ... in {key}`: hf-jinja cannot loop over an undefined value "
+                                             f"(transformers loops zero times); {_GUARD_HINT}")
+        super().visit_For(node)
+
+    def visit_Filter(self, node: nodes.Filter) -> None:
+        index = self.ordinal(node, node.name)
+        if node.name not in _UNDEFINED_SAFE_FILTERS and node.node is not None:
+            key = self._optional(node.node)
+            if key is not None:
+                self.flag_at(node, node.name, index, f"`{key}|{node.name}` raises in hf-jinja when the field is "
+                                                     f"absent (transformers treats it as empty); {_GUARD_HINT}")
+        self.generic_visit(node)
+
+    def visit_Concat(self, node: nodes.Concat) -> None:
+        for child in node.nodes:
+            key = self._optional(child)
+            if key is not None:
+                self.flag(child, f"`~ {key}` raises in hf-jinja when the field is absent (transformers joins an "
+                                 f"empty string); {_GUARD_HINT}", self.engines, needle="~")
+        self.generic_visit(node)
+
+
+@register
+class StringContentIterated(_MessageFieldWalker):
+    """Message content is looped over (or list-filtered) without testing whether it is a string.
+
+    Why: content is a string in most conversations and a list of parts only in multimodal ones.
+    Jinja2 loops over a string's characters (so ``for part in m.content`` silently yields
+    nothing useful) and applies ``selectattr``, ``map``, ``list`` or ``first`` to a string;
+    @huggingface/jinja raises ("Expected iterable or object type in for loop: got
+    StringValue", "Unknown StringValue filter"). Branch on ``m.content is string`` first.
+
+    Bad:
+        {% for m in messages %}{% for part in m.content %}{{ part.text }}{% endfor %}{% endfor %}
+
+    Good:
+        {% for m in messages %}{% if m.content is string %}{{ m.content }}{% else %}
+        {% for part in m.content %}{{ part.text }}{% endfor %}{% endif %}{% endfor %}
+    """
+
+    code = "TK227"
+    name = "string-content-iterated"
+    engines = ("hf-jinja",)
+    severity = "warning"
+
+    def _content(self, node: nodes.Node) -> str | None:
+        found = self.field_of(node)
+        if found is None or found[1] != "content":
+            return None
+        key = found[0]
+        if self.type_tested(key):
+            return None
+        if isinstance(node, nodes.Name):
+            for copy in self.aliases[node.name]:
+                source_key = _key(copy.source)
+                with self.copy_facts(copy):
+                    if not self.type_tested(source_key):
+                        return key
+            return None
+        return key
+
+    def visit_For(self, node: nodes.For) -> None:
+        index = self.ordinal(node, "for")
+        key = self._content(node.iter)
+        if key is not None:
+            self.flag_at(node, "for", index, f"`for ... in {key}` without an `is string` test: transformers loops "
+                                             f"over a string's characters, hf-jinja raises")
+        super().visit_For(node)
+
+    def visit_Filter(self, node: nodes.Filter) -> None:
+        index = self.ordinal(node, node.name)
+        if node.name in _LIST_ONLY_FILTERS and node.node is not None:
+            key = self._content(node.node)
+            if key is not None:
+                self.flag_at(node, node.name, index, f"`{key}|{node.name}` without an `is string` test: hf-jinja "
+                                                     f"has no `{node.name}` filter for strings")
+        self.generic_visit(node)
+
+
+@register
+class RawBlock(_TokenRule):
+    """A ``{% raw %}`` block prints template syntax literally.
+
+    Why: Jinja2 and minijinja print the text between ``{% raw %}`` and ``{% endraw %}`` as it
+    is; @huggingface/jinja has no ``raw`` statement and rejects the whole template ("Unknown
+    statement type: raw"), so transformers.js cannot build any prompt with it. Print the literal
+    braces from a string expression instead (``{{ '{{' }}``, ``{{ '{%' }}``).
+
+    Bad:
+        {% raw %}Use {{ name }} in your reply.{% endraw %}
+
+    Good:
+        Use {{ '{{' }} name {{ '}}' }} in your reply.
+    """
+
+    code = "TK228"
+    name = "raw-block"
+    engines = ("hf-jinja",)
+    severity = "warning"
+
+    def scan(self, target: LintTarget, tokens: list[Token]) -> Iterator[Diagnostic]:
+        # The lexer folds a raw block into raw_begin/data/raw_end, which _code drops as layout.
+        for token in target.tokens:
+            if token.type == "raw_begin":
+                yield self.at(token, "`{% raw %}` is a syntax error in hf-jinja (unknown statement type); print "
+                                     "the literal braces from a string (`{{ '{{' }}`) instead", self.engines)
+
+
+class _RawContentStrips(_MessageFieldWalker):
+    """Finds ``.strip``/``.lstrip`` calls whose receiver may be a message's content as written:
+    the field or a copy of it, possibly through ``.split(sep)[0|-1]`` where ``sep`` may be absent
+    (then the split leaves the whole text). Calls under a condition on the loop position against a
+    computed index (``loop.index0 > ns.last_query_index``: only the turns after the last user
+    query) are left out: ordinary conversations do not reach them. Not a rule; TK203 asks it."""
+
+    code = "TK203"
+    name = "strip-characters-argument"
+    engines = ("hf-jinja",)
+
+    def strips(self, target: LintTarget) -> set[tuple[int, str]]:
+        self._strips: set[tuple[int, str]] = set()
+        self.check(target)
+        return self._strips
+
+    def visit_Call(self, node: nodes.Call) -> None:
+        callee = node.node
+        if isinstance(callee, nodes.Getattr) and callee.attr in ("strip", "lstrip") and len(node.args) == 1 \
+                and self._raw(callee.node) and not self._narrow():
+            self._strips.add((node.lineno, callee.attr))
+        super().visit_Call(node)
+
+    def _raw(self, node: nodes.Node) -> bool:
+        found = self.field_of(node)
+        if found is not None:
+            return found[1] == "content"
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) \
+                and node.node.attr in ("strip", "lstrip", "rstrip") and len(node.args) <= 1:
+            return self._raw(node.node.node) if node.args else False
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, (nodes.Const, nodes.Neg)) \
+                and isinstance(node.node, nodes.Call) and isinstance(node.node.node, nodes.Getattr) \
+                and node.node.node.attr == "split" and len(node.node.args) == 1:
+            text, separator = node.node.node.node, node.node.args[0]
+            return self._raw(text) and not self._contains(text, separator)
+        return False
+
+    def _contains(self, text: nodes.Node, separator: nodes.Node) -> bool:
+        """Whether the conditions say ``separator in text`` (so the split cuts at it)."""
+        for test, positive in _expand(self.facts):
+            if positive and isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op == "in" \
+                    and _same_text(test.expr, separator) and repr(test.ops[0].expr) == repr(text):
+                return True
+        return False
+
+    def _narrow(self) -> bool:
+        for test, _positive in self.facts:
+            for compare in [test] if isinstance(test, nodes.Compare) else list(test.find_all(nodes.Compare)):
+                sides = [compare.expr] + [operand.expr for operand in compare.ops]
+                position = any(_key(side) in ("loop.index", "loop.index0") for side in sides)
+                computed = any(not isinstance(side, nodes.Const) and _key(side) not in ("loop.index", "loop.index0")
+                               for side in sides)
+                if position and computed:
+                    return True
+        return False
+
+
+def _same_text(left: nodes.Node, right: nodes.Node) -> bool:
+    """Whether two expressions are the same, reading ``'x'.strip()`` of a constant as its value."""
+    def value(node: nodes.Node):
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and node.node.attr == "strip" \
+                and not node.args and isinstance(node.node.node, nodes.Const) and isinstance(node.node.node.value, str):
+            return node.node.node.value.strip()
+        return node.value if isinstance(node, nodes.Const) else repr(node)
+    return value(left) == value(right)
