@@ -26,7 +26,6 @@ import operator
 import re
 import string
 import unicodedata
-import weakref
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +39,7 @@ from jinja2 import nodes
 from ...guards import format_widths
 from ..registry import AstRule, Rule, register
 from ..target import LintTarget, Token
+from ..walk import child_nodes, tree_index
 
 # ---------------------------------------------------------------------------------------------
 # vocabulary
@@ -679,12 +679,15 @@ class _Facts:
     def _index_tree(self) -> None:
         # One walk, in source order, shared by every rule: walking a Jinja tree is the dominant
         # cost of these rules (iter_child_nodes is slow), so no rule walks it again for lookups.
+        known = tree_index(self.target).children  # the children every AST rule's walk uses
         pending: list[nodes.Node] = [self.tree]
         while pending:
             node = pending.pop()
             self._order[id(node)] = len(self._order)
             self._by_type[type(node)].append(node)
-            children = list(node.iter_child_nodes())
+            children = known.get(id(node))
+            if children is None:
+                children = tuple(node.iter_child_nodes())
             for child in children:
                 self.parents[id(child)] = node
             pending.extend(reversed(children))
@@ -1061,15 +1064,13 @@ def _unpack(target: nodes.Node, value: nodes.Node) -> Iterator[tuple[nodes.Name,
             yield from _unpack(item, item_value)
 
 
-_FACTS: "weakref.WeakKeyDictionary[LintTarget, _Facts]" = weakref.WeakKeyDictionary()
-
-
 def facts_for(target: LintTarget) -> _Facts:
-    """The shared facts of a target (computed on first use; every TK9xx rule reads the same)."""
-    found = _FACTS.get(target)
-    if found is None:
-        found = _FACTS[target] = _Facts(target)
-    return found
+    """The shared facts of a target (computed on first use; every TK9xx rule reads the same).
+
+    Kept on the target itself: the facts refer back to the target, so a weak-keyed table would
+    keep every target ever linted (its tokens, tree and renders) alive for the whole run.
+    """
+    return target.shared("security:facts", _Facts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1767,7 +1768,7 @@ class LoopBlowup(_SecurityRule):
             node, loops, quiet = pending.pop()
             if isinstance(node, nodes.Macro):
                 # A macro body runs where it is called; on its own it starts with no enclosing loops.
-                children = [(child, (), False) for child in node.iter_child_nodes()]
+                children = [(child, (), False) for child in child_nodes(self.target, node)]
             elif isinstance(node, nodes.For):
                 inner = (*loops, self.facts.size(node.iter))
                 reported = not quiet and self._check_nesting(node, inner)
@@ -1780,7 +1781,7 @@ class LoopBlowup(_SecurityRule):
                     self._check_call(node, loops)
                 elif isinstance(node, nodes.Assign) and loops:
                     self._check_doubling(node)
-                children = [(child, loops, quiet) for child in node.iter_child_nodes()]
+                children = [(child, loops, quiet) for child in child_nodes(self.target, node)]
             pending.extend(reversed(children))
 
     def _check_nesting(self, node: nodes.For, loops: tuple[int | None, ...]) -> bool:

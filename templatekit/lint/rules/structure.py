@@ -324,11 +324,13 @@ class TemplateFacts:
         self.tree = tree
         # id(child) -> (parent, field name, index in the field's list or None)
         self._links: dict[int, tuple[nodes.Node, str, int | None]] = {}
-        self._link(tree)
+        # Pre-order position of every node: statements come out in source order, which is how
+        # several findings on one line are told apart (Jinja nodes carry a line, no column).
+        self.nodes: list[nodes.Node] = self._link(tree)
         self._macro_cache: dict[int, nodes.Macro | None] = {}
         # Filled once the kinds have reached their fixed point (before that they still grow).
         self._kinds_cache: dict[int, set[str]] | None = None
-        self.macros: dict[str, nodes.Macro] = {m.name: m for m in tree.find_all(nodes.Macro)}
+        self.macros: dict[str, nodes.Macro] = {m.name: m for m in self.nodes if isinstance(m, nodes.Macro)}
         # Names a macro owns (parameters, and anything it sets or loops over): lookups of these
         # inside the macro body do not see the template-level variable of the same name.
         self._macro_locals: dict[int, set[str]] = {}
@@ -337,9 +339,6 @@ class TemplateFacts:
             for node in macro.find_all((nodes.Assign, nodes.For)):
                 owned.update(target.name for target in self._target_names(node.target))
             self._macro_locals[id(macro)] = owned
-        # Pre-order position of every node: statements come out in source order, which is how
-        # several findings on one line are told apart (Jinja nodes carry a line, no column).
-        self.nodes: list[nodes.Node] = list(tree.find_all(nodes.Node))
         self.order: dict[int, int] = {id(n): i for i, n in enumerate(self.nodes)}
         self._by_line: dict[int, list[nodes.Node]] = {}
         for node in self.nodes:
@@ -350,19 +349,30 @@ class TemplateFacts:
         self._solve()
 
     # -- structure -------------------------------------------------------------------------------
-    def _link(self, root: nodes.Node) -> None:
+    def _link(self, root: nodes.Node) -> list[nodes.Node]:
+        """Record every node's parent link; returns the nodes below ``root`` in pre-order (the
+        order of ``root.find_all(nodes.Node)``), from the same single walk."""
+        links = self._links
+        node_class = nodes.Node
+        found: list[nodes.Node] = []
         stack = [root]
         while stack:
             node = stack.pop()
+            if node is not root:
+                found.append(node)
+            children: list[nodes.Node] = []
             for field, value in node.iter_fields():
-                if isinstance(value, nodes.Node):
-                    self._links[id(value)] = (node, field, None)
-                    stack.append(value)
+                if isinstance(value, node_class):
+                    links[id(value)] = (node, field, None)
+                    children.append(value)
                 elif isinstance(value, list):
                     for index, item in enumerate(value):
-                        if isinstance(item, nodes.Node):
-                            self._links[id(item)] = (node, field, index)
-                            stack.append(item)
+                        if isinstance(item, node_class):
+                            links[id(item)] = (node, field, index)
+                            children.append(item)
+            children.reverse()
+            stack.extend(children)
+        return found
 
     def link(self, node: nodes.Node) -> tuple[nodes.Node, str, int | None] | None:
         """(parent, field, index) of a node, or None for the root."""

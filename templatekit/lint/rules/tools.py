@@ -609,7 +609,7 @@ class ToolsIteratedWithoutNoneGuard(FactsRule):
     def visit_Template(self, node: nodes.Template) -> None:
         facts = self.facts
         for name, kind in (("tools", TOOLS), ("documents", DOCUMENTS)):
-            if self._normalised(node, name):
+            if self._normalised(facts, name):
                 continue
 
             def is_value(candidate: nodes.Node, name: str = name) -> bool:
@@ -642,9 +642,9 @@ class ToolsIteratedWithoutNoneGuard(FactsRule):
                 )
 
     @staticmethod
-    def _normalised(tree: nodes.Template, name: str) -> bool:
+    def _normalised(facts: TemplateFacts, name: str) -> bool:
         """``{% set tools = tools or [] %}`` (or any non-None value) makes None impossible later."""
-        for assign in tree.find_all(nodes.Assign):
+        for assign in facts.find(nodes.Assign):
             if isinstance(assign.target, nodes.Name) and assign.target.name == name:
                 value = assign.node
                 if not (isinstance(value, nodes.Const) and value.value is None):

@@ -62,8 +62,13 @@ def _strips_before(token: Token) -> bool:
     return token.value.startswith(("{%-", "{{-", "{#-"))
 
 
-def _gaps(target: LintTarget) -> Iterator[Gap]:
-    """Every stretch of template data between two tags (raw block contents excluded)."""
+def _gaps(target: LintTarget) -> list[Gap]:
+    """Every stretch of template data between two tags (raw block contents excluded); found
+    once per target, for the three rules that read them."""
+    return target.shared("whitespace:gaps", lambda target: list(_find_gaps(target)))
+
+
+def _find_gaps(target: LintTarget) -> Iterator[Gap]:
     before: Token | None = None
     rendered: list[str] = []
     in_raw = False

@@ -1,0 +1,227 @@
+"""The lint's shortcuts must give exactly what the long way gives.
+
+Each test runs a shortcut next to the plain computation it replaces (Jinja's NodeVisitor walk, a
+full lex under every trim_blocks/lstrip_blocks setting, the stock sandbox's attribute verdict, a
+compile from the source text) and requires the same answer, on tricky inputs and on the real
+corpus when it is installed.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import types
+
+import pytest
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeVisitor
+
+from templatekit import behaviour
+from templatekit.environment import compile_template, environment, hand_over_tree, variant_environment
+from templatekit.fixtures import builtin_fixtures
+from templatekit.lint.config import LintConfig
+from templatekit.lint.registry import AstRule
+from templatekit.lint.runner import Linter
+from templatekit.lint.target import LintTarget
+from templatekit.rendering import render_template
+
+from .conftest import corpus_templates
+
+TRICKY_TEMPLATES = [
+    "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}",
+    "{% macro show(x, y=[1, {'a': b}]) %}{{ x|upper }}{% call inner() %}{{ caller() }}{% endcall %}{% endmacro %}"
+    "{{ show(messages[0]['content']) }}",
+    "{% set ns = namespace(n=0) %}{% for a in range(3) if a > 0 %}{% set ns.n = ns.n + a %}{% else %}none"
+    "{% endfor %}{% filter trim %} {{ ns.n }} {% endfilter %}{% generation %}{{ 'x' ~ y }}{% endgeneration %}",
+    "{% if a %}{% elif b is defined and not c %}{{ d if e else f }}{% else %}{{ (g, h)|join }}{% endif %}",
+    "{% with x = 1, y = [2] %}{{ x }}{% set z %}block {{ y[0] }}{% endset %}{{ z }}{% endwith %}{% raw %}{{ no }}{% endraw %}",
+]
+
+
+def _corpus_sample(step: int) -> list[str]:
+    return [path.read_text(encoding="utf-8") for path in corpus_templates()[::step]]
+
+
+class _Recorder(AstRule):
+    """Handles a few node types, descends below some and not below others, and records every call."""
+
+    code = "TK999"
+
+    def check(self, target: LintTarget) -> list:
+        self.calls: list[tuple[str, int]] = []
+        super().check(target)
+        return self.calls
+
+    def visit_Call(self, node: nodes.Call) -> None:
+        self.calls.append(("call", id(node)))
+        self.generic_visit(node)
+
+    def visit_Filter(self, node: nodes.Filter) -> None:
+        self.calls.append(("filter", id(node)))  # not descending: nested filters stay unseen
+
+    def visit_For(self, node: nodes.For) -> None:
+        self.calls.append(("for", id(node)))
+        self.visit(node.iter)
+        for child in node.body:
+            self.visit(child)
+
+    def visit_TemplateData(self, node: nodes.TemplateData) -> None:
+        self.calls.append(("data", id(node)))
+
+
+class _PlainRecorder(_Recorder):
+    visit = NodeVisitor.visit
+    generic_visit = NodeVisitor.generic_visit
+
+
+@pytest.mark.parametrize("text", TRICKY_TEMPLATES + _corpus_sample(25))
+def test_pruned_walk_calls_the_same_handlers_in_the_same_order(text: str) -> None:
+    target = LintTarget(text)
+    if target.tree is None:
+        pytest.skip("does not parse")
+    assert _Recorder().check(target) == _PlainRecorder().check(target)
+
+
+def test_index_and_walk_survive_nesting_deeper_than_the_recursion_limit() -> None:
+    # Hostile nesting: building the index is iterative, and a rule whose handled node types do
+    # not occur in a subtree never descends into it.
+    inner: nodes.Node = nodes.Output([nodes.TemplateData("x")])
+    for _ in range(5000):
+        inner = nodes.If(nodes.Name("a", "load"), [inner], [], [])
+    tree = nodes.Template([inner])
+    target = LintTarget("x")
+    target._parsed = (tree, None)  # the tree Jinja's recursive parser could not have built
+
+    class FilterRule(AstRule):
+        code = "TK999"
+
+        def visit_Filter(self, node: nodes.Filter) -> None:
+            self.found.append(node)
+
+    assert FilterRule().check(target) == []
+
+
+# -- trim_blocks / lstrip_blocks: where a setting cannot act, it lexes like transformers' -------
+
+_PIECES = ["{%", "{%-", "{%+", "%}", "-%}", "+%}", "{#", "{#-", "{#+", "#}", "-#}", "+#}", "{{", "}}", "{{-", "-}}",
+           "\n", "\r\n", "\r", " ", "\t", "\x0c", "\u2028", "\x85", "x", "'%}'", '"#}\n"', " if a ", " endif ",
+           " for m in messages ", " endfor ", "{% raw %}", "{% endraw %}", " set x = 1 ", "-", "+", "(", ")"]
+
+
+def _lexes(text: str, settings: tuple[bool, bool]) -> list | str:
+    try:
+        return list(variant_environment(*settings).lex(text))
+    except Exception as error:  # noqa: BLE001 - the same failure under both settings is a match
+        return f"{type(error).__name__}: {error}"
+
+
+def _texts() -> list[str]:
+    chosen = random.Random(20250115)
+    generated = ["".join(chosen.choice(_PIECES) for _ in range(chosen.randint(1, 12))) for _ in range(6000)]
+    edge = ["{%-%}\nx", "{#+#}\r\nx", "{%+%}\n{% raw %} x{% endraw %}", "x\n  {% if a %}y{% endif %}", "{% if a %}\n",
+            "{% if a %}\n\n", "{% if a %}\r\n", "  {#c#}x", "\u2028 {% if a %}{% endif %}"]
+    return edge + generated + _corpus_sample(7)
+
+
+def test_trim_blocks_cannot_act_where_no_tag_ends_a_line() -> None:
+    checked = 0
+    for text in _texts():
+        if behaviour._TRIMMABLE.search(text):
+            continue
+        checked += 1
+        for lstrip in (True, False):
+            assert _lexes(text, (False, lstrip)) == _lexes(text, (True, lstrip)), repr(text)
+    assert checked > 1000
+
+
+def test_lstrip_blocks_cannot_act_where_no_tag_follows_indentation() -> None:
+    checked = 0
+    for text in _texts():
+        if behaviour._LSTRIPPABLE.search(text):
+            continue
+        checked += 1
+        for trim in (True, False):
+            assert _lexes(text, (trim, False)) == _lexes(text, (trim, True)), repr(text)
+    assert checked > 1000
+
+
+def test_a_tag_ending_a_line_is_still_found_when_the_opening_carries_the_sign() -> None:
+    # In "{%-%}" the "-" belongs to the opening tag, so trim_blocks still drops the newline.
+    groups = behaviour.whitespace_sensitive_settings("{%-%}\nx")
+    assert [settings for settings, _line, _kind in groups] == [[(False, True), (False, False)]]
+
+
+# -- the sandbox's attribute verdicts, remembered per type ------------------------------------
+
+
+class _Disguised:
+    """An object claiming another class: its verdict must not be remembered for its real type."""
+
+    upper = "shadow"
+
+    @property
+    def __class__(self):  # noqa: D105 - the point of the test
+        return list
+
+
+@pytest.mark.parametrize(
+    ("obj", "attr"),
+    [({}, "items"), ({}, "pop"), ({}, "update"), ([], "append"), ([], "index"), ("s", "upper"), ("s", "format"),
+     (set(), "add"), (print, "__globals__"), (len, "__self__"), (str, "mro"), ((lambda: 0), "__code__"),
+     ((x for x in ()), "gi_frame"), (types.SimpleNamespace(), "__dict__"), (_Disguised(), "append"),
+     (_Disguised(), "upper"), ({}, "_private")],
+)
+def test_attribute_verdicts_are_the_sandboxs(obj: object, attr: str) -> None:
+    stock = ImmutableSandboxedEnvironment()
+    expected = stock.is_safe_attribute(obj, attr, None)
+    ours = environment()
+    # Asked twice: the second answer may come from the memo and must not differ.
+    assert ours.is_safe_attribute(obj, attr, None) == expected
+    assert ours.is_safe_attribute(obj, attr, None) == expected
+
+
+def test_unsafe_methods_stay_blocked_after_safe_reads_of_the_same_type() -> None:
+    text = "{{ m.items()|list|length }}{{ m.pop('content') }}"
+    basic = builtin_fixtures()[0]
+    rendering = render_template("{% set m = messages[0] %}" + text, basic)
+    assert not rendering.ok and rendering.error.kind in ("security", "error")
+
+
+# -- compiling from the lint target's tree ----------------------------------------------------
+
+
+@pytest.mark.parametrize("text", TRICKY_TEMPLATES[:1] + _corpus_sample(60))
+def test_a_handed_over_tree_compiles_to_the_same_template(text: str) -> None:
+    target = LintTarget(text)
+    if target.tree is None:
+        pytest.skip("does not parse")
+    fixtures = builtin_fixtures()
+
+    def renders() -> list:
+        found = []
+        for fixture in fixtures:
+            rendering = render_template(text, fixture, now=behaviour.PINNED_NOW,
+                                        special_tokens=behaviour.DEFAULT_SPECIAL_TOKENS)
+            found.append((rendering.text, rendering.spans, rendering.error and rendering.error.describe()))
+        return found
+
+    compile_template.cache_clear()
+    from_text = renders()
+    compile_template.cache_clear()
+    hand_over_tree(text, target.tree)
+    assert renders() == from_text
+    # The static rules read the same tree afterwards: compiling must not have changed it.
+    assert target.tree == environment().parse(text)
+
+
+# -- memory: nothing from one file outlives its lint -------------------------------------------
+
+
+def test_linting_keeps_no_target_alive() -> None:
+    linter = Linter(LintConfig(), use_cache=False)
+    for text in TRICKY_TEMPLATES:
+        linter.lint_text(text)
+    gc.collect()
+    alive = [obj for obj in gc.get_objects() if isinstance(obj, LintTarget)]
+    assert alive == []
