@@ -45,6 +45,8 @@ ADDITIONAL_TEMPLATES_DIR = "additional_chat_templates"
 PROCESSOR_TEMPLATE_FILE = "chat_template.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 TOKENIZER_FILE = "tokenizer.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+MODEL_CONFIG_FILE = "config.json"
 
 # transformers' PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES, in its order, which is also the
 # order special_tokens_map lists them in.
@@ -610,6 +612,9 @@ _GGUF_SCALARS = {
 }
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 _GGUF_VERSIONS = (2, 3)
+# Short strings kept besides templates: they decide how llama.cpp tokenizes (see vocabulary.py).
+_GGUF_KEPT_STRINGS = ("tokenizer.ggml.model", "tokenizer.ggml.pre")
+_GGUF_METADATA_END = "\0metadata_end"  # not a possible key: GGUF keys are printable
 
 
 @dataclass(frozen=True)
@@ -618,6 +623,15 @@ class _GgufStringArray:
 
     offset: int
     count: int
+
+
+@dataclass(frozen=True)
+class _GgufScalarArray:
+    """Where an array of fixed-width values (token types, say) starts, read only when asked for."""
+
+    offset: int
+    count: int
+    element_type: int
 
 
 class _GgufCursor:
@@ -659,14 +673,18 @@ class _GgufCursor:
         raise ValueError(f"unknown metadata value type {value_type}")
 
     def array(self) -> Any:
-        """A string array's position (vocabularies are read later, by index); other arrays are skipped."""
+        """A string or fixed-width array's position (vocabularies are read later, by index); arrays
+        of arrays are skipped."""
         element_type, count = self.array_header()
         if element_type == _GGUF_STRING:
             start = self.position
             for _ in range(count):
                 self.skip_string()
             return _GgufStringArray(start, count)
+        start = self.position
         self.skip_elements(element_type, count)
+        if element_type in _GGUF_SCALARS:
+            return _GgufScalarArray(start, count, element_type)
         return None
 
     def array_header(self) -> tuple[int, int]:
@@ -706,11 +724,11 @@ def _load_gguf(path: Path) -> TemplateSource:
     return TemplateSource(path, "gguf", templates, single, special_tokens)
 
 
-def _read_gguf(data: mmap.mmap) -> dict[str, Any]:
-    """Metadata values that matter here (template strings as bytes, ids, string-array positions).
+def _read_gguf(data: mmap.mmap, *, check_tensors: bool = True) -> dict[str, Any]:
+    """Metadata values that matter here (template and tokenizer-model strings as bytes, ids, array positions).
 
     Checks the tensor table and the data section against the file size, so a partial download is
-    reported rather than half-read.
+    reported rather than half-read (unless ``check_tensors`` is false: the caller already did).
     """
     cursor = _GgufCursor(data)
     if data[:4] != GGUF_MAGIC:
@@ -724,8 +742,11 @@ def _read_gguf(data: mmap.mmap) -> dict[str, Any]:
     for _ in range(value_count):
         key = _decode_gguf_string(cursor.raw_string(), "a metadata key")
         value_type = cursor.scalar("<I", 4)
-        metadata[key] = cursor.value(value_type, keep=key.startswith(GGUF_TEMPLATE_KEY))
-    _check_tensor_data(cursor, tensor_count, metadata.get("general.alignment", 32))
+        metadata[key] = cursor.value(value_type, keep=key.startswith(GGUF_TEMPLATE_KEY) or key in _GGUF_KEPT_STRINGS)
+    # Where the metadata ends: everything about the tokenizer lies before it (a fingerprint hashes it).
+    metadata[_GGUF_METADATA_END] = cursor.position
+    if check_tensors:
+        _check_tensor_data(cursor, tensor_count, metadata.get("general.alignment", 32))
     return metadata
 
 
@@ -821,3 +842,62 @@ def _gguf_token(data: mmap.mmap, tokens: _GgufStringArray, token_id: Any, where:
     for _ in range(index):
         cursor.skip_string()
     return _decode_gguf_string(cursor.raw_string(), f"token {token_id}")
+
+
+@dataclass(frozen=True)
+class GgufTokenizer:
+    """The tokenizer a GGUF file carries: its vocabulary, token types and ``tokenizer.ggml.*`` values.
+
+    ``metadata`` holds the scalar ``tokenizer.ggml.*`` values (ids, flags) and the ``model``/``pre``
+    names as text; ``token_types`` is None when the file has no ``tokenizer.ggml.token_type``;
+    ``digest`` is a SHA-256 of the whole metadata section, which changes whenever any of it does.
+    """
+
+    tokens: list[str]
+    token_types: list[int] | None
+    metadata: dict[str, Any]
+    digest: str
+
+
+def read_gguf_tokenizer(path: Path) -> GgufTokenizer | None:
+    """The tokenizer in a GGUF file, or None when it has no ``tokenizer.ggml.tokens`` list."""
+    import hashlib
+
+    try:
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            metadata = _read_gguf(data, check_tensors=False)
+            tokens = metadata.get("tokenizer.ggml.tokens")
+            if not isinstance(tokens, _GgufStringArray):
+                return None
+            cursor = _GgufCursor(data)
+            cursor.position = tokens.offset
+            # Undecodable bytes (rare byte-level pieces) become U+FFFD: they never look like markers.
+            texts = [cursor.raw_string().decode("utf-8", "replace") for _ in range(tokens.count)]
+            types = metadata.get("tokenizer.ggml.token_type")
+            token_types = _gguf_scalars(data, types) if isinstance(types, _GgufScalarArray) else None
+            digest = hashlib.sha256(data[: metadata[_GGUF_METADATA_END]]).hexdigest()
+    except _Truncated:
+        raise InputError(path, "truncated GGUF file: it ends before its metadata does") from None
+    except (ValueError, struct.error) as error:
+        raise InputError(path, f"unreadable GGUF file: {error}") from None
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+    if token_types is not None and len(token_types) != len(texts):
+        raise InputError(f"{path}[tokenizer.ggml.token_type]",
+                         f"has {len(token_types)} entries for {len(texts)} tokens")
+    values: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if not key.startswith("tokenizer.ggml."):
+            continue
+        if isinstance(value, bytes):
+            values[key] = value.decode("utf-8", "replace")
+        elif isinstance(value, (int, float, bool)):
+            values[key] = value
+    return GgufTokenizer(texts, token_types, values, digest)
+
+
+def _gguf_scalars(data: mmap.mmap, array: _GgufScalarArray) -> list[int]:
+    fmt, width = _GGUF_SCALARS[array.element_type]
+    if array.offset + width * array.count > len(data):
+        raise _Truncated()
+    return list(struct.unpack_from(f"<{array.count}{fmt[1]}", data, array.offset))

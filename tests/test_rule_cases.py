@@ -13,6 +13,10 @@ A case file::
         pass: "{{ m.content|trim }}"
         options: {some-option: 1}       # rule options (optional, any case)
         with: [TK091]                   # other rules to run alongside (optional)
+        tokenizer: {special: ["<s>"], bos: "<s>", add_bos: true}   # the model's tokenizer (optional)
+
+A ``tokenizer:`` mapping (``templatekit.vocabulary.vocabulary_from_mapping``'s format) beside
+``cases:`` applies to every case that does not give its own; TK5xx rules need one.
 
 ``pytest -k TK201`` runs one rule's cases.
 """
@@ -27,6 +31,7 @@ import yaml
 from templatekit.lint.engine import run_rules
 from templatekit.lint.fixes import fix_until_stable
 from templatekit.lint.registry import all_rules, find_rule
+from templatekit.lint.rules.tokenizer import target_with_tokenizer
 from templatekit.lint.target import LintTarget
 
 CASE_DIR = Path(__file__).parent / "rules"
@@ -36,12 +41,15 @@ def load_cases():
     for path in sorted(CASE_DIR.glob("TK*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         for case_name, case in (data.get("cases") or {}).items():
+            if "tokenizer" in data:
+                case = {"tokenizer": data["tokenizer"], **case}
             yield pytest.param(data["rule"], case, id=f"{data['rule']}_{case_name}")
 
 
-def lint_with(rule_cls, text, options, also=()):
+def lint_with(rule_cls, text, options, also=(), tokenizer=None):
     rules = [rule_cls(options)] + [find_rule(code)() for code in also]
-    return [d for d in run_rules(LintTarget(text), rules) if d.code == rule_cls.code]
+    target = LintTarget(text) if tokenizer is None else target_with_tokenizer(text, tokenizer)
+    return [d for d in run_rules(target, rules) if d.code == rule_cls.code]
 
 
 @pytest.mark.parametrize("code, case", list(load_cases()))
@@ -50,15 +58,16 @@ def test_rule_case(code, case):
     assert rule_cls is not None, f"{code} is not registered"
     options = case.get("options") or {}
     also = case.get("with") or ()
+    tokenizer = case.get("tokenizer")
     if "pass" in case:
-        found = lint_with(rule_cls, case["pass"], options, also)
+        found = lint_with(rule_cls, case["pass"], options, also, tokenizer)
         assert found == [], [f"{d.line}:{d.column}:{d.code} {d.message}" for d in found]
         return
-    found = lint_with(rule_cls, case["fail"], options, also)
+    found = lint_with(rule_cls, case["fail"], options, also, tokenizer)
     assert sorted(f"{d.line}:{d.column}:{d.code}" for d in found) == sorted(case["expect"]), [d.message for d in found]
     if "fix" in case:
         fixed, applied = fix_until_stable(
-            case["fail"], lambda text: lint_with(rule_cls, text, options, also), unsafe=case.get("unsafe", False)
+            case["fail"], lambda text: lint_with(rule_cls, text, options, also, tokenizer), unsafe=case.get("unsafe", False)
         )
         assert applied > 0
         assert fixed == case["fix"]

