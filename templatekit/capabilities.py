@@ -155,10 +155,13 @@ def _tool_call_conversation(arguments: Any, calls: int = 1) -> Conversation:
     return Conversation(messages, tools=[_tool(name) for name in names])
 
 
-def _shows_arguments(text: str | None) -> bool:
-    # minja accepts the JSON key, a Python-dict key or an XML parameter; the needle is only in
-    # the arguments (the tool schema is not passed twice), so any appearance of it counts.
-    return text is not None and ARGUMENT_NEEDLE in text
+def _shows_arguments(text: str | None, tools_only: str | None) -> bool:
+    # minja accepts the JSON key, a Python-dict key or an XML parameter. The needle is also the
+    # parameter's name in the tool schema, so a template that prints the tool definitions but
+    # drops the call shows it too: only appearances beyond the tools-only render count.
+    if text is None:
+        return False
+    return text.count(ARGUMENT_NEEDLE) > (tools_only or "").count(ARGUMENT_NEEDLE)
 
 
 def _text(rendering: Any) -> str | None:
@@ -187,7 +190,9 @@ def probe(render: Render) -> Capabilities:
     as_object = render("probe:call-object", _tool_call_conversation({ARGUMENT_NEEDLE: "print('Hello, World!')"}), True)
     as_string = render("probe:call-string",
                        _tool_call_conversation(json.dumps({ARGUMENT_NEEDLE: "print('Hello, World!')"})), True)
-    object_ok, string_ok = _shows_arguments(_text(as_object)), _shows_arguments(_text(as_string))
+    tools_text = _text(with_tools)
+    object_ok = _shows_arguments(_text(as_object), tools_text)
+    string_ok = _shows_arguments(_text(as_string), tools_text)
     values["tool_calls"] = object_ok or string_ok
     if object_ok and not string_ok:
         facts["tool_calls"] = "arguments must be objects (a JSON string fails or is not shown)"

@@ -43,6 +43,18 @@ def test_plain_chat_template_supports_system_only():
         assert values[name] is False, name
 
 
+def test_printing_tool_definitions_is_not_rendering_tool_calls():
+    # The argument needle is also the parameter name in the probe's tool schema: a template that
+    # prints the schema but drops the assistant's calls (LFM2, Granite 3.x) must not count as
+    # rendering tool calls, or every tool-call fixture is checked against a template without them.
+    schema_only = CHATML.replace("{% for m in messages %}",
+                                 "{% if tools %}<|im_start|>system\n{{ tools|tojson }}<|im_end|>\n{% endif %}"
+                                 "{% for m in messages %}", 1)
+    values = Behaviour(schema_only).capabilities.values
+    assert values["tools"] is True
+    assert values["tool_calls"] is False
+
+
 def test_full_featured_template_supports_everything():
     capabilities = Behaviour(FULL).capabilities
     assert all(capabilities.values.values()), capabilities.values
