@@ -9,13 +9,20 @@ target in ``target.shared("renders", ...)``.
 
 Fixtures whose ``requires`` the template lacks (probed or declared, see ``capabilities.py``) are
 skipped and remembered as not evaluated, never counted as passed.
+
+``Behaviour.checking(conversation)`` points the same rules at one arbitrary conversation instead of
+the built-in fixtures (``templatekit fuzz`` does this for every generated example): a rule that asks
+for a built-in fixture by name gets the conversation when it has that fixture's shape
+(``FIXTURE_SHAPES``), and content preservation checks the conversation's own messages.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Iterator
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +30,9 @@ from . import capabilities as caps
 from .conversation import REASONING_FIELDS, Conversation
 from .fixtures import builtin_fixtures
 from .guards import Budget
+from .environment import hand_over_tree, variant_environment
 from .rendering import Rendering, render_template
+from .visible import make_visible
 
 # The clock every behavioural render sees, so templates that print today's date render the same
 # text on every run (and the determinism check can tell a clock from real nondeterminism).
@@ -55,7 +64,22 @@ class Behaviour:
         self._renders: dict[tuple[str, bool], Rendering] = {}
         self._capabilities: caps.Capabilities | None = None
         self._fixtures: list[Conversation] | None = None
+        # The one conversation the checks run on instead of the built-in fixtures (see checking()).
+        self.given: Conversation | None = None
         self.render_count = 0
+
+    def checking(self, conversation: Conversation) -> "Behaviour":
+        """A ``Behaviour`` of the same template whose checks run on ``conversation`` alone.
+
+        It shares this one's capabilities (probed once) but has its own renders, so the variant
+        keys rules use ("basic:tools-empty", ...) refer to ``conversation``. A lint target holds
+        one of these at a time: rules cache per target, so give each conversation a fresh target.
+        """
+        checked = Behaviour(self.text, self.special_tokens, self._config_capabilities)
+        checked._capabilities = self.capabilities
+        checked.given = conversation.replace(name=conversation.name or "conversation")
+        checked._fixtures = [checked.given]
+        return checked
 
     # -- rendering --------------------------------------------------------------------------------
     def render(self, key: str, conversation: Conversation, add_generation_prompt: bool | None = None,
@@ -103,13 +127,34 @@ class Behaviour:
         return next(fixture for fixture in self.fixtures if fixture.name == name)
 
     def evaluated(self, names: Iterable[str] | None = None) -> Iterator[Conversation]:
-        """The fixtures (all, or those named) whose requirements this template meets."""
+        """The fixtures (all, or those named) whose requirements this template meets.
+
+        When checking a given conversation, a name selects it if it has the shape of that
+        built-in fixture (``FIXTURE_SHAPES``); names without a shape there select nothing.
+        """
         wanted = set(names) if names is not None else None
         for fixture in self.fixtures:
-            if wanted is not None and fixture.name not in wanted:
+            if wanted is not None and self.given is not None:
+                if not any(FIXTURE_SHAPES.get(name, _nothing)(fixture) for name in wanted):
+                    continue
+            elif wanted is not None and fixture.name not in wanted:
                 continue
             if not self.capabilities.missing(fixture.requires):
                 yield fixture
+
+    def content_checks(self) -> list[tuple[str, Conversation, tuple[str, ...]]]:
+        """(render key, conversation, required capabilities) whose message contents must all
+        reach the output: the sentinel conversations, or the conversation being checked."""
+        if self.given is not None:
+            return [(self.given.name, self.given, self.given.requires)]
+        return sentinel_conversations()
+
+    def render_with_settings(self, conversation: Conversation, trim_blocks: bool, lstrip_blocks: bool) -> Rendering:
+        """``conversation`` rendered (uncached) with other ``trim_blocks``/``lstrip_blocks``
+        settings than transformers' (see ``environment.variant_environment``)."""
+        self.render_count += 1
+        return render_template(self.text, conversation, special_tokens=self.special_tokens, now=PINNED_NOW,
+                               budget=BEHAVIOUR_BUDGET, trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
 
     def not_evaluated(self) -> list[tuple[str, list[str]]]:
         """(fixture, missing capabilities) for every built-in fixture this template cannot run."""
@@ -125,6 +170,9 @@ def behaviour_of(target: Any) -> Behaviour:
     """The shared ``Behaviour`` of a lint target (rendered lazily, once for all rules)."""
     def build(target: Any) -> Behaviour:
         config = getattr(target, "config", None)
+        tree = getattr(target, "tree", None)
+        if tree is not None:
+            hand_over_tree(target.text, tree)  # the first render compiles it without parsing again
         return Behaviour(target.text, target.special_tokens, getattr(config, "capabilities", None))
 
     return target.shared("renders", build)
@@ -237,3 +285,168 @@ def render_without_tools(behaviour: Behaviour, conversation: Conversation) -> Re
     """
     return render_template(behaviour.text, conversation, special_tokens=behaviour.special_tokens,
                            now=PINNED_NOW, budget=BEHAVIOUR_BUDGET, omit=("tools",))
+
+
+# ---------------------------------------------------------------------------------------------
+# checking a given conversation: which built-in fixture's part it can play
+
+
+def _nothing(conversation: Conversation) -> bool:
+    return False
+
+
+def _has_tool_calls_with_object_arguments(conversation: Conversation) -> bool:
+    calls = [call for message in conversation.messages for call in message.get("tool_calls") or ()]
+    return bool(calls) and all(isinstance((call.get("function") or {}).get("arguments"), dict) for call in calls)
+
+
+def _plain_chat(conversation: Conversation) -> bool:
+    return (not conversation.continue_final_message and bool(conversation.messages) and all(
+        message.get("role") in ("user", "assistant") and isinstance(message.get("content"), str)
+        and not message.get("tool_calls") for message in conversation.messages))
+
+
+def _continues_text(conversation: Conversation) -> bool:
+    return (bool(conversation.continue_final_message) and bool(conversation.messages)
+            and isinstance(conversation.messages[-1].get("content"), str))
+
+
+# What a conversation must look like to stand in for a built-in fixture that a rule asks for by
+# name: the rules build variants of it (JSON-string arguments, typed parts, tools=[]) that only
+# mean something for that shape.
+FIXTURE_SHAPES: dict[str, Callable[[Conversation], bool]] = {
+    "basic": lambda conversation: bool(conversation.messages) and not conversation.tools,
+    "multi-turn": _plain_chat,
+    "tool-call": _has_tool_calls_with_object_arguments,
+    "prefill": _continues_text,
+}
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return []
+
+
+def content_reaches(message: dict, rendered: str) -> bool:
+    """Whether every text of ``message``'s content appears in ``rendered``: verbatim, without
+    surrounding whitespace (templates trim), or JSON-escaped (templates print tool results with
+    ``tojson``). A message without text content trivially does."""
+    for text in _texts(message.get("content")):
+        core = text.strip()
+        if not core or core in rendered:
+            continue
+        escaped = json.dumps(core, ensure_ascii=False)[1:-1]
+        if escaped in rendered or json.dumps(core)[1:-1] in rendered:
+            continue
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# trim_blocks / lstrip_blocks
+
+
+# The settings other renderers use instead of transformers' (trim_blocks, lstrip_blocks) = (True,
+# True): plain jinja2.Template and minijinja default to both off; tools set one and not the other.
+OTHER_WHITESPACE_SETTINGS = ((False, True), (True, False), (False, False))
+
+
+def describe_settings(trim_blocks: bool, lstrip_blocks: bool) -> str:
+    if not trim_blocks and not lstrip_blocks:
+        return "trim_blocks=False, lstrip_blocks=False (Jinja's defaults)"
+    return "trim_blocks=False" if not trim_blocks else "lstrip_blocks=False"
+
+
+# Where each setting can act at all, found on the raw text (a superset: inside strings or
+# comments too). trim_blocks drops a line break right after a tag closed without "-" or "+"
+# ("%}", "#}"; in "{%-%}" the sign belongs to the opening), unless it is the text's last (the
+# lexer drops one final newline first); lstrip_blocks drops the whitespace between a line start
+# and a block or comment tag opened without "-" or "+". Where neither pattern occurs, a setting
+# lexes exactly as transformers'.
+_TRIMMABLE = re.compile(r"(?:(?<![-+])|(?<=\{[%#][-+]))[%#]\}(?:\r\n|\r|\n)(?!\Z)")
+_LSTRIPPABLE = re.compile(r"(?:\A|[\r\n])[^\S\r\n]+\{[%#](?![+-])")
+
+
+def whitespace_sensitive_settings(text: str) -> list[tuple[list[tuple[bool, bool]], int, str]]:
+    """The other settings under which ``text`` lexes differently from transformers' settings.
+
+    Returns (settings, line, kind) groups: settings that lex identically render identically,
+    so each group needs one compile; ``line`` is where the first lexical difference is (the tag
+    whose trailing newline, ``kind="trim"``, or indentation, ``kind="lstrip"``, is kept). Settings
+    that lex like transformers' cannot change any output and are left out. Lexing is cheap;
+    compiling is not, which is why this comes before any render.
+    """
+    can_trim, can_lstrip = bool(_TRIMMABLE.search(text)), bool(_LSTRIPPABLE.search(text))
+    if not can_trim and not can_lstrip:
+        return []  # every setting lexes like transformers' (the common case: not lexed at all)
+    lexed: dict[tuple[bool, bool], list] = {}
+
+    def printed(settings: tuple[bool, bool]) -> list:
+        # A setting with nowhere to act lexes as transformers' value of it does.
+        settings = (settings[0] or not can_trim, settings[1] or not can_lstrip)
+        if settings not in lexed:
+            lexed[settings] = _printed_tokens(variant_environment(*settings).lex(text))
+        return lexed[settings]
+
+    reference = printed((True, True))
+    groups: list[tuple[list[tuple[bool, bool]], int, str]] = []
+    streams: list[list] = []
+    for settings in OTHER_WHITESPACE_SETTINGS:
+        tokens = printed(settings)
+        if _same_tokens(tokens, reference):
+            continue
+        for index, seen in enumerate(streams):
+            if _same_tokens(seen, tokens):
+                groups[index][0].append(settings)
+                break
+        else:
+            streams.append(tokens)
+            line, kind = _first_lexical_difference(reference, tokens)
+            groups.append(([settings], line, kind))
+    return groups
+
+
+def _printed_tokens(tokens: Iterable[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The token stream as far as output is concerned: the newline trim_blocks removes is kept in
+    the closing tag's token (``%}\n``), which prints nothing either way, and a data token the
+    settings leave empty prints nothing either. Lines stay for locating differences."""
+    printed = []
+    for line, kind, value in tokens:
+        if kind == "data" and not value:
+            continue
+        if kind in ("block_end", "comment_end"):
+            value = value.rstrip("\r\n")
+        printed.append((line, kind, value))
+    return printed
+
+
+def _same_tokens(first: list[tuple[int, str, str]], second: list[tuple[int, str, str]]) -> bool:
+    return len(first) == len(second) and all(a[1:] == b[1:] for a, b in zip(first, second))
+
+
+def _first_lexical_difference(reference: list, variant: list) -> tuple[int, str]:
+    index = next((i for i, (a, b) in enumerate(zip(reference, variant)) if a[1:] != b[1:]),
+                 min(len(reference), len(variant)))
+    if index >= len(variant):
+        return (reference[-1][0] if reference else 1), "trim"
+    line, kind, value = variant[index]
+    before = reference[index] if index < len(reference) else None
+    common = ""
+    if before is not None and before[1] == "data" and kind == "data":
+        common = os.path.commonprefix([before[2], value])
+        if before[0] == line:
+            line += common.count("\n")
+        else:
+            line = min(line, before[0])
+    extra = value[len(common):] if kind == "data" else ""
+    return line, ("trim" if extra.startswith("\n") else "lstrip")
+
+
+def visible_excerpt(text: str, at: int, width: int = 20) -> str:
+    """``text`` around offset ``at`` with whitespace made visible, on one line."""
+    start, end = max(0, at - width), min(len(text), at + width)
+    piece = make_visible(text[start:end]).replace("\n", "")
+    return ("…" if start else "") + piece + ("…" if end < len(text) else "")

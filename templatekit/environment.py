@@ -187,6 +187,12 @@ def _iterate_with_ticks(iterator: Any, guard: guards.RenderGuard) -> Any:
 # the environment
 
 
+# The sandbox's verdicts per (object type, attribute name); bounded, since a template can make up
+# names (``x[some_string]`` falls back to an attribute lookup).
+_SAFE_ATTRIBUTES: dict[tuple[type, Any], bool] = {}
+_SAFE_ATTRIBUTES_LIMIT = 8192
+
+
 class TemplatekitEnvironment(ImmutableSandboxedEnvironment):
     """transformers' chat-template environment plus budget guards (see module docstring)."""
 
@@ -226,6 +232,24 @@ class TemplatekitEnvironment(ImmutableSandboxedEnvironment):
         elif operator == "%" and isinstance(left, str):
             _check_percent_format(guard, left, right)
         return self.binop_table[operator](left, right)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # The sandbox's answer depends only on the object's type and the name (isinstance tests
+        # against function, code, mutable-container types and their ABCs, and the name itself),
+        # yet costs several ABC checks on every attribute a template reads. Remembered per
+        # (type, name); objects whose __class__ disguises their type are always asked afresh.
+        kind = type(obj)
+        key = (kind, attr)
+        try:
+            return _SAFE_ATTRIBUTES[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable name: ask the sandbox
+            return super().is_safe_attribute(obj, attr, value)
+        safe = super().is_safe_attribute(obj, attr, value)
+        if getattr(obj, "__class__", None) is kind and len(_SAFE_ATTRIBUTES) < _SAFE_ATTRIBUTES_LIMIT:
+            _SAFE_ATTRIBUTES[key] = safe
+        return safe
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         guard = _guard()
@@ -525,10 +549,10 @@ def _nesting_depth(value: Any, _depth: int = 0) -> int:
 # building and compiling
 
 
-def _build_environment() -> TemplatekitEnvironment:
+def _build_environment(trim_blocks: bool = True, lstrip_blocks: bool = True) -> TemplatekitEnvironment:
     env = TemplatekitEnvironment(
-        trim_blocks=True,
-        lstrip_blocks=True,
+        trim_blocks=trim_blocks,
+        lstrip_blocks=lstrip_blocks,
         extensions=[GenerationExtension, loopcontrols],
         finalize=_finalize,
     )
@@ -557,6 +581,42 @@ def environment() -> TemplatekitEnvironment:
     return _ENVIRONMENT
 
 
+@lru_cache(maxsize=None)
+def variant_environment(trim_blocks: bool, lstrip_blocks: bool) -> TemplatekitEnvironment:
+    """The environment with other ``trim_blocks``/``lstrip_blocks`` settings, everything else
+    (sandbox, guards, globals, filters, extensions) as in ``environment()``.
+
+    transformers renders with both on; plain ``jinja2.Template`` and some engines and tools leave
+    them off, and the whitespace a template prints can depend on them (TK612 checks). With both
+    on this is the shared environment itself.
+    """
+    if trim_blocks and lstrip_blocks:
+        return environment()
+    return _build_environment(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
+
+
+@lru_cache(maxsize=64)
+def compile_variant(text: str, trim_blocks: bool, lstrip_blocks: bool) -> jinja2.Template:
+    """``text`` compiled in ``variant_environment(trim_blocks, lstrip_blocks)``; raises as
+    ``compile_template`` does. A separate cache, so variant compiles never evict the renders'."""
+    if trim_blocks and lstrip_blocks:
+        return compile_template(text)
+    return variant_environment(trim_blocks, lstrip_blocks).from_string(text)
+
+
+# A tree the caller already parsed from a text (the lint target's), for the next compile of that
+# text: parsing is about a third of compiling. ``parse`` is what compiling would do first, and
+# neither the code generator nor the rules change a tree, so the compiled code is the same.
+_HANDED_OVER: dict[str, nodes.Template] = {}
+
+
+def hand_over_tree(text: str, tree: nodes.Template) -> None:
+    """Let the next ``compile_template(text)`` use ``tree`` (``parse(text)``'s result) instead of
+    parsing ``text`` again. Holds one tree at a time."""
+    _HANDED_OVER.clear()
+    _HANDED_OVER[text] = tree
+
+
 @lru_cache(maxsize=256)
 def compile_template(text: str) -> jinja2.Template:
     """Compile template source once per process (keyed by the exact text, as transformers does).
@@ -564,7 +624,8 @@ def compile_template(text: str) -> jinja2.Template:
     Raises ``jinja2.TemplateSyntaxError`` for templates that do not parse, and ``RecursionError``
     or ``SyntaxError`` for sources nested too deeply to compile.
     """
-    return environment().from_string(text)
+    tree = _HANDED_OVER.pop(text, None)
+    return environment().from_string(tree if tree is not None else text)
 
 
 def parse(text: str) -> nodes.Template:

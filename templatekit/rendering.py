@@ -25,7 +25,7 @@ from .conversation import (
     plain_template_data,
     tool_schemas,
 )
-from .environment import RAISED_BY_TEMPLATE, compile_template
+from .environment import RAISED_BY_TEMPLATE, compile_template, compile_variant
 from .errors import BudgetExceeded, RenderFailure
 from .guards import DEFAULT_BUDGET, Budget, RenderGuard
 
@@ -77,6 +77,8 @@ def render_template(
     budget: Budget = DEFAULT_BUDGET,
     allow_empty: bool = False,
     omit: tuple[str, ...] = (),
+    trim_blocks: bool = True,
+    lstrip_blocks: bool = True,
 ) -> Rendering:
     """Render ``template`` (a ``ChatTemplate`` or template text) with ``conversation``.
 
@@ -84,6 +86,8 @@ def render_template(
     ``strftime_now``. ``allow_empty`` skips transformers' refusal of an empty message list (the
     template itself then decides what an empty conversation renders as). ``omit`` names variables
     transformers always passes (``tools``, ...) to leave undefined, as other renderers do.
+    ``trim_blocks``/``lstrip_blocks`` other than transformers' (both on) compile the template in
+    ``environment.variant_environment``, to see what engines with other settings print.
     """
     text = template if isinstance(template, str) else template.text
     generation_prompt = conversation.wants_generation_prompt() if add_generation_prompt is None else add_generation_prompt
@@ -92,7 +96,7 @@ def render_template(
         variables, continued = _prepare(text, conversation, special_tokens or {}, generation_prompt, allow_empty)
         for name in omit:
             variables.pop(name, None)
-        compiled = _compile(template, text, budget)
+        compiled = _compile(template, text, budget, trim_blocks, lstrip_blocks)
         output, spans = _run(template, compiled, variables, budget, now)
         if continued is not None:
             output = _cut_at_continue_tag(output, continued)
@@ -239,7 +243,8 @@ def _cut_at_continue_tag(rendered: str, final: Any) -> str:
     return rendered[:position].rstrip()
 
 
-def _compile(template: Any, text: str, budget: Budget) -> jinja2.Template:
+def _compile(template: Any, text: str, budget: Budget, trim_blocks: bool = True,
+             lstrip_blocks: bool = True) -> jinja2.Template:
     if len(text) > budget.max_template:
         raise _Failed(
             RenderFailure(
@@ -249,7 +254,9 @@ def _compile(template: Any, text: str, budget: Budget) -> jinja2.Template:
             )
         )
     try:
-        return compile_template(text)
+        if trim_blocks and lstrip_blocks:
+            return compile_template(text)
+        return compile_variant(text, trim_blocks, lstrip_blocks)
     except jinja2.TemplateSyntaxError as exc:
         raise _Failed(
             RenderFailure("syntax", str(exc.message or exc), exception_type=type(exc).__name__,

@@ -23,12 +23,15 @@ from ...behaviour import (
     Behaviour,
     behaviour_of,
     common_prefix_length,
+    content_reaches,
+    describe_settings,
     dropped_segment,
     excerpt,
     input_strings,
     render_without_tools,
-    sentinel_conversations,
     strip_reasoning,
+    visible_excerpt,
+    whitespace_sensitive_settings,
     with_string_arguments,
     with_typed_text,
 )
@@ -274,7 +277,7 @@ class ContentDropped(BehaviourRule):
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
         capabilities = behaviour.capabilities
         lost = []
-        for key, conversation, requires in sentinel_conversations():
+        for key, conversation, requires in behaviour.content_checks():
             # A template that raises on the system role, or declares it unsupported, is not
             # dropping it silently; one that probes as "dropped" is exactly what this rule reports.
             if "system" in requires and not capabilities.supports("system") and (
@@ -284,8 +287,8 @@ class ContentDropped(BehaviourRule):
             if not rendering.ok:
                 continue
             for index, message in enumerate(conversation.messages):
-                if message["content"] not in rendering.text:
-                    lost.append(f"messages[{index}] ({message['role']}) of {key.split(':')[1]}")
+                if not content_reaches(message, rendering.text):
+                    lost.append(f"messages[{index}] ({message['role']}) of {key.split(':')[-1]}")
         if lost:
             yield "content silently dropped: " + "; ".join(lost)
 
@@ -440,7 +443,9 @@ class EmptyToolsDiffer(BehaviourRule):
     anchors = ("tools",)
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
-        basic = behaviour.fixture("basic")
+        basic = next(behaviour.evaluated(["basic"]), None)
+        if basic is None:
+            return
         reference = behaviour.fixture_render(basic)
         if not reference.ok:
             return
@@ -483,7 +488,9 @@ class TypedTextDiffers(BehaviourRule):
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
         if not behaviour.capabilities.supports("typed_content"):
             return
-        fixture = behaviour.fixture("multi-turn")
+        fixture = next(behaviour.evaluated(["multi-turn"]), None)
+        if fixture is None:
+            return
         as_string = behaviour.fixture_render(fixture)
         as_parts = behaviour.render("multi-turn:typed", with_typed_text(fixture))
         if not as_string.ok:
@@ -549,14 +556,16 @@ class NondeterministicOutput(BehaviourRule):
     anchors = ("random",)
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
-        fixture = behaviour.fixture("basic")
+        fixture = next(behaviour.evaluated(["basic"]), None)
+        if fixture is None:
+            return
         first = behaviour.fixture_render(fixture)
         # Several fresh renders: a choice among n options repeats with probability 1/n per try.
         for _ in range(4):
             again = behaviour.render_fresh(fixture)
             if first.ok and again.ok and first.text != again.text:
                 at = common_prefix_length(first.text, again.text)
-                yield (f"two renders of fixture 'basic' differ at offset {at}: "
+                yield (f"two renders of fixture '{fixture.name}' differ at offset {at}: "
                        f"{excerpt(first.text, at)} vs {excerpt(again.text, at)}")
                 return
 
@@ -646,3 +655,86 @@ class ChecksNotEvaluated(BehaviourRule):
                    if not all(capabilities.declared(capability) for capability in missing)]
         if skipped:
             yield "not evaluated: " + "; ".join(f"{name} (needs {', '.join(missing)})" for name, missing in skipped)
+
+
+@register
+class EngineDependentWhitespace(BehaviourRule):
+    """The prompt's whitespace changes when Jinja's trim_blocks or lstrip_blocks is off.
+
+    Why: transformers renders with ``trim_blocks`` and ``lstrip_blocks`` on. Plain
+    ``jinja2.Template``, minijinja's defaults and tools that load a template into their own Jinja
+    setup leave them off, so a template that relies on them to drop the newline after a
+    ``{% ... %}`` line or the indentation before it gives those engines extra blank lines and
+    spaces the model never saw in training. Whitespace control (``{%-``, ``-%}``) makes the
+    output the same everywhere. Reported as info: transformers' output is still the reference,
+    this says the prompt is engine-dependent.
+
+    Bad:
+        {% for m in messages %}
+        <|{{ m.role }}|>{{ m.content }}<|end|>
+        {% endfor %}
+
+    Good:
+        {% for m in messages -%}
+        <|{{ m.role }}|>{{ m.content }}<|end|>{{ '\\n' }}
+        {%- endfor %}
+    """
+
+    code = "TK612"
+    name = "engine-dependent-whitespace"
+    severity = "info"
+
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        behaviour = behaviour_of(target)
+        try:
+            groups = whitespace_sensitive_settings(behaviour.text)
+        except Exception:  # noqa: BLE001 - a template that does not lex is TK0xx's finding
+            return []
+        first = None
+        differing = []
+        for settings, line, kind in groups:
+            difference = _whitespace_difference(behaviour, settings[0])
+            if difference is None:
+                continue
+            if first is None:
+                first = (settings[0], line, kind, difference)
+            differing += settings
+        if first is None:
+            return []
+        settings, line, kind, difference = first
+        what = "keeps the newline after it" if kind == "trim" else "keeps its indentation"
+        message = (f"whitespace depends on Jinja's trim_blocks/lstrip_blocks (transformers turns both on): under "
+                   f"{describe_settings(*settings)}, {difference}; the first tag this changes ({what}) is at "
+                   f"line {line}, column {_tag_column(target, line, kind)}")
+        others = [describe_settings(*other) for other in differing if other != settings]
+        if others:
+            message += "; also differs under " + " and under ".join(others)
+        # Which kept newline or indentation makes the first difference is not known (only that
+        # one of them does), so the finding stays on line 1 rather than pointing at a guess.
+        return [self.diagnostic(1, 1, message)]
+
+
+def _whitespace_difference(behaviour: Behaviour, settings: tuple[bool, bool]) -> str | None:
+    for fixture in behaviour.evaluated():
+        reference = behaviour.fixture_render(fixture)
+        if not reference.ok:
+            continue
+        variant = behaviour.render_with_settings(fixture, *settings)
+        if not variant.ok:
+            return f"fixture '{fixture.name}' fails: {variant.error.describe()}"
+        if variant.text != reference.text:
+            at = common_prefix_length(variant.text, reference.text)
+            return (f"fixture '{fixture.name}' renders {visible_excerpt(variant.text, at)} where transformers "
+                    f"renders {visible_excerpt(reference.text, at)} (offset {at})")
+    return None
+
+
+def _tag_column(target: LintTarget, line: int, kind: str) -> int:
+    # lstrip_blocks acts on the first tag of a line (only indentation may precede it), trim_blocks
+    # on the newline right after the last one.
+    text = target.lines[line - 1] if 0 < line <= len(target.lines) else ""
+    starts = [text.find(opener) if kind == "lstrip" else text.rfind(opener) for opener in ("{%", "{#")]
+    found = [start for start in starts if start >= 0]
+    if not found:
+        return 1
+    return (min(found) if kind == "lstrip" else max(found)) + 1

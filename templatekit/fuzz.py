@@ -1,0 +1,401 @@
+"""Property-based search for conversations that break a template's behavioural invariants.
+
+``fuzz_template`` probes what the template supports (``capabilities.py``), draws conversations of
+that shape from ``templatekit.strategies`` (tools only if it supports tools, and so on; system
+messages are sometimes moved later in the conversation, as clients send them), and runs each one
+through the same invariants the TK6xx lint rules check on the built-in fixtures: each rule
+evaluates on the drawn conversation through ``Behaviour.checking``. A conversation that makes the
+template fail with a render error (not its own ``raise_exception``) breaks the invariant
+``render-error``. When one breaks, hypothesis shrinks the conversation to a minimal one, which
+comes back as a fixture file the user can keep and render with ``templatekit render -f``.
+
+Only the rules of severity warning and above are invariants here: the info-level TK6 rules
+report policies (reasoning dropped from history), portability (TK612) or facts about the whole
+template (TK611, TK614), not a conversation the template gets wrong.
+
+A conversation the template rejects with its own ``raise_exception`` (a shape it declares
+unsupported, such as tool-call ids that are not 9 characters) is counted as declined, not as a
+failure, as the TK6 rules treat it. Exhausting the render budget is the security rules' concern
+and also counts as declined.
+
+Runs are deterministic for a given seed and write no hypothesis example database; hypothesis'
+own cache goes to templatekit's cache directory, never the working directory. hypothesis is
+imported only when a run starts (``templatekit lint`` never imports this module).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .behaviour import DEFAULT_SPECIAL_TOKENS, Behaviour, with_typed_text
+from .capabilities import Capabilities
+from .conversation import Conversation
+from .errors import InputError
+from .fixtures import used_capabilities
+
+RENDER_ERROR = "render-error"
+RENDER_ERROR_SUMMARY = "The template fails on a valid conversation (not through its own raise_exception)."
+
+# Render failures that are the template's declared limits rather than bugs (see module docstring).
+_DECLINED_KINDS = ("raised", "budget")
+
+
+
+@dataclasses.dataclass
+class FuzzFailure:
+    """One broken invariant and the minimal conversation that breaks it."""
+
+    invariant: str
+    summary: str
+    explanation: str
+    conversation: Conversation
+    fixture_text: str
+    flaky: bool = False
+
+
+@dataclasses.dataclass
+class FuzzResult:
+    """What ``fuzz_template`` found."""
+
+    source: str
+    template_name: str
+    seed: int
+    examples: int
+    shape: dict[str, Any]
+    invariants: list[str]
+    failures: list[FuzzFailure]
+    tested: int
+    declined: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class InvariantBroken(Exception):
+    """Raised inside the property for hypothesis to shrink; one subclass per invariant, so that
+    hypothesis tracks (and shrinks) each broken invariant as a distinct bug."""
+
+    def __init__(self, invariant: str, summary: str, explanation: str, conversation: Conversation) -> None:
+        super().__init__(f"{invariant}: {explanation}")
+        self.invariant = invariant
+        self.summary = summary
+        self.explanation = explanation
+        self.conversation = conversation
+
+
+_BROKEN_TYPES: dict[str, type[InvariantBroken]] = {}
+
+
+def _broken_type(invariant: str) -> type[InvariantBroken]:
+    if invariant not in _BROKEN_TYPES:
+        name = "Broken_" + "".join(char if char.isalnum() else "_" for char in invariant)
+        _BROKEN_TYPES[invariant] = type(name, (InvariantBroken,), {})
+    return _BROKEN_TYPES[invariant]
+
+
+# ---------------------------------------------------------------------------------------------
+# the invariants
+
+
+class Checker:
+    """Evaluates every invariant of one template on a given conversation."""
+
+    def __init__(self, text: str, special_tokens: dict[str, str] | None = None,
+                 config_capabilities: dict[str, bool] | None = None) -> None:
+        from .lint.registry import all_rules
+        from .lint.rules.behaviour import BehaviourRule, template_literals
+        from .lint.target import LintTarget
+
+        self.text = text
+        self.special_tokens = dict(special_tokens or {})
+        self.behaviour = Behaviour(text, self.special_tokens, config_capabilities)
+        self._target_type = LintTarget
+        rules = [rule() for rule in all_rules()
+                 if issubclass(rule, BehaviourRule) and rule.severity in ("warning", "error")]
+        # Every other invariant compares renders, so a template that is not deterministic would
+        # break whichever runs first; checking determinism first names the real cause.
+        self.rules = sorted(rules, key=lambda rule: rule.name != "nondeterministic-output")
+        self._literals = template_literals(LintTarget(text, special_tokens=self.special_tokens))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.behaviour.capabilities
+
+    @property
+    def invariants(self) -> list[str]:
+        return [RENDER_ERROR] + [f"{rule.code} {rule.name}" for rule in self.rules]
+
+    def check(self, conversation: Conversation, only: set[str] | None = None) -> tuple[str, str, str] | None | bool:
+        """(invariant, its summary, what went wrong) for the first invariant ``conversation``
+        breaks; None when it breaks none; False when the template declines it (see module
+        docstring). ``only`` limits the rules run to those invariants (render errors are always
+        checked)."""
+        checked = self.behaviour.checking(conversation)
+        base = checked.fixture_render(checked.given)
+        if not base.ok:
+            if base.error.kind in _DECLINED_KINDS:
+                return False
+            return RENDER_ERROR, RENDER_ERROR_SUMMARY, base.error.describe()
+        # A fresh target per conversation: rules cache variant renders on it. The renders and the
+        # template's literals are handed over instead of being recomputed.
+        target = self._target_type(self.text, special_tokens=self.special_tokens)
+        target.shared("renders", lambda _target: checked)
+        target.shared("behaviour:literals", lambda _target: self._literals)
+        for rule in self.rules:
+            if only is not None and f"{rule.code} {rule.name}" not in only:
+                continue
+            for diagnostic in rule.check(target):
+                return f"{rule.code} {rule.name}", rule.doc().summary, diagnostic.message
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the conversations
+
+
+def strategy_options(capabilities: Capabilities) -> dict[str, Any]:
+    """``strategies.conversations`` options for a template with these capabilities."""
+    supports = capabilities.supports
+    tool_calls = supports("tools") and supports("tool_calls") and supports("tool_responses")
+    arguments_fact = capabilities.facts.get("tool_calls", "")
+    arguments = "any"
+    if arguments_fact.startswith("arguments must be objects"):
+        arguments = "object"
+    elif arguments_fact.startswith("arguments must be JSON strings"):
+        arguments = "string"
+    return {
+        "system": None if supports("system") else False,
+        "tools": supports("tools"),
+        "tool_calls": tool_calls,
+        "parallel_tool_calls": tool_calls and supports("parallel_tool_calls"),
+        "tool_call_arguments": arguments,
+        "documents": supports("documents"),
+        "reasoning": supports("reasoning"),
+        "typed_content": supports("typed_content"),
+    }
+
+
+def describe_shape(options: dict[str, Any]) -> str:
+    """One line saying what the drawn conversations contain."""
+    names = {"system": "system messages", "tools": "tool definitions", "tool_calls": "tool calls",
+             "parallel_tool_calls": "parallel tool calls", "documents": "documents", "reasoning": "reasoning",
+             "typed_content": "typed content parts"}
+    used = [label for key, label in names.items() if options.get(key) not in (False, None) or
+            (key == "system" and options.get(key) is None)]
+    left = [label for key, label in names.items() if label not in used]
+    text = "with " + ", ".join(used) if used else "plain user/assistant turns"
+    if options.get("tool_calls") and options.get("tool_call_arguments") != "any":
+        text += f" (arguments as {'objects' if options['tool_call_arguments'] == 'object' else 'JSON strings'})"
+    if left:
+        text += "; without " + ", ".join(left) + " (not supported)"
+    return text
+
+
+def _late_system(conversation: Conversation, position: int, text: str) -> Conversation:
+    """``conversation`` with a system message before one of its user turns that follow an
+    assistant or tool turn (the ``position``-th, cyclically)."""
+    messages = conversation.messages
+    later_users = [index for index, message in enumerate(messages) if index > 0 and message.get("role") == "user"
+                   and messages[index - 1].get("role") in ("assistant", "tool")]
+    if not later_users:
+        return conversation
+    index = later_users[position % len(later_users)]
+    moved = conversation.replace(messages=messages[:index] + [{"role": "system", "content": text}] + messages[index:])
+    moved.requires = used_capabilities(moved)
+    return moved
+
+
+def _typed(conversation: Conversation) -> Conversation:
+    typed = with_typed_text(conversation)
+    typed.requires = used_capabilities(typed)
+    return typed
+
+
+def _conversation_strategy(options: dict[str, Any], typed_only: bool = False) -> Any:
+    from hypothesis import strategies as st
+
+    from .strategies import conversations, text_content
+
+    drawn = conversations(**options)
+    if typed_only:
+        drawn = drawn.map(_typed)
+    if options.get("system") is False:
+        return drawn
+
+    @st.composite
+    def with_late_system(draw: Any) -> Conversation:
+        conversation = draw(drawn)
+        # About half the examples get a system message before a later user turn, which real
+        # clients send (to change instructions mid-chat) and templates often drop. Shrinks towards
+        # False, that is towards no such message.
+        if not draw(st.booleans()):
+            return conversation
+        moved = _late_system(conversation, draw(st.integers(0, 8)), draw(text_content()))
+        return _typed(moved) if typed_only else moved
+
+    return with_late_system()
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def fuzz_template(
+    source: str | os.PathLike,
+    *,
+    examples: int = 100,
+    seed: int | None = None,
+    template_name: str | None = None,
+    config_capabilities: dict[str, bool] | None = None,
+) -> FuzzResult:
+    """Search ``examples`` drawn conversations for one that breaks an invariant of the template.
+
+    ``source`` is anything ``templatekit render`` reads. Without ``seed`` a random one is chosen
+    (and returned in the result, so a run can be repeated). Raises ``InputError`` for a source
+    that cannot be loaded or a template that does not compile.
+    """
+    from .rendering import render_template
+    from .sources import load_source
+
+    if examples < 1:
+        raise InputError(None, f"--examples must be at least 1, got {examples}")
+    loaded = load_source(source)
+    template = loaded.select(template_name, None)
+    probe = render_template(template, Conversation([{"role": "user", "content": "Hi"}]))
+    if probe.error is not None and probe.error.kind == "syntax":
+        raise InputError(template.location(probe.error.line), f"the template does not compile: {probe.error.message}")
+    checker = Checker(template.text, loaded.special_tokens, config_capabilities)
+    options = strategy_options(checker.capabilities)
+    # Templates for typed content only (vision models) print nothing for a plain string.
+    typed_only = checker.capabilities.facts.get("typed_content", "").startswith("requires typed content")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**32)
+    counts = {"tested": 0, "declined": 0}
+    failures = _search(checker, options, typed_only, examples, seed, counts)
+    label = str(source)
+    named = None if loaded.single else template.name
+    result = FuzzResult(
+        source=label, template_name=template.name, seed=seed, examples=examples, shape=options,
+        invariants=checker.invariants, failures=[], tested=counts["tested"], declined=counts["declined"],
+    )
+    tokens = {name: value for name, value in DEFAULT_SPECIAL_TOKENS.items()
+              if name not in loaded.special_tokens and name in template.text}
+    for broken, flaky in failures:
+        text = fixture_text(broken, seed, label, named, tokens)
+        result.failures.append(FuzzFailure(broken.invariant, broken.summary, broken.explanation,
+                                           broken.conversation, text, flaky))
+    return result
+
+
+def _search(checker: Checker, options: dict[str, Any], typed_only: bool, examples: int, seed: int,
+            counts: dict[str, Any]) -> list[tuple[InvariantBroken, bool]]:
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import seed as seeded
+
+    strategy = _conversation_strategy(options, typed_only)
+    # Once an invariant broke, hypothesis is shrinking (or looking near) that failure: checking
+    # only the invariants already broken keeps each shrink step cheap. Deterministic, so replays
+    # of an example give the same outcome.
+    broken: set[str] = set()
+
+    @settings(max_examples=examples, database=None, deadline=None, derandomize=False,
+              phases=(Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck),
+              report_multiple_bugs=True, verbosity=Verbosity.quiet, print_blob=False)
+    @seeded(seed)
+    @given(strategy)
+    def holds(conversation: Conversation) -> None:
+        outcome = checker.check(conversation, broken if broken else None)
+        if not broken:
+            counts["tested"] += 1
+            counts["declined"] += outcome is False
+        if outcome:
+            invariant, summary, explanation = outcome
+            broken.add(invariant)
+            raise _broken_type(invariant)(invariant, summary, explanation, conversation)
+
+    with _hypothesis_storage():
+        try:
+            holds()
+        except BaseException as exc:  # noqa: BLE001 - hypothesis reports several bugs as a group
+            found = list(_broken(exc))
+            if not found:
+                raise
+            return found
+    return []
+
+
+def _broken(exc: BaseException, flaky: bool = False) -> Iterator[tuple[InvariantBroken, bool]]:
+    from hypothesis.errors import FlakyFailure
+
+    if isinstance(exc, InvariantBroken):
+        yield exc, flaky
+    elif isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _broken(inner, flaky or isinstance(exc, FlakyFailure))
+
+
+@contextlib.contextmanager
+def _hypothesis_storage() -> Iterator[None]:
+    """Point hypothesis' storage (its Unicode table cache) at templatekit's cache directory for the
+    run, unless the user configured one; it would otherwise create ``.hypothesis/`` in the
+    working directory."""
+    from hypothesis import configuration
+
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY") or getattr(configuration, "__hypothesis_home_directory", None):
+        yield
+        return
+    from .lint.runner import cache_directory
+
+    configuration.set_hypothesis_home_dir(cache_directory().parent / "hypothesis")
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fixture file
+
+
+def fixture_text(broken: InvariantBroken, seed: int, source: str, template_name: str | None,
+                 special_tokens: dict[str, str]) -> str:
+    """The failing conversation as a fixture file (YAML, valid against the fixture schema) with
+    a comment saying how to reproduce it. ``special_tokens`` are the tokens the checks rendered
+    with that the source does not define; they go into ``kwargs`` so ``templatekit render``
+    renders exactly what was checked."""
+    import yaml
+
+    conversation = broken.conversation.replace(
+        name=f"fuzz-{broken.invariant.split()[0]}",
+        description=f"A minimal conversation that breaks {broken.invariant} (found by templatekit fuzz).",
+        kwargs={**special_tokens, **broken.conversation.kwargs},
+    )
+    mapping = conversation.to_mapping()
+    body = yaml.safe_dump(mapping, allow_unicode=True, sort_keys=False, width=100)
+    again = yaml.safe_load(body)
+    if again != mapping:
+        # YAML is a superset of JSON: fall back to the exact form if the YAML did not round-trip.
+        body = json.dumps(mapping, ensure_ascii=True, indent=2) + "\n"
+    Conversation.from_mapping(json.loads(json.dumps(mapping)), "<fuzz fixture>")
+    option = f" -t {template_name}" if template_name else ""
+    explanation = " ".join(broken.explanation.split())
+    header = (f"# Found by templatekit fuzz (seed {seed}): {broken.invariant}\n"
+              f"# {explanation}\n"
+              f"# Render it: templatekit render {source}{option} -f THIS_FILE\n")
+    return header + body
+
+
+def write_fixture(failure: FuzzFailure, path: Path) -> None:
+    """Write ``failure``'s fixture file; an unwritable path is an ``InputError``."""
+    try:
+        Path(path).write_text(failure.fixture_text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, f"cannot write the fixture: {exc.strerror or exc}") from None

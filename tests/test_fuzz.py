@@ -1,0 +1,197 @@
+"""templatekit fuzz: finds planted bugs within 200 examples, shrinks them to fixtures that reproduce
+the failure, passes correct templates, is repeatable with a seed and writes nothing into the
+working directory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from templatekit.conversation import Conversation
+from templatekit.fixtures import load_fixture
+from templatekit.fuzz import Checker, fuzz_template
+
+# ChatML with tools, tool calls (arguments as given, objects as JSON) and typed text parts; ``keep``
+# decides which messages are printed, ``arguments`` how object arguments are.
+def chatml(keep: str = "true", arguments: str = "c.function.arguments | tojson") -> str:
+    return """\
+{%- if tools -%}
+<|im_start|>tools
+{% for tool in tools %}{{ tool | tojson }}
+{% endfor %}<|im_end|>
+{% endif -%}
+{%- for m in messages -%}{%- if KEEP -%}
+<|im_start|>{{ m.role }}
+{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content if p.type == 'text' %}{{ p.text }}{% endfor %}{% endif %}
+{%- for c in m.tool_calls or [] %}
+<tool_call>{"name": {{ c.function.name | tojson }}, "arguments": {{ c.function.arguments if c.function.arguments is string else ARGUMENTS }}}</tool_call>
+{%- endfor %}<|im_end|>
+{% endif -%}{% endfor -%}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif -%}
+""".replace("KEEP", keep).replace("ARGUMENTS", arguments)
+
+
+# Plain ChatML, no tools: conversations without tools are much cheaper to draw and shrink.
+def plain_chatml(keep: str = "true") -> str:
+    return ("{% for m in messages %}{% if KEEP %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}"
+            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}").replace("KEEP", keep)
+
+
+CORRECT_CHATML = chatml()
+# Planted bug: a system message anywhere but first is silently left out.
+LATE_SYSTEM_DROPPED = plain_chatml(keep="m.role != 'system' or loop.first")
+# Planted bug: the system prompt only survives while the conversation is in its first turn.
+SYSTEM_ONLY_IN_FIRST_TURN = plain_chatml(keep="m.role != 'system' or messages|length <= 2")
+# Planted bug: object arguments printed directly, which is their Python repr ({'city': 'Paris'}).
+ARGUMENTS_REPR = chatml(arguments="c.function.arguments")
+# Not a bug: the template rejects late system messages itself.
+LATE_SYSTEM_REJECTED = plain_chatml(keep="not (m.role == 'system' and not loop.first) or raise_exception('System "
+                              "messages must come first.')")
+
+
+@pytest.fixture
+def template(tmp_path):
+    def write(text, name="chat_template.jinja"):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def in_empty_dir(tmp_path, monkeypatch):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    return workdir
+
+
+def test_planted_late_system_drop_is_found_and_the_fixture_reproduces_it(template, run, tmp_path, in_empty_dir):
+    source = template(LATE_SYSTEM_DROPPED)
+    output = tmp_path / "found.yaml"
+    result = run("fuzz", source, "--examples", "200", "--seed", "11", "--output", str(output))
+    assert result.exit_code == 1, result.output
+    assert "FAILED TK603 content-dropped" in result.output
+    assert "(system)" in result.output
+
+    # The printed fixture is the written one, valid against the schema and loadable by render -f.
+    printed = result.output.split("minimal failing conversation:\n", 1)[1].split("wrote ", 1)[0]
+    written = output.read_text(encoding="utf-8")
+    assert printed == written
+    conversation = load_fixture(str(output))
+    late_systems = [m["content"] for i, m in enumerate(conversation.messages) if i > 0 and m["role"] == "system"]
+    assert late_systems, "the minimal conversation needs a late system message"
+
+    # Rendering it shows the loss; checking it again breaks the same invariant.
+    rendered = run("render", source, "-f", str(output), "--raw")
+    assert rendered.exit_code == 0
+    assert late_systems[0].strip() not in rendered.output
+    user_texts = [m["content"] for m in conversation.messages if m["role"] == "user"]
+    assert all(text.strip() in rendered.output for text in user_texts)
+    outcome = Checker(open(source, encoding="utf-8").read()).check(conversation)
+    assert outcome and outcome[0] == "TK603 content-dropped"
+    # Shrunk: no more than a user turn, the answer, the late system message and the next user turn
+    # (plus, at most, a first system message).
+    assert len(conversation.messages) <= 5
+    assert not list(in_empty_dir.iterdir()), "fuzz wrote into the working directory"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_late_system_drop_is_found_whatever_the_seed(template, seed):
+    result = fuzz_template(template(LATE_SYSTEM_DROPPED), examples=200, seed=seed)
+    assert [failure.invariant for failure in result.failures] == ["TK603 content-dropped"]
+
+
+def test_system_prompt_lost_after_the_first_turn_is_found(template):
+    result = fuzz_template(template(SYSTEM_ONLY_IN_FIRST_TURN), examples=200, seed=4)
+    assert result.failures
+    assert {failure.invariant for failure in result.failures} <= {"TK603 content-dropped", "TK602 unstable-history"}
+    conversation = result.failures[0].conversation
+    assert conversation.messages[0]["role"] == "system" and len(conversation.messages) >= 3
+
+
+def test_python_repr_of_tool_arguments_is_found(template, run):
+    source = template(ARGUMENTS_REPR)
+    result = fuzz_template(source, examples=200, seed=3)
+    invariants = [failure.invariant for failure in result.failures]
+    assert "TK604 python-repr-leak" in invariants
+    failure = result.failures[invariants.index("TK604 python-repr-leak")]
+    calls = [call for message in failure.conversation.messages for call in message.get("tool_calls") or ()]
+    assert calls and all(isinstance(call["function"]["arguments"], dict) for call in calls)
+    fixture = Conversation.from_mapping(yaml.safe_load(failure.fixture_text))
+    rendered = run("render", source, "-f", _write(failure.fixture_text, source + ".found.yaml"), "--raw")
+    assert "{'" in rendered.output or "{}" in rendered.output
+    assert Checker(ARGUMENTS_REPR).check(fixture)[0] == "TK604 python-repr-leak"
+
+
+def test_correct_chatml_passes_200_examples(template, run, in_empty_dir):
+    result = run("fuzz", template(CORRECT_CHATML), "--examples", "200", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    assert "no invariant broken in 200 example(s)" in result.output
+    assert "with system messages, tool definitions, tool calls" in result.output
+    assert not list(in_empty_dir.iterdir())
+
+
+def test_a_template_that_raises_on_what_it_does_not_support_passes(template):
+    result = fuzz_template(template(LATE_SYSTEM_REJECTED), examples=200, seed=2)
+    assert result.ok, [(failure.invariant, failure.explanation) for failure in result.failures]
+    assert 0 < result.declined < result.tested
+
+
+def test_a_template_that_crashes_on_valid_input_is_reported(template):
+    # Concatenating content crashes on the null content of tool-call turns.
+    crashing = CORRECT_CHATML.replace("{% if m.content is string %}{{ m.content }}",
+                                      "{% if m.content is string or m.tool_calls %}{{ m.content + '' }}")
+    result = fuzz_template(template(crashing), examples=200, seed=1)
+    assert result.failures[0].invariant == "render-error"
+    assert "render error" in result.failures[0].explanation
+
+
+def test_same_seed_same_report(template, run):
+    source = template(LATE_SYSTEM_DROPPED)
+    first = run("fuzz", source, "-n", "200", "--seed", "123")
+    second = run("fuzz", source, "-n", "200", "--seed", "123")
+    assert first.exit_code == second.exit_code == 1
+    assert first.output == second.output
+
+
+def test_without_a_seed_the_chosen_one_is_printed(template, run):
+    result = run("fuzz", template(CORRECT_CHATML), "-n", "5")
+    assert result.exit_code == 0
+    assert ", seed " in result.output.splitlines()[0]
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["missing.jinja"], "no such file"),
+    (["{bad}", "-n", "5"], "does not compile"),
+    (["{good}", "-t", "tool_use"], "no template named"),
+    (["{good}", "-n", "0"], "0 is not in the range"),
+])
+def test_bad_input_exits_2_with_one_line(template, run, args, problem):
+    paths = {"{bad}": template("{% for m in messages %}{{ m.content }", "bad.jinja"),
+             "{good}": template(CORRECT_CHATML)}
+    result = run("fuzz", *[paths.get(arg, arg) for arg in args])
+    assert result.exit_code == 2
+    assert problem in result.output
+    assert "Traceback" not in result.output
+
+
+def _write(text, path):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def test_fuzz_module_is_not_imported_by_lint():
+    import subprocess
+    import sys
+
+    code = ("import sys, templatekit.cli, templatekit.lint.runner; "
+            "print(sorted(m for m in ('hypothesis', 'templatekit.fuzz') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.stdout.strip() == "[]"
