@@ -309,7 +309,7 @@ def embed(jinja_file: Path, target: Path, name: str | None) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Findings only: no excerpts, notes or summary.")
 @click.option("--color/--no-color", default=None, help="Colour the text output (default: when a terminal).")
 @click.option("--static", "static_only", is_flag=True,
-              help="Skip the behavioural rules (TK6xx), which render the template against the fixtures.")
+              help="Skip the rules that render the template against the fixtures (TK5xx tokenizer, TK6xx behaviour).")
 @click.option("--engines", "render_engines", metavar="LIST",
               help="Also render every fixture in these real engines (minijinja,hf-jinja) and report what differs "
                    "from transformers.")
@@ -406,6 +406,54 @@ def capabilities(source: str) -> None:
 
 
 @main.command()
+@click.argument("source")
+@click.option("--examples", "-n", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+              help="How many conversations to draw.")
+@click.option("--seed", type=click.IntRange(min=0), metavar="S", help="Seed for a repeatable run (default: random, "
+              "printed).")
+@click.option("--template-name", "-t", metavar="NAME", help="Which named template of the source to fuzz.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write the minimal failing conversation here as a fixture file (FILE-2.yaml, ... for more).")
+def fuzz(source: str, examples: int, seed: int | None, template_name: str | None, output: Path | None) -> None:
+    """Search for conversations that break SOURCE's behavioural invariants (TK6xx, render errors).
+
+    Conversations are drawn with hypothesis in the shapes SOURCE supports; a failure is shrunk to
+    a minimal conversation, printed as a fixture file that `templatekit render SOURCE -f FILE`
+    loads. Exit codes: 0 nothing broken, 1 an invariant broken, 2 input error.
+    """
+    from .fuzz import describe_shape, fuzz_template, write_fixture
+    from .lint.config import load_config
+
+    config = load_config(None)
+    result = fuzz_template(source, examples=examples, seed=seed, template_name=template_name,
+                           config_capabilities=config.capabilities)
+    click.echo(f"fuzzing {result.source} (template {result.template_name}): {result.examples} examples, "
+               f"seed {result.seed}")
+    click.echo(f"conversations {describe_shape(result.shape)}")
+    click.echo(f"invariants: {', '.join(result.invariants)}")
+    for index, failure in enumerate(result.failures, start=1):
+        click.echo()
+        click.echo(f"FAILED {failure.invariant}: {failure.summary}" + (" (flaky)" if failure.flaky else ""))
+        click.echo(f"  {failure.explanation}")
+        click.echo("  minimal failing conversation:")
+        click.echo(failure.fixture_text, nl=False)
+        if output is not None:
+            path = output if index == 1 else output.with_name(f"{output.stem}-{index}{output.suffix or '.yaml'}")
+            write_fixture(failure, path)
+            click.echo(f"wrote {path}")
+    declined = f", {result.declined} declined by the template's raise_exception" if result.declined else ""
+    click.echo()
+    if result.failures:
+        click.echo(f"{len(result.failures)} invariant(s) broken after {result.tested} example(s){declined}; "
+                   f"rerun with --seed {result.seed}")
+        sys.exit(EXIT_FAILED)
+    click.echo(f"no invariant broken in {result.tested} example(s){declined}")
+    if result.tested and result.declined == result.tested:
+        click.echo("warning: the template declined every example, so nothing was checked", err=True)
+    sys.exit(EXIT_OK)
+
+
+@main.command()
 @click.option("--format", "output_format", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True)
 def rules(output_format: str) -> None:
@@ -432,6 +480,92 @@ def rule(code: str) -> None:
         hint = f" (did you mean {close[0]}?)" if close else ""
         _fail_input(f"no rule named '{code}'{hint}; 'templatekit rules' lists them")
     click.echo(rule_page(found))
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+@main.command()
+@click.argument("model")
+@click.option("--template", "template_spec", metavar="SOURCE",
+              help="Validate this template (.jinja, tokenizer_config.json, model directory, GGUF) instead of the "
+                   "model's own, against the model's tokenizer and weights.")
+@click.option("--template-name", "-t", metavar="NAME", help="Which named template to use.")
+@click.option("--fixture", "-f", "fixtures", multiple=True, metavar="NAME|PATH",
+              help="Built-in fixture name or a YAML/JSON conversation file (repeatable). Default: every built-in "
+                   "fixture the template supports that ends with a turn for the assistant to answer.")
+@click.option("--probes/--no-probes", default=True, show_default=True,
+              help="Also generate after the built-in short-answer prompts.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="auto: CUDA when torch sees a GPU, else the CPU.")
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True,
+              help="auto: bfloat16 on a GPU that supports it, else float32.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True,
+              help="Tokens generated per prompt at most.")
+@click.option("--max-turn-probability", type=click.FloatRange(0, 1, min_open=True), default=0.01, show_default=True,
+              help="A prompt fails when P(first generated token is a turn token) is at least this.")
+@click.option("--min-answered", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Fail when fewer than this fraction of prompts get a non-empty answer ending with end-of-turn.")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Prompts per generate call (default: all in one batch).")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--color/--no-color", default=None, help="Colour the text output (default: when a terminal).")
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress bar on stderr while loading and generating (default: when stderr is a terminal).")
+def validate(model: str, template_spec: str | None, template_name: str | None, fixtures: tuple[str, ...],
+             probes: bool, device: str, dtype: str, max_new_tokens: int, max_turn_probability: float,
+             min_answered: float, batch_size: int | None, output_format: str, color: bool | None,
+             show_progress: bool | None) -> None:
+    """Generate with MODEL to prove its chat template makes it answer as the assistant and stop.
+
+    MODEL is a model directory, a GGUF file or a Hugging Face Hub id (downloaded only when the
+    environment allows it). Structural checks on the tokenizer run first, then one batched greedy
+    generation over the fixtures and short-answer prompts. Needs: pip install 'templatekit[validate]'.
+
+    Exit codes: 0 pass, 1 fail, 2 input error.
+    """
+    from .fixtures import load_fixture
+    from .validate import Thresholds, report_text, validate as validate_model
+
+    chosen = [load_fixture(name) for name in fixtures] or None
+    thresholds = Thresholds(max_turn_probability=max_turn_probability, min_answered_fraction=min_answered)
+    enabled = sys.stderr.isatty() if show_progress is None else show_progress
+    progress = _ProgressLine() if enabled else None
+    try:
+        report = validate_model(model, template=template_spec, template_name=template_name, fixtures=chosen,
+                                probes=probes, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+                                thresholds=thresholds, batch_size=batch_size, progress=progress)
+    finally:
+        if progress:
+            progress.close()
+    if output_format == "json":
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        use_color = _use_color(color)
+        click.echo(report_text(report, color=use_color), color=use_color)
+    sys.exit(EXIT_OK if report.passed else EXIT_FAILED)
+
+
+class _ProgressLine:
+    """One redrawn stderr line per stage: label, bar and count."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.label: str | None = None
+
+    def __call__(self, label: str, completed: int, total: int) -> None:
+        if label != self.label and self.label is not None:
+            click.echo(err=True)
+        self.label = label
+        filled = int(self.width * completed / total) if total else 0
+        bar = "#" * filled + "-" * (self.width - filled)
+        click.echo(f"\r{label} [{bar}] {completed}/{total}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self.label is not None:
+            click.echo(err=True)
+            self.label = None
 
 
 # ---------------------------------------------------------------------------------------------
