@@ -225,3 +225,19 @@ def test_linting_keeps_no_target_alive() -> None:
     gc.collect()
     alive = [obj for obj in gc.get_objects() if isinstance(obj, LintTarget)]
     assert alive == []
+
+
+_FIND_ALL_KINDS = (nodes.Node, nodes.Macro, nodes.Name, (nodes.For, nodes.Filter),
+                   (nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro), nodes.Expr, nodes.Call)
+
+
+@pytest.mark.parametrize("text", TRICKY_TEMPLATES + _corpus_sample(25))
+def test_indexed_find_all_is_jinjas_find_all(text: str) -> None:
+    from templatekit.lint.walk import find_all
+
+    target = LintTarget(text)
+    if target.tree is None:
+        return
+    for start in [target.tree] + list(target.tree.find_all((nodes.For, nodes.If, nodes.Macro)))[:20]:
+        for kinds in _FIND_ALL_KINDS:
+            assert [id(n) for n in find_all(target, start, kinds)] == [id(n) for n in start.find_all(kinds)]

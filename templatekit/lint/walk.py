@@ -98,3 +98,27 @@ def child_nodes(target: Any, node: nodes.Node) -> tuple[nodes.Node, ...]:
     index = tree_index(target)
     children = index.children.get(id(node)) if index is not None else None
     return children if children is not None else tuple(node.iter_child_nodes())
+
+
+def find_all(target: Any, node: nodes.Node, kinds: type | tuple[type, ...]) -> list[nodes.Node]:
+    """``list(node.find_all(kinds))`` (the nodes below ``node`` of those types, in tree order),
+    through the target's index: subtrees holding none of those types are not entered."""
+    index = tree_index(target)
+    if index is None or id(node) not in index.children:
+        return list(node.find_all(kinds))
+    wanted = 0
+    for kind in index.types:
+        if issubclass(kind, kinds):
+            wanted |= type_bit(kind)
+    found: list[nodes.Node] = []
+    if not wanted:
+        return found
+    children, masks = index.children, index.masks
+    stack = list(reversed(children[id(node)]))
+    while stack:
+        child = stack.pop()
+        if isinstance(child, kinds):
+            found.append(child)
+        if masks.get(id(child), -1) & wanted:
+            stack.extend(reversed(children.get(id(child), ())))
+    return found

@@ -29,6 +29,7 @@ from ...environment import environment
 from ..model import Diagnostic, Edit, Fix, Severity
 from ..registry import AstRule, Rule, register
 from ..target import LintTarget, Token
+from ..walk import find_all
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
@@ -1133,7 +1134,7 @@ class LoopSetCarriedOver(AstRule):
         assigned = _assigned_names(node.body) - _target_names(node.target)
         if assigned:
             reported: set[str] = set()
-            outside = _names_bound_outside(self.target.tree, node)
+            outside = _names_bound_outside(self.target, node)
             for read in _reads_before_set(node.body, assigned, set()):
                 if read.name in reported:
                     continue
@@ -1156,12 +1157,12 @@ class LoopSetCarriedOver(AstRule):
         self.generic_visit(node)
 
 
-def _names_bound_outside(tree: nodes.Template, loop: nodes.For) -> set[str]:
+def _names_bound_outside(target: LintTarget, loop: nodes.For) -> set[str]:
     """Names the template binds anywhere but inside ``loop`` (a value the loop's reads could see
     before its own set: an earlier ``set``, an enclosing loop's variable, a macro argument)."""
-    inside = {id(found) for found in loop.find_all(nodes.Node)}
+    inside = {id(found) for found in find_all(target, loop, nodes.Node)}
     bound: set[str] = set()
-    for found in tree.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
+    for found in find_all(target, target.tree, (nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
         if id(found) in inside:
             continue
         if isinstance(found, nodes.Macro):
@@ -2207,14 +2208,14 @@ class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
         # A template that offers tools gets the calls back: its clients send assistant turns with
         # `tool_calls` and null content even when it prints the calls from content as text.
         self.renders_tool_calls = "tool_calls" in target.text or (target.tree is not None and any(
-            name.name == "tools" and name.ctx == "load" for name in target.tree.find_all(nodes.Name)))
+            name.name == "tools" and name.ctx == "load" for name in find_all(target, target.tree, nodes.Name)))
         self.document_names: list[str] = []
         self.aliases = {}
         self._ordinals: dict[int, list[nodes.Node]] = {}
         self._macros: dict[str, nodes.Macro] = {}
         self._macro_copies: dict[tuple[str, str], list[_Copy]] = {}
         if target.tree is not None:
-            self._macros = {macro.name: macro for macro in target.tree.find_all(nodes.Macro)}
+            self._macros = {macro.name: macro for macro in find_all(target, target.tree, nodes.Macro)}
         return super().check(target)
 
     def visit_Template(self, node: nodes.Template) -> None:
@@ -2254,7 +2255,7 @@ class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
         tree order (source order for loops and for differently named filters; macro bodies are
         walked last, so the order of visits would not do)."""
         if not self._ordinals:
-            for found in self.target.tree.find_all((nodes.For, nodes.Filter)):
+            for found in find_all(self.target, self.target.tree, (nodes.For, nodes.Filter)):
                 self._ordinals.setdefault(found.lineno, []).append(found)
         same = [found for found in self._ordinals.get(node.lineno, [])
                 if (isinstance(found, nodes.For) if kind == "for" else
