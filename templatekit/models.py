@@ -31,14 +31,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .authoring import write_atomically
 from .errors import InputError
+from .sources import is_gguf
 
 # Overrides where converted GGUF models are kept (default: <cache root>/models, next to the lint cache).
 MODEL_CACHE_ENV = "TEMPLATEKIT_MODEL_CACHE_DIR"
 INSTALL_HINT = "pip install 'templatekit[validate]'"
 # What the validate extra brings; transformers and gguf are core dependencies but checked anyway.
 _REQUIRED_MODULES = ("torch", "accelerate", "transformers", "gguf")
-_GGUF_MAGIC = b"GGUF"
 # owner/name as the Hub spells repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What a causal LM needs from a Hub repository: configs, weights, tokenizer files and templates.
@@ -140,20 +141,12 @@ def locate_model(spec: str | os.PathLike) -> ModelLocation:
     if path.exists():
         if path.is_dir():
             return _locate_directory(text, path)
-        if _is_gguf(path):
+        if is_gguf(path):
             return ModelLocation(text, "gguf", path)
         raise InputError(path, "not a model: expected a model directory (config.json + weights) or a GGUF file")
     if _HUB_ID.match(text) and not text.startswith((".", "/")):
         return ModelLocation(text, "hub", _download(text))
     raise InputError(path, "no such file or directory (and not a Hub id of the form owner/name)")
-
-
-def _is_gguf(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(4) == _GGUF_MAGIC
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror or error}") from None
 
 
 def _locate_directory(text: str, path: Path) -> ModelLocation:
@@ -225,17 +218,11 @@ def _remembered_digest(path: Path, cache_dir: Path) -> str:
         return index[key]
     digest = file_digest(path)
     index[key] = digest
-    with contextlib.suppress(OSError):
+    # The index only saves hashing time: an unwritable cache costs speed, never the run.
+    with contextlib.suppress(OSError, InputError):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(index_path, json.dumps(index, indent=1))
+        write_atomically(index_path, json.dumps(index, indent=1).encode("utf-8"))
     return digest
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temporary, path)
 
 
 def cached_conversion(gguf_path: Path, cache_dir: Path | None = None) -> Path:

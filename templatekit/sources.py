@@ -141,7 +141,7 @@ def load_source(spec: str | os.PathLike) -> TemplateSource:
         raise InputError(path, "no such file or directory")
     if path.is_dir():
         return _load_model_dir(path)
-    if _starts_with(path, GGUF_MAGIC):
+    if is_gguf(path):
         return _load_gguf(path)
     if path.suffix.lower() == ".gguf":
         raise InputError(path, "not a GGUF file (it does not start with the GGUF magic bytes)")
@@ -160,6 +160,11 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(path, "is a directory, not a file") from None
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def is_gguf(path: Path) -> bool:
+    """Whether ``path`` is a GGUF file (by its magic bytes, whatever it is called)."""
+    return _starts_with(path, GGUF_MAGIC)
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
