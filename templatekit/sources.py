@@ -217,7 +217,8 @@ def read_json_file(path: Path) -> tuple[str, Any]:
         raise InputError(path, f"invalid JSON: {error}") from None
 
 
-def _read_json_object(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON file whose top level must be an object (else one InputError naming what it found)."""
     _, value = read_json_file(path)
     if not isinstance(value, dict):
         raise InputError(path, f"expected a JSON object at the top level, found {_json_type(value)}")
@@ -240,7 +241,7 @@ def _load_jinja_file(path: Path) -> TemplateSource:
 
 
 def _load_json_file(path: Path) -> TemplateSource:
-    config = _read_json_object(path)
+    config = read_json_object(path)
     kind = "chat_template_json" if path.name == PROCESSOR_TEMPLATE_FILE else "tokenizer_config"
     if "chat_template" not in config:
         raise InputError(path, 'no "chat_template" key: this JSON file holds no chat template')
@@ -316,7 +317,7 @@ def _require_text(text: str, where: str | Path, field: str) -> None:
 
 def _load_model_dir(directory: Path) -> TemplateSource:
     config_path = directory / TOKENIZER_CONFIG_FILE
-    config = _read_json_object(config_path) if config_path.is_file() else {}
+    config = read_json_object(config_path) if config_path.is_file() else {}
     templates, single = _template_files(directory)
     if not templates and config.get("chat_template") is not None:
         templates, single = _templates_from_json(config["chat_template"], config_path, "tokenizer_config")
@@ -350,7 +351,7 @@ def _template_files(directory: Path) -> tuple[dict[str, ChatTemplate], bool]:
 def _processor_templates(directory: Path) -> tuple[dict[str, ChatTemplate], bool]:
     processor_file = directory / PROCESSOR_TEMPLATE_FILE
     if processor_file.is_file():
-        config = _read_json_object(processor_file)
+        config = read_json_object(processor_file)
         if config.get("chat_template") is not None:
             return _templates_from_json(config["chat_template"], processor_file, "chat_template_json")
     looked_for = (
@@ -379,9 +380,9 @@ def _directory_special_tokens(directory: Path, config: dict | None = None) -> di
     """The special tokens a tokenizer loaded from ``directory`` passes into its templates."""
     config_path = directory / TOKENIZER_CONFIG_FILE
     if config is None:
-        config = _read_json_object(config_path) if config_path.is_file() else {}
+        config = read_json_object(config_path) if config_path.is_file() else {}
     legacy_path = directory / SPECIAL_TOKENS_MAP_FILE
-    legacy = _read_json_object(legacy_path) if legacy_path.is_file() else None
+    legacy = read_json_object(legacy_path) if legacy_path.is_file() else None
     padding_token = _tokenizer_json_pad_token(directory / TOKENIZER_FILE) if "pad_token" not in config else None
     return named_special_tokens(config, config_path, legacy, legacy_path, padding_token)
 

@@ -39,7 +39,7 @@ from .sources import (
     TOKENIZER_FILE,
     TemplateSource,
     read_gguf_tokenizer,
-    read_json_file,
+    read_json_object,
 )
 
 # llama.cpp token types (gguf TokenType): which tokens its tokenizer matches whole in text
@@ -213,12 +213,7 @@ def load_vocabulary(source: TemplateSource) -> Vocabulary | None:
 
 
 def _json_object(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    _, value = read_json_file(path)
-    if not isinstance(value, dict):
-        raise InputError(path, "expected a JSON object at the top level")
-    return value
+    return read_json_object(path) if path.is_file() else None
 
 
 def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) -> Vocabulary | None:
