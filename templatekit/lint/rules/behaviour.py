@@ -20,6 +20,7 @@ from jinja2 import nodes
 
 from ...behaviour import (
     HISTORY_WINDOW,
+    TEXT_VARIANT_FIXTURES,
     Behaviour,
     behaviour_of,
     common_prefix_length,
@@ -39,6 +40,7 @@ from ...conversation import REASONING_FIELDS, Conversation
 from ..model import Diagnostic
 from ..registry import Rule, register
 from ..target import LintTarget
+from ..walk import find_all
 
 # Words that mark a span of a render as reasoning display (think blocks, analysis channels).
 _REASONING_MARKERS = re.compile(r"think|reason|thought|analysis", re.IGNORECASE)
@@ -99,9 +101,15 @@ def _from_input(pattern: str, conversation: Conversation, behaviour: Behaviour, 
     return any(pattern in text for text in sources)
 
 
+def _text_variant(behaviour: Behaviour, fixture: Conversation) -> bool:
+    """A built-in fixture the structural checks leave out (``TEXT_VARIANT_FIXTURES``); a
+    conversation given to check (fuzzing) is always checked, whatever its name."""
+    return behaviour.given is None and fixture.name in TEXT_VARIANT_FIXTURES
+
+
 def _first_user_ending(behaviour: Behaviour) -> Iterator[Conversation]:
     for fixture in behaviour.evaluated():
-        if fixture.continue_final_message or not fixture.messages:
+        if fixture.continue_final_message or not fixture.messages or _text_variant(behaviour, fixture):
             continue
         if fixture.messages[-1].get("role") in ("user", "tool"):
             yield fixture
@@ -163,7 +171,7 @@ def history_breaks(behaviour: Behaviour) -> list[tuple[str, str]]:
     """
     found: list[tuple[str, str]] = []
     for fixture in behaviour.evaluated():
-        if fixture.continue_final_message:
+        if fixture.continue_final_message or _text_variant(behaviour, fixture):
             continue
         messages = fixture.messages
         count = len(messages)
@@ -556,6 +564,8 @@ class NondeterministicOutput(BehaviourRule):
     anchors = ("random",)
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        if not _may_use_chance(behaviour, target):
+            return
         fixture = next(behaviour.evaluated(["basic"]), None)
         if fixture is None:
             return
@@ -568,6 +578,20 @@ class NondeterministicOutput(BehaviourRule):
                 yield (f"two renders of fixture '{fixture.name}' differ at offset {at}: "
                        f"{excerpt(first.text, at)} vs {excerpt(again.text, at)}")
                 return
+
+
+_CHANCE_NAMES = re.compile(r"random|lipsum")
+
+
+def _may_use_chance(behaviour: Behaviour, target: LintTarget) -> bool:
+    """Whether a render can differ from the next at all. The sandbox's only sources of chance are
+    the random filter and lipsum(), and the clock is pinned; a global is read by its name and a
+    filter by its name or through ``map(name)``, so a template naming neither, with no ``map``
+    whose filter name is computed, renders the same every time (and needs no repeated renders)."""
+    if _CHANCE_NAMES.search(behaviour.text) or target.tree is None:
+        return True
+    return any(node.name == "map" and node.args and not isinstance(node.args[0], nodes.Const)
+               for node in find_all(target, target.tree, nodes.Filter))
 
 
 @register
