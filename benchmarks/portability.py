@@ -44,6 +44,7 @@ counts under looser definitions for comparison, the rules behind false positives
 unpredicted failures grouped by what their first breaking fixture shows.
 
     python benchmarks/portability.py [--limit N] [--engines minijinja,hf-jinja] [--examples K]
+                                     [--default-special-tokens]
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from templatekit.behaviour import DEFAULT_SPECIAL_TOKENS
 from templatekit.conversation import Conversation
 from templatekit.engines import ENGINE_NAMES, EngineUnavailable, parse_engine_list
 from templatekit.engines.compare import OUTCOMES, compare_many
@@ -169,6 +171,61 @@ EXTRA_CONVERSATIONS = [
         "tools": [_WEATHER_TOOL],
         "kwargs": {"builtin_tools": ["brave_search", "wolfram_alpha"]},
         "messages": [{"role": "user", "content": "What is the population of Riyadh divided by the area of Jeddah?"}],
+    },
+    {
+        # A tool result as the OpenAI Chat Completions format defines it: `tool_call_id` and
+        # `content`, no `name` (the field belongs to the deprecated `function` role). The OpenAI
+        # SDKs, LangChain and vLLM/SGLang clients send tool results this way; the fixtures always
+        # add the name.
+        "name": "x-tool-result-without-name",
+        "requires": ["tools", "tool_calls", "tool_responses"],
+        "tools": [_WEATHER_TOOL],
+        "messages": [
+            {"role": "user", "content": "What's the weather in Riyadh right now?"},
+            {"role": "assistant", "tool_calls": [{"id": "R1y4dh0Wx", "type": "function", "function": {
+                "name": "get_current_weather", "arguments": {"location": "Riyadh, Saudi Arabia"}}}]},
+            {"role": "tool", "tool_call_id": "R1y4dh0Wx", "content": '{"temperature": 41, "conditions": "sunny"}'},
+            {"role": "assistant", "content": "It is sunny and 41 °C in Riyadh."},
+            {"role": "user", "content": "And tomorrow?"},
+        ],
+    },
+    {
+        # A reasoning model's earlier answer with its thinking left in the content: what an
+        # OpenAI-compatible server without a reasoning parser returns (vLLM without
+        # `--reasoning-parser`, llama.cpp with `--reasoning-format none`), and chat clients send
+        # the stored content back as received.
+        "name": "x-think-in-history",
+        "messages": [
+            {"role": "user", "content": "How many minutes are in a week?"},
+            {"role": "assistant", "content": "<think>\n7 days × 24 hours × 60 minutes = 10080.\n</think>\n\n"
+                                             "There are 10,080 minutes in a week."},
+            {"role": "user", "content": "And in a leap year?"},
+        ],
+    },
+    {
+        # The built-in whitespace fixture's reply (a list indented by one space) given by a
+        # reasoning model, its reasoning kept as vLLM/SGLang reasoning parsers return it: the
+        # fixtures have indented replies and reasoning turns, but never both in one turn.
+        "name": "x-reasoning-indented-reply",
+        "requires": ["reasoning"],
+        "messages": [
+            {"role": "user", "content": "Turn these notes into a tidy list: milk, eggs, bread."},
+            {"role": "assistant", "reasoning_content": "Three items; a markdown list, one per line.",
+             "content": " - milk\n - eggs\n - bread"},
+            {"role": "user", "content": "Add butter."},
+        ],
+    },
+    {
+        # An empty reply kept in the history (a generation stopped before its first token, or
+        # one that produced only reasoning), followed by the user asking again: the built-in
+        # empty-and-null-content fixture has one only next to tool calls, so templates that render
+        # no tool calls never get it.
+        "name": "x-empty-reply",
+        "messages": [
+            {"role": "user", "content": "Summarise the plot of Hamlet in one sentence."},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "Your last reply was empty. Please try again."},
+        ],
     },
     {
         # RAG documents as retrieval pipelines produce them: an id next to title and text (Granite
@@ -305,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N templates (sorted by name)")
     parser.add_argument("--engines", default=",".join(ENGINE_NAMES))
     parser.add_argument("--examples", type=int, default=12, help="groups of unpredicted failures to show per engine")
+    parser.add_argument("--default-special-tokens", action="store_true",
+                        help="give templates without a tokenizer the placeholder bos/eos/unk/pad tokens the "
+                             "behaviour checks use (a bare corpus .jinja file has none, so templates printing "
+                             "bos_token or eos_token fail in transformers or differ only because of it)")
     args = parser.parse_args(argv)
     engines = parse_engine_list(args.engines)
 
@@ -315,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         source = load_source(path)
         # Per fixture, the template transformers would pick (a corpus file holds exactly one).
-        items.append((source.select(None, None), source.special_tokens, fixtures + extras))
+        tokens = {**DEFAULT_SPECIAL_TOKENS, **source.special_tokens} if args.default_special_tokens \
+            else source.special_tokens
+        items.append((source.select(None, None), tokens, fixtures + extras))
     started = time.perf_counter()
     try:
         comparisons = compare_many(items, engines)

@@ -7,6 +7,7 @@ A case file::
       strip_method_fails:
         fail: "{{ m.content.strip() }}"
         expect: ["1:14:TK201"]          # line:column:code of every finding of this rule
+        severity: warning               # the severity every finding has (optional)
         fix: "{{ m.content|trim }}"     # the text after applying this rule's fixes (optional)
         unsafe: false                   # include unsafe fixes when checking `fix`
       trim_filter_passes:
@@ -65,6 +66,8 @@ def test_rule_case(code, case):
         return
     found = lint_with(rule_cls, case["fail"], options, also, tokenizer)
     assert sorted(f"{d.line}:{d.column}:{d.code}" for d in found) == sorted(case["expect"]), [d.message for d in found]
+    if "severity" in case:
+        assert {d.severity for d in found} == {case["severity"]}, [f"{d.severity}: {d.message}" for d in found]
     if "fix" in case:
         fixed, applied = fix_until_stable(
             case["fail"], lambda text: lint_with(rule_cls, text, options, also, tokenizer), unsafe=case.get("unsafe", False)

@@ -434,7 +434,10 @@ class PythonMethodCall(_TokenRule):
     filters ``|trim``, ``|lower``, ``|upper``, ``|items`` and ``|join`` exist in every engine and
     give transformers the same output. (Other methods with no filter spelling, such as
     ``.split()`` or ``.startswith()``, work in every engine's Python-compatibility layer and are
-    not reported here; TK202 reports the ones that do not.)
+    not reported here; TK202 reports the ones that do not.) ``.items()`` on a parameter's JSON
+    Schema is a warning for @huggingface/jinja too: it looks a key up before a method, and an
+    array parameter's schema has an ``items`` key, so ``schema.items()`` calls that item schema
+    and the render fails (``schema|items`` works).
 
     Bad:
         {{ message.content.strip() }}{{ ', '.join(names) }}
@@ -453,6 +456,7 @@ class PythonMethodCall(_TokenRule):
     engines = ("minijinja", "hf-jinja", "minja")
 
     def scan(self, target: LintTarget, tokens: list[Token]) -> Iterator[Diagnostic]:
+        schema_items = self._schema_items_lines(target)
         for dot, open_, close, method in _method_calls(tokens):
             if method not in _FILTER_EQUIVALENTS:
                 continue
@@ -462,6 +466,15 @@ class PythonMethodCall(_TokenRule):
             filter_name, missing = _FILTER_EQUIVALENTS[method]
             engines = ("minijinja", *missing)
             fix = self._fix(target, tokens, dot, open_, close, method, arguments)
+            spot = (tokens[dot].line, tokens[dot - 1].value)
+            if method == "items" and schema_items.get(spot, 0) > 0:
+                schema_items[spot] -= 1
+                yield self.at(tokens[dot], (
+                    "`.items()` on a property schema: hf-jinja reads a key before a method, so on an array "
+                    "parameter's schema (which has an `items` key) it calls the item schema and fails; iterate "
+                    "over `schema|items` (which minijinja also runs without pycompat)"), ("hf-jinja",), fix=fix,
+                    severity="warning")
+                continue
             if method == "join":
                 message = (
                     "`.join()` is a Python string method that hf-jinja and minja do not have (minijinja "
@@ -480,6 +493,20 @@ class PythonMethodCall(_TokenRule):
                 )
             severity: Severity = "warning" if missing else "info"
             yield self.at(tokens[dot], message, engines, fix=fix, severity=severity)
+
+    @staticmethod
+    def _schema_items_lines(target: LintTarget) -> dict[tuple[int, str], int]:
+        """(line of the dot, last token before it) -> how many ``.items()`` calls on a property
+        schema are spelled there."""
+        spots: dict[tuple[int, str], int] = {}
+        if target.tree is not None:
+            for call in _schema_flow(target).schema_items_calls:
+                receiver = call.node.node
+                last = receiver.name if isinstance(receiver, nodes.Name) else receiver.attr \
+                    if isinstance(receiver, nodes.Getattr) else "]" if isinstance(receiver, nodes.Getitem) else ")"
+                spot = (call.node.lineno, last)
+                spots[spot] = spots.get(spot, 0) + 1
+        return spots
 
     def _fix(self, target, tokens, dot, open_, close, method, arguments) -> Fix | None:
         start = _chain_start(tokens, dot - 1)
@@ -604,7 +631,8 @@ class StripCharactersArgument(_TokenRule):
     instead, so ``content.lstrip('\\n')`` also eats leading spaces and tabs there (a silent
     difference); ``|trim('x')`` with characters is a render error in @huggingface/jinja and minja.
     Stripping whitespace characters is a warning where the value may be message content as
-    written (the field, a copy, or ``.split(sep)[-1]`` of it where ``sep`` may be absent), which
+    written (the field, a copy, what the template's own macro makes of it, or ``.split(sep)[-1]``
+    of it where ``sep`` may be absent), which
     any reply starting with a space or an indented list shows; elsewhere (text after a
     ``</think>`` the template tested for, turns after a computed index) it is info. Strip
     whitespace with the bare method or filter, or slice off a known prefix.
@@ -739,44 +767,77 @@ class GenerationTag(_TokenRule):
     severity = "warning"
 
     def scan(self, target: LintTarget, tokens: list[Token]) -> Iterator[Diagnostic]:
+        tags = []  # (index of `{%`, its tag name, index of `%}`)
         for index, token in enumerate(tokens):
             name = _at(tokens, index + 1)
-            if token.type != "block_begin" or not _is(name, "generation", "endgeneration"):
-                continue
-            close = next((position for position in range(index + 1, len(tokens))
-                          if tokens[position].type == "block_end"), None)
+            if token.type == "block_begin" and _is(name, "generation", "endgeneration"):
+                close = next((position for position in range(index + 1, len(tokens))
+                              if tokens[position].type == "block_end"), None)
+                if close is not None:
+                    tags.append((index, name.value, close))
+        stripping = _tags_stripped_through(target.text, len(tags)) if tags else set()
+        for ordinal, (index, name, _close) in enumerate(tags):
             # One syntax-error finding per block (at its opening tag), and each tag with a `-`
             # stripping through it named for hf-jinja.
             engines, parts = [], []
-            if name.value == "generation":
+            if name == "generation":
                 engines += ["minijinja", "minijinja-js"]
                 parts.append("`{% generation %}` is a syntax error in minijinja and minijinja-js (unknown statement)")
-            if close is not None and _strips_through(target.text, token, tokens[close]):
+            if ordinal in stripping:
                 engines.append("hf-jinja")
-                parts.append(f"hf-jinja ignores `{{% {name.value} %}}`, so the `-` beside it also strips the "
+                parts.append(f"hf-jinja ignores `{{% {name} %}}`, so the `-` beside it also strips the "
                              f"whitespace on its other side")
             if engines:
-                yield self.at(token, "; ".join(parts), engines)
+                yield self.at(tokens[index], "; ".join(parts), engines)
 
 
-_STRIP_LEFT = ("{{-", "{%-", "{#-")
-_STRIP_RIGHT = ("-}}", "-%}", "-#}")
+def _tags_stripped_through(text: str, count: int) -> set[int]:
+    """Which of the template's ``count`` generation tags (by position) change the text Jinja2
+    prints once hf-jinja's preprocessing deletes them: it applies ``lstrip_blocks`` and
+    ``trim_blocks`` to the whole template, then removes each tag with the whitespace its own ``-``
+    takes, so a ``-`` beside the tag reaches through to whitespace Jinja2 keeps.
+
+    Jinja2's lexer tells whether the text with every tag deleted (lexed as hf-jinja lexes its
+    preprocessed text) prints other literal text than the template does in Jinja2, and if so
+    which tags matter: those whose keeping changes it."""
+    prepared = _HF_TRIM_BLOCKS.sub(r"\1", _HF_LSTRIP_BLOCKS.sub(r"\1", text))
+    if len(_HF_GENERATION_TAG.findall(prepared)) != count:
+        return set()  # a tag spelled inside a string or comment: positions would not match
+
+    def deleted(kept: int | None) -> str:
+        ordinals = iter(range(count))
+
+        def replace(match: re.Match) -> str:
+            if next(ordinals) == kept:
+                return match.group(0)
+            before, strips_before, strips_after, after = match.groups()
+            return ("" if strips_before else before) + ("" if strips_after else after)
+
+        return _HF_GENERATION_TAG.sub(replace, prepared)
+
+    try:
+        none_kept = _printed_data(deleted(None))
+        jinja2_data = "".join(value for _line, kind, value in environment().lex(text) if kind == "data")
+        if none_kept == jinja2_data:
+            return set()
+        alone = {ordinal for ordinal in range(count) if _printed_data(deleted(ordinal)) != none_kept}
+        # `{%- generation %} {% endgeneration %}`: only the two together reach through.
+        return alone or set(range(count))
+    except jinja2.TemplateSyntaxError:
+        return set()
 
 
-def _strips_through(text: str, begin: Token, end: Token) -> bool:
-    """Whether a whitespace-control ``-`` reaches through this tag to whitespace Jinja2 keeps:
-    across only whitespace to the tag on one side, with kept whitespace on the other."""
-    start, stop = begin.offset, end.offset + len(end.value.rstrip())
-    after = text[stop:]
-    before = text[:start]
-    left_strip_follows = after.lstrip().startswith(_STRIP_LEFT)
-    right_strip_precedes = before.rstrip().endswith(_STRIP_RIGHT)
-    # Whitespace Jinja2 keeps before the tag: unless the tag strips it itself (`{%-`).
-    kept_before = not begin.value.endswith("-") and before[-1:].isspace()
-    # ... and after it: trim_blocks removes one newline right after `%}`, `-%}` all of it.
-    rest = after[1:] if after.startswith("\n") else after
-    kept_after = not end.value.startswith("-") and rest[:1].isspace()
-    return (left_strip_follows and kept_before) or (right_strip_precedes and kept_after)
+# @huggingface/jinja's preprocessing, as its source spells it.
+_HF_LSTRIP_BLOCKS = re.compile(r"^[ \t]*(\{[#%-])", re.MULTILINE)
+_HF_TRIM_BLOCKS = re.compile(r"([#%-]\})\n")
+_HF_GENERATION_TAG = re.compile(r"(\s*)\{%(-?)\s*(?:end)?generation\s*(-?)%\}(\s*)")
+
+
+def _printed_data(text: str) -> str:
+    """Everything a preprocessed template prints literally: only the ``-`` whitespace control is
+    left to apply, as in hf-jinja's lexer (``lstrip_blocks``/``trim_blocks`` already done)."""
+    lexer = environment().overlay(trim_blocks=False, lstrip_blocks=False)
+    return "".join(value for _line, kind, value in lexer.lex(text) if kind == "data")
 
 
 @register
@@ -878,14 +939,85 @@ class TojsonKeywordArguments(_TokenRule):
         return Edit(tokens[previous_end].end, tokens[end - 1].end, "")
 
 
+# What every caller gives a template without naming it: transformers' variables and Jinja's and
+# transformers' globals, plus the switches serving stacks pass to reasoning models through
+# `chat_template_kwargs` (enable_thinking, thinking, reasoning_effort) and Llama's built-in tools.
+_PROVIDED_NAMES = frozenset({
+    "messages", "tools", "documents", "add_generation_prompt", "raise_exception", "strftime_now", "range",
+    "namespace", "dict", "lipsum", "cycler", "joiner", "loop", "enable_thinking", "thinking", "reasoning_effort",
+    "builtin_tools"})
+
+
+def _names_template_sets(target: LintTarget) -> set[str]:
+    """Every name the template sets itself (``set``, loop targets, macros and their arguments)."""
+    bound: set[str] = set()
+    for found in find_all(target, target.tree, (nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
+        if isinstance(found, nodes.Macro):
+            bound |= {found.name} | {argument.name for argument in found.args}
+        else:
+            bound |= _target_names(found.target)
+    return bound
+
+
+def _falsy_constants(target: LintTarget) -> set[str]:
+    """Names the template sets once, at its top level, to a false constant (``{% set HYTK = '' %}``)
+    and never again: a branch needing one of them true is dead code."""
+    counts: dict[str, int] = {}
+    for found in find_all(target, target.tree, (nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
+        names = {argument.name for argument in found.args} if isinstance(found, nodes.Macro) \
+            else _target_names(found.target)
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    return {
+        statement.target.name for statement in target.tree.body
+        if isinstance(statement, nodes.Assign) and isinstance(statement.target, nodes.Name)
+        and counts.get(statement.target.name) == 1 and (
+            isinstance(statement.node, nodes.Const) and not statement.node.value
+            or isinstance(statement.node, (nodes.List, nodes.Dict)) and not statement.node.items)}
+
+
+def _required_name(test: nodes.Expr, positive: bool, names: set[str], *, defined: bool = True) -> str | None:
+    """One of ``names`` that ``test`` holding (``positive``) needs to be true, or (with
+    ``defined``) merely defined: ``{% if HYTK %}``, ``custom_tools is defined``. None otherwise."""
+    if isinstance(test, nodes.Not):
+        return _required_name(test.node, not positive, names, defined=defined)
+    if isinstance(test, nodes.And) and positive or isinstance(test, nodes.Or) and not positive:
+        return _required_name(test.left, positive, names, defined=defined) or _required_name(
+            test.right, positive, names, defined=defined)
+    if isinstance(test, nodes.Or) and positive or isinstance(test, nodes.And) and not positive:
+        left = _required_name(test.left, positive, names, defined=defined)
+        right = _required_name(test.right, positive, names, defined=defined)
+        return left if left is not None and right is not None else None
+    name = None
+    if isinstance(test, nodes.Name) and positive:
+        name = test.name
+    elif defined and isinstance(test, nodes.Test) and isinstance(test.node, nodes.Name) \
+            and (test.name, positive) in (("defined", True), ("undefined", False)):
+        name = test.node.name
+    elif defined and isinstance(test, nodes.Compare) and positive and isinstance(test.expr, nodes.Name) \
+            and len(test.ops) == 1 and test.ops[0].op in ("eq", "gt", "gteq", "lt", "lteq", "in"):
+        name = test.expr.name  # an undefined value equals (or exceeds) no constant
+    return name if name in names else None
+
+
+def _caller_variable(test: nodes.Expr, positive: bool, bound: set[str], free: set[str]) -> str | None:
+    """A variable that ``test`` holding needs defined when the template never sets it and
+    transformers never passes it (``{% if custom_tools %}``): only a caller naming it in
+    ``apply_chat_template(..., custom_tools=...)`` gets there. ``free`` are the names it reads."""
+    candidates = {name for name in free - bound - _PROVIDED_NAMES if not name.endswith("_token")}
+    return _required_name(test, positive, candidates)
+
+
 @register
-class StringFormatting(_AstPortabilityRule):
+class StringFormatting(_FactWalker, _AstPortabilityRule):
     """A string is formatted with ``.format()``, ``%`` or ``|format``.
 
     Why: Python's string formatting is not part of Jinja's common subset. ``'%s' % x`` is a
     render error in every other engine ("unknown operator"), ``.format()`` is missing in
     @huggingface/jinja, minijinja-js and minja, and so is the ``|format`` filter. Concatenate
-    with ``~`` instead.
+    with ``~`` instead. Dead code is not reported (``{% set K = '' %}`` once at the top, then
+    ``{% if K %}``), and under a test of a variable the template never sets and transformers
+    does not pass (``{% if custom_tools %}``) it is info: only a caller naming it gets there.
 
     Bad:
         {{ 'Tool: {}'.format(tool.name) }}
@@ -898,6 +1030,28 @@ class StringFormatting(_AstPortabilityRule):
     name = "string-formatting"
     engines = ("minijinja", "minijinja-js", "hf-jinja", "minja")
     severity = "warning"
+
+    def __init__(self, options=None) -> None:
+        _AstPortabilityRule.__init__(self, options)
+        _FactWalker.__init__(self)
+
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        if target.tree is not None:
+            self.bound = _names_template_sets(target)
+            self.read = {name.name for name in find_all(target, target.tree, nodes.Name) if name.ctx == "load"}
+            self.dead = _falsy_constants(target)
+        return super().check(target)
+
+    def flag(self, node: nodes.Node, message: str, engines: Iterable[str], **kwargs) -> None:
+        if any(_required_name(test, positive, self.dead, defined=False) for test, positive in self.facts):
+            return  # `{% set HYTK = '' %}` ... `{% if HYTK %}`: dead code, no engine runs it
+        # Under `{% if custom_tools %}` only a caller passing that variable gets the error: info.
+        passed = next((name for test, positive in self.facts
+                       if (name := _caller_variable(test, positive, self.bound, self.read)) is not None), None)
+        if passed is not None:
+            message += f"; reached only when the caller passes `{passed}`, which transformers does not by default"
+            kwargs["severity"] = "info"
+        super().flag(node, message, engines, **kwargs)
 
     def visit_Call(self, node: nodes.Call) -> None:
         if isinstance(node.node, nodes.Getattr) and node.node.attr == "format":
@@ -1015,7 +1169,10 @@ class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
     minijinja-js), and ``null`` for None in minja; concatenating a dict with ``~`` gives
     ``[object Map]`` in @huggingface/jinja, and ``|string`` of a dict is a render error there.
     The model sees a different prompt in every runtime. ``|tojson`` is the one spelling all
-    engines agree on (up to whitespace).
+    engines agree on (up to whitespace). The same holds for a tool parameter's schema values
+    printed by key (``schema[key]`` over every key prints ``enum`` lists), and for a message's
+    ``content`` printed as it is in a template that reads content as a list of parts elsewhere
+    (a user, assistant or system turn sent as parts prints the list).
 
     Bad:
         <tools>{{ tools }}</tools>
@@ -1033,14 +1190,80 @@ class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
         _AstPortabilityRule.__init__(self, options)
         _FactWalker.__init__(self)
         self.object_loops: list[str] = []
+        self.message_loops: list[str] = []
 
     def _is_object(self, node: nodes.Node) -> str | None:
         key = _key(node)
-        if key is None:
-            return None
-        last = key.rsplit(".", 1)[-1]
-        is_object = key in _OBJECT_NAMES or key in self.object_loops or ("." in key and last in _OBJECT_FIELDS)
-        return key if is_object and not self.type_tested(key) else None
+        if key is not None:
+            last = key.rsplit(".", 1)[-1]
+            is_object = key in _OBJECT_NAMES or key in self.object_loops or ("." in key and last in _OBJECT_FIELDS)
+            if is_object and not self.type_tested(key):
+                return key
+            if "." in key and last == "content" and self._message_content(key) and self._reads_content_parts() \
+                    and not self.type_tested(key) and not self._in_tool_turn():
+                return key
+        # A conditional's branches have their own conditions: `x if x is string else x|tojson`.
+        if not isinstance(node, nodes.CondExpr) and _schema_flow(self.target).kind(node) is not None \
+                and not self._type_tested_node(node) and not self._keyword_restricted(node):
+            return _spelling(node)
+        return None
+
+    def _message_content(self, key: str) -> bool:
+        """Whether ``key`` is a chat message's content (not a content part's own ``content``)."""
+        owner = key.rsplit(".", 1)[0]
+        return owner.split(".")[0].split("[")[0] in ("messages", "loop_messages") or owner in self.message_loops
+
+    def _in_tool_turn(self) -> bool:
+        """Whether the conditions put this in a tool-call turn or a turn of a role other than
+        user, assistant and system (a tool result, a template's own role): clients send that
+        content as a string even where user turns carry parts. A condition that is a variable
+        set once is read through its value (``set has_tools = m.role == 'tool'``)."""
+        sets = self.__dict__.get("_single_sets")
+        if sets is None or sets[0] is not self.target:
+            sets = self._single_sets = (self.target, _single_sets(self.target.tree))
+        for test, positive in self.facts:
+            if not positive:
+                continue
+            parts = _and_chain(test)
+            parts += [part for found in parts if isinstance(found, nodes.Name) and found.name in sets[1]
+                      for part in _and_chain(sets[1][found.name])]
+            if any(_names_tool_turn(part) for part in parts):
+                return True
+        return False
+
+    def _flag_subscript(self, node: nodes.Getitem, message: str) -> None:
+        """Flag ``name[...]`` at its name token (the name alone may appear earlier on the line)."""
+        line, name = node.lineno, node.node.name
+        tokens = [token for token in _code(self.target) if token.line == line]
+        starts = [first.column for first, second in zip(tokens, tokens[1:])
+                  if first.value == name and second.value == "["]
+        index = self._seen.get((line, name + "["), 0)
+        self._seen[(line, name + "[")] = index + 1
+        column = starts[min(index, len(starts) - 1)] if starts else self.target.node_position(node, name)[1]
+        self.found.append(_finding(self, line, column, message, self.engines))
+
+    def _reads_content_parts(self) -> bool:
+        """Whether the template treats some message content as a list of parts (iterates it, tests
+        its type, indexes or filters it): then content may be a list wherever it is printed."""
+        cached = self.__dict__.get("_content_parts")
+        if cached is None or cached[0] is not self.target:
+            cached = self._content_parts = (self.target, _reads_content_parts(self.target.tree))
+        return cached[1]
+
+    def _type_tested_node(self, node: nodes.Node) -> bool:
+        """``type_tested`` for an expression without a key (``schema[name]``)."""
+        spelled = repr(node)
+        for test, _positive in self.facts:
+            for found in [test] if isinstance(test, nodes.Test) else list(test.find_all(nodes.Test)):
+                if found.name in _TYPE_TESTS and repr(found.node) == spelled:
+                    return True
+        return False
+
+    def _keyword_restricted(self, node: nodes.Node) -> bool:
+        """Whether ``schema[name]`` is printed only for named keywords (``if name in [...]``)."""
+        if not isinstance(node, nodes.Getitem) or isinstance(node.arg, nodes.Const):
+            return False
+        return any(positive and _restricted_keys(test, node.arg) for test, positive in self.facts)
 
     def visit_Call(self, node: nodes.Call) -> None:
         # An error message is no prompt: how raise_exception's text spells a dict does not matter.
@@ -1050,6 +1273,17 @@ class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
 
     def visit_For(self, node: nodes.For) -> None:
         self.visit(node.iter)
+        if node.test is not None:
+            # `for k in d if k in [...]`: the body runs only where the filter holds.
+            self.facts = self.facts + [(node.test, True)]
+            try:
+                self._visit_loop(node)
+            finally:
+                self.facts = self.facts[:-1]
+        else:
+            self._visit_loop(node)
+
+    def _visit_loop(self, node: nodes.For) -> None:
         iterable = node.iter
         # `tools|selectattr(...)|list` still yields the tools themselves.
         while isinstance(iterable, nodes.Filter) and iterable.name in _ORDER_FILTERS:
@@ -1059,13 +1293,21 @@ class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
         if key is not None and (key in _OBJECT_NAMES or key.rsplit(".", 1)[-1] in ("tools", "tool_calls", "documents")):
             # `for tool in tools`: each item is a dict; tuple targets (`for k, v in ...`) are not.
             names = [node.target.name] if isinstance(node.target, nodes.Name) else []
-        saved = self.object_loops
+        # `for message in messages` (or `loop_messages`, `messages[1:]`): items are chat messages.
+        source = node.iter
+        while isinstance(source, nodes.Filter) and source.node is not None or (
+                isinstance(source, nodes.Getitem) and isinstance(source.arg, nodes.Slice)):
+            source = source.node
+        messages = [node.target.name] if isinstance(node.target, nodes.Name) and isinstance(source, nodes.Name) \
+            and "messages" in source.name else []
+        saved, saved_messages = self.object_loops, self.message_loops
         self.object_loops = saved + names
+        self.message_loops = saved_messages + messages
         try:
             for child in node.body:
                 self.visit(child)
         finally:
-            self.object_loops = saved
+            self.object_loops, self.message_loops = saved, saved_messages
         for child in node.else_:
             self.visit(child)
         if node.test is not None:
@@ -1076,7 +1318,16 @@ class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
         for child in children:
             key = self._is_object(child)
             if key is not None:
-                self.flag(child, describe(key), self.engines, needle=key.rsplit(".", 1)[-1])
+                if key.rsplit(".", 1)[-1] == "content":
+                    message = (f"`{key}` is printed as it is, but the template reads content as a list of parts "
+                               f"elsewhere: a turn whose content is a list prints Python repr in transformers and "
+                               f"JSON in hf-jinja and minijinja-js; print the parts' text")
+                else:
+                    message = describe(key)
+                if isinstance(child, nodes.Getitem) and isinstance(child.node, nodes.Name):
+                    self._flag_subscript(child, message)
+                else:
+                    self.flag(child, message, self.engines, needle=_needle(child))
             self.visit(child)
 
     def visit_Output(self, node: nodes.Output) -> None:
@@ -1112,9 +1363,11 @@ class LoopSetCarriedOver(AstRule):
     remembered, a counter incremented) carries over there and the prompts differ (GLM-5.2 leaked
     ``reasoning_content`` from one turn into the next this way). A read that raises in Jinja2
     when the name is unset (``x.name``, ``x + '...'``) is not reported for a name bound nowhere
-    outside the loop: there, the iterations that differ are ones transformers cannot render. To
-    carry state across iterations use ``namespace()``; to keep it per iteration, set it
-    unconditionally first.
+    outside the loop: there, the iterations that differ are ones transformers cannot render. It is
+    info when an ``if``/``elif`` chain on the message role sets the name for every client role
+    the template names (LlamaGuard's user and assistant): only a message of another role keeps
+    the previous value. To carry state across iterations use ``namespace()``; to keep it per
+    iteration, set it unconditionally first.
 
     Bad:
         {% for m in messages %}{% if m.role == 'system' %}{% set sys = m.content %}{% endif %}{{ sys }}{% endfor %}
@@ -1145,16 +1398,57 @@ class LoopSetCarriedOver(AstRule):
                 reported.add(read.name)
                 line = read.lineno
                 column = _load_column(self.target, line, read.name) or self.target.column_of(line, read.name)
-                self.found.append(
-                    self.diagnostic(
-                        line,
-                        column,
-                        f"`{read.name}` is set inside this loop but read here before it is set in every iteration: "
-                        f"transformers starts each iteration without it, hf-jinja, minijinja-js and minja keep the "
-                        f"previous iteration's value; use namespace()",
-                    )
+                finding = self.diagnostic(
+                    line,
+                    column,
+                    f"`{read.name}` is set inside this loop but read here before it is set in every iteration: "
+                    f"transformers starts each iteration without it, hf-jinja, minijinja-js and minja keep the "
+                    f"previous iteration's value; use namespace()",
                 )
+                covered = _set_for_every_named_role(self.target, node, read.name)
+                if covered:
+                    # Unset only for a message of a role the template never names: not its input.
+                    finding = dataclasses.replace(finding, severity="info", message=(
+                        f"{finding.message}; reached only by a message whose role is none of those the "
+                        f"template handles ({', '.join(sorted(covered))})"))
+                self.found.append(finding)
         self.generic_visit(node)
+
+
+def _role_values(test: nodes.Expr) -> set[str] | None:
+    """The roles ``m.role == 'user'`` (or ``in [...]``, or an ``or`` of such) holds for; None for
+    any other test."""
+    if isinstance(test, nodes.Or):
+        left, right = _role_values(test.left), _role_values(test.right)
+        return left | right if left is not None and right is not None else None
+    if isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op in ("eq", "in"):
+        key = _key(test.expr)
+        if key is not None and (key == "role" or key.endswith(".role")):
+            return _constant_strings(test.ops[0].expr)
+    return None
+
+
+def _set_for_every_named_role(target: LintTarget, loop: nodes.For, name: str) -> set[str]:
+    """The roles of an ``if``/``elif`` chain on the message role in ``loop`` whose every branch
+    sets ``name``, when those are all the client roles the template names anywhere (LlamaGuard's
+    ``user`` -> 'User', ``assistant`` -> 'Agent'); empty otherwise."""
+    named = set()
+    for compare in find_all(target, target.tree, nodes.Compare):
+        named |= (_role_values(compare) or set()) & _CLIENT_ROLES
+    for statement in loop.body:
+        if not isinstance(statement, nodes.If) or statement.else_:
+            continue
+        branches = [(statement.test, statement.body)] + [(branch.test, branch.body) for branch in statement.elif_]
+        roles: set[str] = set()
+        for test, body in branches:
+            values = _role_values(test)
+            if values is None or name not in _assigned_names(body):
+                break
+            roles |= values
+        else:
+            if named and named <= roles:
+                return roles
+    return set()
 
 
 def _names_bound_outside(target: LintTarget, loop: nodes.For) -> set[str]:
@@ -1601,7 +1895,11 @@ class FilterUnsupported(_AstPortabilityRule):
     ``capitalize``, ``first``, ``replace``, ``reverse``, ``sort`` or ``min``/``max``/``sum``;
     @huggingface/jinja has no ``min``, ``max``, ``sum``, ``select``, ``reject``, ``round`` or
     ``map`` without ``attribute=``, and its ``title``/``capitalize`` do not lower-case the rest
-    of the word. A missing filter is a render error there.
+    of the word. A missing filter is a render error there. @huggingface/jinja also applies list
+    filters (``list``, ``first``, ``join``, ``sort`` ...) to lists only, so ``|list`` of a tool's
+    ``properties`` mapping is a render error; and its ``first``/``last`` of an empty list give no
+    value at all, so ``...|selectattr(...)|first|default(x)`` loses the fallback (or fails)
+    where transformers gives ``x``.
 
     Bad:
         {{ message.role|capitalize }}
@@ -1615,19 +1913,82 @@ class FilterUnsupported(_AstPortabilityRule):
     engines = ("minijinja", "minijinja-js", "hf-jinja", "minja")
     severity = "warning"
 
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        # id of a `|first`/`|last` node -> how its result is used (see _empty_first_breaks)
+        self.first_uses: dict[int, str] = {}
+        return super().check(target)
+
+    def visit_Assign(self, node: nodes.Assign) -> None:
+        self.first_uses[id(node.node)] = "set"
+        self.generic_visit(node)
+
+    def visit_Getattr(self, node: nodes.Getattr) -> None:
+        self.first_uses[id(node.node)] = "member"
+        self.generic_visit(node)
+
+    def visit_Getitem(self, node: nodes.Getitem) -> None:
+        self.first_uses[id(node.node)] = "member"
+        self.generic_visit(node)
+
+    def visit_Or(self, node: nodes.Or) -> None:
+        self.first_uses[id(node.left)] = "fallback"
+        self.generic_visit(node)
+
     def visit_Filter(self, node: nodes.Filter) -> None:
         gaps = dict(_FILTER_GAPS.get(node.name, {}))
+        breaking = False  # a gap that is not "missing" but still a render error or lost output
         if node.name == "map" and not any(keyword.key == "attribute" for keyword in node.kwargs):
             gaps["hf-jinja"] = "supports only map(attribute=...)"
         if node.name == "dictsort" and (node.args or node.kwargs):
             gaps["minja"] = "takes no arguments"
+        if node.name in ("default", "d") and node.node is not None:
+            self.first_uses[id(node.node)] = "fallback"
+        if node.name in _MAPPING_FAILING_FILTERS and "hf-jinja" not in gaps and node.node is not None \
+                and self._mapping(node.node, node.name):
+            gaps["hf-jinja"] = ("raises on a mapping (only items, length, dictsort and tojson apply to one there); "
+                                "iterate `|items` or the mapping itself")
+            breaking = True
+        elif node.name in ("first", "last") and "hf-jinja" not in gaps and self._empty_first_breaks(node):
+            gaps["hf-jinja"] = (f"gives no value at all for an empty list (not undefined): `|default`, `or`, a "
+                                f"test or printing it fails or loses the fallback there; `{{% set %}}` the "
+                                f"result first, or test the list's length")
+            breaking = True
         if gaps:
             missing = [engine for engine, what in gaps.items() if what == "missing"]
             parts = [f"missing in {_engines_text(missing)}"] if missing else []
             parts += [f"{engine} {what}" for engine, what in gaps.items() if what != "missing"]
-            severity: Severity = "warning" if missing else "info"
+            severity: Severity = "warning" if missing or breaking else "info"
             self.flag(node, f"`|{node.name}`: " + "; ".join(parts), gaps, needle=node.name, severity=severity)
         self.generic_visit(node)
+
+    def _mapping(self, node: nodes.Node, name: str) -> bool:
+        """Whether ``node`` holds a mapping in ordinary input (tool schema parts, a dict literal);
+        tool-call ``arguments`` (a mapping or a JSON string) count for filters a string fails too."""
+        if isinstance(node, nodes.Dict):
+            return True
+        if _schema_flow(self.target).kind(node) in (_PROPERTIES, _SCHEMA):
+            return True
+        key = _key(node)
+        last = key.rsplit(".", 1)[-1] if key is not None and "." in key else None
+        return last in ("properties", "parameters") or (last == "arguments" and name != "join")
+
+    def _empty_first_breaks(self, node: nodes.Filter) -> bool:
+        """Whether an empty list reaching this ``|first``/``|last`` is ordinary and its missing
+        value is then used: the author gives a fallback (``|default``, ``or``), or the list is a
+        selection (``selectattr``, ``reject`` ...) whose result is printed or tested directly.
+        Stored with ``set`` first, the name reads as undefined as in Jinja2; an attribute of it
+        fails in both engines."""
+        use = self.first_uses.get(id(node))
+        if use in ("set", "member"):
+            return False
+        if use == "fallback":
+            return True
+        source = node.node
+        while isinstance(source, nodes.Filter):
+            if source.name in ("selectattr", "rejectattr", "select", "reject"):
+                return True
+            source = source.node
+        return False
 
 
 @register
@@ -2098,18 +2459,31 @@ def _names_tool_calls(test: nodes.Expr, owner: str) -> bool:
 def _content_present(facts: list[tuple[nodes.Expr, bool]], owner: str) -> bool:
     """Content is absent only in an assistant turn with tool calls; whether the conditions rule
     that out (the turn has no tool calls, or the branch is the one that handles them)."""
-    for test, positive in _expand(facts):
-        if not positive and _names_tool_calls(test, owner):
-            return True  # no tool calls here
-        if positive and isinstance(test, nodes.Test) and test.name in ("none", "undefined") \
-                and _fact_key(test.node) == f"{owner}.tool_calls":
-            return True  # `m.tool_calls is not none` failed: no tool calls here
-        if not positive and isinstance(test, nodes.And):
-            # `not (role == 'assistant' and tool_calls)` where the role is known: no tool calls.
-            conjuncts = _and_chain(test)
-            if any(_names_tool_calls(part, owner) for part in conjuncts) and all(
-                    _names_tool_calls(part, owner) or _is_assistant_test(part, owner) for part in conjuncts):
-                return True
+    return any(_no_tool_calls(test, positive, owner) for test, positive in _expand(facts))
+
+
+def _no_tool_calls(test: nodes.Expr, positive: bool, owner: str) -> bool:
+    """Whether ``test`` holding (``positive``) or failing proves the message has no tool calls."""
+    if isinstance(test, nodes.Not):
+        return _no_tool_calls(test.node, not positive, owner)
+    if isinstance(test, nodes.Or) and positive or isinstance(test, nodes.And) and not positive:
+        if isinstance(test, nodes.Or):
+            # `m.tool_calls is not defined or m.tool_calls is none`: every way it holds says so.
+            return _no_tool_calls(test.left, True, owner) and _no_tool_calls(test.right, True, owner)
+        # `not (role == 'assistant' and tool_calls)` where the role is known: no tool calls.
+        conjuncts = _and_chain(test)
+        return any(_names_tool_calls(part, owner) for part in conjuncts) and all(
+            _names_tool_calls(part, owner) or _is_assistant_test(part, owner) for part in conjuncts)
+    if isinstance(test, nodes.And) and positive or isinstance(test, nodes.Or) and not positive:
+        return _no_tool_calls(test.left, positive, owner) or _no_tool_calls(test.right, positive, owner)
+    if not positive and _names_tool_calls(test, owner):
+        return True
+    if positive and isinstance(test, nodes.Test) and test.name in ("none", "undefined") \
+            and _fact_key(test.node) == f"{owner}.tool_calls":
+        return True  # `m.tool_calls is not none` failed: no tool calls here
+    if positive and isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op == "notin" \
+            and isinstance(test.expr, nodes.Const) and test.expr.value == "tool_calls":
+        return _key(test.ops[0].expr) == owner  # `'tool_calls' not in m`
     return False
 
 
@@ -2169,6 +2543,66 @@ def _other_role(test: nodes.Expr, positive: bool, role_key: str) -> bool:
     return values == {"assistant"}  # the role is anything but these
 
 
+# The roles OpenAI-style clients send; a branch for any other role serves the template's own
+# protocol (`tool_results`, `tool_response`), whose messages carry whatever fields it defines.
+_CLIENT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _custom_role(facts: list[tuple[nodes.Expr, bool]], role_key: str) -> str | None:
+    """The role the conditions pin ``role_key`` to when no client sends it (``m.role ==
+    'tool_results'``), else None."""
+    for test, positive in _expand(facts):
+        if not (positive and isinstance(test, nodes.Compare) and _key(test.expr) == role_key and len(test.ops) == 1
+                and test.ops[0].op in ("eq", "in")):
+            continue
+        values = _constant_strings(test.ops[0].expr)
+        if values and not values & _CLIENT_ROLES:
+            return sorted(values)[0]
+    return None
+
+
+def _role_pinned(facts: list[tuple[nodes.Expr, bool]], role_key: str, role: str) -> bool:
+    """Whether the conditions say ``role_key`` is ``role`` (``m.role == 'user'``)."""
+    return any(
+        positive and isinstance(test, nodes.Compare) and _key(test.expr) == role_key and len(test.ops) == 1
+        and test.ops[0].op == "eq" and _constant_strings(test.ops[0].expr) == {role}
+        for test, positive in _expand(facts))
+
+
+def _content_none(facts: list[tuple[nodes.Expr, bool]], owner: str) -> bool:
+    """Whether the conditions say the message's content is None (``m.get('content') is none``):
+    clients send null content only in an assistant turn that carries tool calls."""
+    key = f"{owner}.content"
+    for test, positive in _expand(facts):
+        if positive and isinstance(test, nodes.Test) and test.name == "none" and _fact_key(test.node) == key:
+            return True
+        if isinstance(test, nodes.Compare) and len(test.ops) == 1 and _fact_key(test.expr) == key \
+                and isinstance(test.ops[0].expr, nodes.Const) and test.ops[0].expr.value is None \
+                and (test.ops[0].op == "eq") == positive and test.ops[0].op in ("eq", "ne"):
+            return True
+    return False
+
+
+def _flag_for(test: nodes.Expr, positive: bool, field: str) -> bool:
+    """Whether ``test`` holding is a flag named after ``field`` (``is_tool_calls_set``,
+    ``ns.has_citations``): the way templates record that they checked a field, often through a
+    macro the analysis cannot follow."""
+    if isinstance(test, nodes.Not):
+        return _flag_for(test.node, not positive, field)
+    if isinstance(test, nodes.And) and positive or isinstance(test, nodes.Or) and not positive:
+        return _flag_for(test.left, positive, field) or _flag_for(test.right, positive, field)
+    if not positive:
+        return False
+    if isinstance(test, nodes.Name):
+        name = test.name
+    elif isinstance(test, nodes.Getattr) and isinstance(test.node, nodes.Name):
+        name = test.attr
+    else:
+        return False
+    words, wanted = name.lower().split("_"), field.lower().split("_")
+    return any(words[start:start + len(wanted)] == wanted for start in range(len(words) - len(wanted) + 1))
+
+
 def _constant_strings(node: nodes.Expr) -> set[str] | None:
     if isinstance(node, nodes.Const) and isinstance(node.value, str):
         return {node.value}
@@ -2205,10 +2639,18 @@ class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
         self.aliases: dict[str, list[_Copy]] = {}
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
-        # A template that offers tools gets the calls back: its clients send assistant turns with
-        # `tool_calls` and null content even when it prints the calls from content as text.
-        self.renders_tool_calls = "tool_calls" in target.text or (target.tree is not None and any(
-            name.name == "tools" and name.ctx == "load" for name in find_all(target, target.tree, nodes.Name)))
+        # Clients send assistant turns with `tool_calls` and null content to a template that reads
+        # the calls; one that only offers tools (and prints calls from the content as text) gets
+        # such turns only from a client that ignores how the model writes its calls.
+        tree = target.tree
+        self.renders_tool_calls = tree is not None and any(
+            isinstance(found, nodes.Getattr) and found.attr == "tool_calls"
+            or isinstance(found, nodes.Const) and found.value == "tool_calls"
+            for found in find_all(target, tree, (nodes.Getattr, nodes.Const)))
+        self.offers_tools = tree is not None and any(
+            name.name == "tools" and name.ctx == "load" for name in find_all(target, tree, nodes.Name))
+        self.loop_targets: list[str | None] = []
+        self.schema_names: list[str] = []
         self.document_names: list[str] = []
         self.aliases = {}
         self._ordinals: dict[int, list[nodes.Node]] = {}
@@ -2279,9 +2721,11 @@ class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
                 columns.append(tokens[position - 1].column)
         return columns[min(index, len(columns) - 1)] if columns else 1
 
-    def flag_at(self, node: nodes.Node, kind: str, index: int, message: str) -> None:
+    def flag_at(self, node: nodes.Node, kind: str, index: int, message: str, *,
+                severity: Severity | None = None) -> None:
         line = node.lineno
-        self.found.append(_finding(self, line, self.column(line, kind, index), message, self.engines))
+        self.found.append(_finding(self, line, self.column(line, kind, index), message, self.engines,
+                                   severity=severity))
 
     def field_of(self, node: nodes.Node) -> tuple[str, str] | None:
         """(key, field) when ``node`` reads a field of a message (or a copy of one)."""
@@ -2336,14 +2780,18 @@ class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
         self.visit(node.iter)
         names = [node.target.name] if isinstance(node.target, nodes.Name) and _is_messages(node.iter) else []
         documents = [node.target.name] if isinstance(node.target, nodes.Name) and _is_documents(node.iter) else []
-        saved, saved_documents = self.message_names, self.document_names
+        saved, saved_documents, saved_schemas = self.message_names, self.document_names, self.schema_names
         self.message_names = saved + names
         self.document_names = [name for name in saved_documents if name not in names] + documents
+        self.schema_names = [name for name in saved_schemas if name not in _target_names(node.target)]
+        self.schema_names += _schema_value_name(node)
+        self.loop_targets.append(node.target.name if isinstance(node.target, nodes.Name) else None)
         try:
             for child in node.body:
                 self.visit(child)
         finally:
-            self.message_names, self.document_names = saved, saved_documents
+            self.message_names, self.document_names, self.schema_names = saved, saved_documents, saved_schemas
+            self.loop_targets.pop()
         for child in node.else_:
             self.visit(child)
         if node.test is not None:
@@ -2395,6 +2843,27 @@ def _is_documents(node: nodes.Node) -> bool:
 
 # The fields transformers' documentation gives a document; any other one is the template's wish.
 _DOCUMENT_FIELDS = frozenset({"title", "text"})
+# The one field every parameter schema of a tool has; `description`, `enum`, `default`, ... are
+# optional in JSON Schema, and clients generate parameters without them.
+_SCHEMA_FIELDS = frozenset({"type"})
+
+
+def _schema_value_name(loop: nodes.For) -> list[str]:
+    """The name bound to each parameter's schema by ``for name, schema in ....properties|items``
+    (or ``.items()``, ``|dictsort``), empty for any other loop."""
+    if not (isinstance(loop.target, nodes.Tuple) and len(loop.target.items) == 2
+            and all(isinstance(item, nodes.Name) for item in loop.target.items)):
+        return []
+    mapping = loop.iter
+    if isinstance(mapping, nodes.Filter) and mapping.name in ("items", "dictsort"):
+        mapping = mapping.node
+    elif isinstance(mapping, nodes.Call) and isinstance(mapping.node, nodes.Getattr) and mapping.node.attr == "items" \
+            and not mapping.args:
+        mapping = mapping.node.node
+    else:
+        return []
+    key = _key(mapping) if mapping is not None else None
+    return [loop.target.items[1].name] if key is not None and key.endswith(".properties") else []
 
 
 def _is_messages(node: nodes.Node) -> bool:
@@ -2418,11 +2887,17 @@ class AbsentFieldUsed(_MessageFieldWalker):
     filter ... to type: UndefinedValue", "Cannot perform operation ~ on undefined values"), so
     the prompt cannot be built in transformers.js. Copies of a field (``{% set c = m.content %}``,
     a macro argument) are followed and judged with what was known where they were made; a branch
-    that needs a field to be none is never reached (transformers drops None-valued keys). A
-    template that offers ``tools`` gets tool-call turns (null content) back even when it prints
-    calls from the content. The same holds for a document's fields beyond the documented
-    ``title`` and ``text`` (``doc['doc_id']|string``): most pipelines send only those two. Test
-    the field first (``{% if m.content %}``, ``m.get('content') is not none``) or give it a default.
+    that needs a field to be none is never reached (transformers drops None-valued keys), and a
+    flag named after the field (``is_tool_calls_set``) counts as its test. Content is absent only
+    in a tool-call turn: not in the first message, a turn of another role or one without tool
+    calls; in a template that offers ``tools`` but never reads ``tool_calls`` (it takes the calls
+    as text) only a client sending structured calls anyway gets there, and under a role no client
+    sends (``m.role == 'tool_results'``) the template's own protocol fills the fields: both are
+    info. The same holds for a document's fields beyond the documented ``title`` and ``text``
+    (``doc['doc_id']|string``) and a tool parameter's schema fields beyond ``type``
+    (``param.description|trim`` in ``for name, param in ....properties|items``): clients often
+    send neither. Test the field first (``{% if m.content %}``, ``m.get('content') is not none``)
+    or give it a default.
 
     Bad:
         {% for m in messages %}{{ m.tool_calls|length }}{% endfor %}
@@ -2437,24 +2912,34 @@ class AbsentFieldUsed(_MessageFieldWalker):
     severity = "warning"
 
     def _optional(self, node: nodes.Node) -> str | None:
+        """The key of a field read that may be undefined here, else None; ``reached_only_by`` then
+        names the unusual input that alone leaves it undefined (None: ordinary input does)."""
+        self.reached_only_by: str | None = None
         found = self.field_of(node)
         if found is None:
-            return self._optional_document_field(node)
+            return self._optional_item_field(node)
         return self._may_be_absent(node, *found)
 
-    def _optional_document_field(self, node: nodes.Node) -> str | None:
-        """A document field beyond title and text (``doc['doc_id']``): retrieval pipelines send
-        documents with only the documented fields, so it is undefined unless tested."""
-        if not isinstance(node, (nodes.Getattr, nodes.Getitem)) or not isinstance(node.node, nodes.Name) \
-                or node.node.name not in self.document_names:
+    def _optional_item_field(self, node: nodes.Node) -> str | None:
+        """A document field beyond title and text (``doc['doc_id']``) or a tool parameter's schema
+        field beyond ``type`` (``schema.description``): retrieval pipelines send documents with
+        only the documented fields, and clients generate parameters without descriptions, so it
+        is undefined unless tested."""
+        if not isinstance(node, (nodes.Getattr, nodes.Getitem)) or not isinstance(node.node, nodes.Name):
+            return None
+        if node.node.name in self.document_names:
+            known = _DOCUMENT_FIELDS
+        elif node.node.name in self.schema_names:
+            known = _SCHEMA_FIELDS
+        else:
             return None
         field = node.attr if isinstance(node, nodes.Getattr) else (
             node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
         key = _key(node)
-        if field is None or field in _DOCUMENT_FIELDS or key is None:
+        if field is None or field in known or key is None:
             return None
         if any(_proves_defined(test, positive, key) or _has_key(test, positive, node, field)
-               for test, positive in self.facts + _derived(self.facts)):
+               or _flag_for(test, positive, field) for test, positive in self.facts + _derived(self.facts)):
             return None
         return key
 
@@ -2463,22 +2948,34 @@ class AbsentFieldUsed(_MessageFieldWalker):
             return None
         facts = self.facts + _derived(self.facts)
         if any(_proves_defined(test, positive, key) or _has_key(test, positive, node, field)
-               for test, positive in facts):
+               or _flag_for(test, positive, field) for test, positive in facts):
             return None
         if isinstance(node, nodes.Name):
             # A copy: absent only if the field it copies may be, judged where the copy was made.
+            unusual = None
             for copy in self.aliases[node.name]:
                 with self.copy_facts(copy):
                     guards = self.facts + _derived(self.facts)
                     if any(_proves_defined(test, positive, name) for name in copy.via for test, positive in guards):
                         continue
+                    self.reached_only_by = None
                     if self._may_be_absent(copy.source, _key(copy.source), copy.field) is not None:
-                        return key
-            return None
+                        if self.reached_only_by is None:
+                            return key
+                        unusual = self.reached_only_by
+            self.reached_only_by = unusual
+            return key if unusual is not None else None
         if self._never_reached():
             return None
+        owner = _key(node.node)
+        if field == "tool_calls" and owner is not None and _content_none(facts, owner):
+            return None  # null content in an assistant turn: the turn carries tool calls
         if field == "content" and not self._content_may_be_absent(node):
             return None
+        role = _custom_role(facts, f"{owner}.role") if owner is not None else None
+        if role is not None and self.reached_only_by is None:
+            self.reached_only_by = (f"a message with the role '{role}', which the template defines itself and "
+                                    f"OpenAI-style clients do not send")
         return key
 
     def _never_reached(self) -> bool:
@@ -2497,27 +2994,53 @@ class AbsentFieldUsed(_MessageFieldWalker):
         return False
 
     def _content_may_be_absent(self, node: nodes.Node) -> bool:
-        """Content is absent only in an assistant's tool-call turn: never in a template that renders
-        no tool calls, in the first message, or where the role is known to be another one."""
-        if not self.renders_tool_calls:
+        """Content is absent only in an assistant's tool-call turn: never in a template that offers
+        no tools, in the first message, or where the role is known to be another one; in a
+        template that offers tools but never reads ``tool_calls`` only unusual input gets here."""
+        if not (self.renders_tool_calls or self.offers_tools):
             return False
         message = node.node
         if isinstance(message, nodes.Getitem) and isinstance(message.arg, nodes.Const) and message.arg.value == 0:
             return False
         owner = _key(message)
-        if owner is None:
-            return True
-        facts = self.facts + _derived(self.facts)
-        if _content_present(facts, owner):
-            return False
-        return not any(_other_role(test, positive, f"{owner}.role") for test, positive in facts)
+        if owner is not None:
+            facts = self.facts + _derived(self.facts)
+            if _content_present(facts, owner) or self._first_message(facts, owner):
+                return False
+            if any(_other_role(test, positive, f"{owner}.role") for test, positive in facts):
+                return False
+        if not self.renders_tool_calls:
+            self.reached_only_by = ("an assistant turn with structured tool calls and null content, which this "
+                                    "template never reads (it takes the model's calls as text in the content)")
+        return True
+
+    def _first_message(self, facts: list[tuple[nodes.Expr, bool]], owner: str) -> bool:
+        """Whether the conditions say ``owner`` is the first message of the loop over messages
+        (``loop.first``, ``loop.index0 == 0``): never an assistant's tool-call turn."""
+        if not self.loop_targets or self.loop_targets[-1] != owner:
+            return False  # `loop` here is not the loop over the messages
+        for test, positive in _expand(facts):
+            if positive and _key(test) == "loop.first":
+                return True
+            if positive and isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op == "eq" \
+                    and isinstance(test.ops[0].expr, nodes.Const) \
+                    and (_key(test.expr), test.ops[0].expr.value) in (("loop.index0", 0), ("loop.index", 1)):
+                return True
+        return False
+
+    def _report(self, message: str) -> tuple[str, Severity | None]:
+        """The message and severity of a finding: info when only unusual input reaches it."""
+        if self.reached_only_by is None:
+            return message, None
+        return f"{message}; reached only by {self.reached_only_by}", "info"
 
     def visit_For(self, node: nodes.For) -> None:
         index = self.ordinal(node, "for")
         key = self._optional(node.iter)
         if key is not None:
-            self.flag_at(node, "for", index, f"`for ... in {key}`: hf-jinja cannot loop over an undefined value "
+            message, severity = self._report(f"`for ... in {key}`: hf-jinja cannot loop over an undefined value "
                                              f"(transformers loops zero times); {_GUARD_HINT}")
+            self.flag_at(node, "for", index, message, severity=severity)
         super().visit_For(node)
 
     def visit_Filter(self, node: nodes.Filter) -> None:
@@ -2525,16 +3048,18 @@ class AbsentFieldUsed(_MessageFieldWalker):
         if node.name not in _UNDEFINED_SAFE_FILTERS and node.node is not None:
             key = self._optional(node.node)
             if key is not None:
-                self.flag_at(node, node.name, index, f"`{key}|{node.name}` raises in hf-jinja when the field is "
-                                                     f"absent (transformers treats it as empty); {_GUARD_HINT}")
+                message, severity = self._report(f"`{key}|{node.name}` raises in hf-jinja when the field is absent "
+                                                 f"(transformers treats it as empty); {_GUARD_HINT}")
+                self.flag_at(node, node.name, index, message, severity=severity)
         self.generic_visit(node)
 
     def visit_Concat(self, node: nodes.Concat) -> None:
         for child in node.nodes:
             key = self._optional(child)
             if key is not None:
-                self.flag(child, f"`~ {key}` raises in hf-jinja when the field is absent (transformers joins an "
-                                 f"empty string); {_GUARD_HINT}", self.engines, needle="~")
+                message, severity = self._report(f"`~ {key}` raises in hf-jinja when the field is absent "
+                                                 f"(transformers joins an empty string); {_GUARD_HINT}")
+                self.flag(child, message, self.engines, needle="~", severity=severity)
         self.generic_visit(node)
 
 
@@ -2546,7 +3071,10 @@ class StringContentIterated(_MessageFieldWalker):
     Jinja2 loops over a string's characters (so ``for part in m.content`` silently yields
     nothing useful) and applies ``selectattr``, ``map``, ``list`` or ``first`` to a string;
     @huggingface/jinja raises ("Expected iterable or object type in for loop: got
-    StringValue", "Unknown StringValue filter"). Branch on ``m.content is string`` first.
+    StringValue", "Unknown StringValue filter"). Branch on ``m.content is string`` first. It is
+    info under a role no client sends (``m.role == 'tool_response'``), and in a template that joins
+    ``m.content[0]``'s fields with ``+`` in the user's turn: string content fails in transformers
+    there too, so the template takes content parts only.
 
     Bad:
         {% for m in messages %}{% for part in m.content %}{{ part.text }}{% endfor %}{% endfor %}
@@ -2561,7 +3089,19 @@ class StringContentIterated(_MessageFieldWalker):
     engines = ("hf-jinja",)
     severity = "warning"
 
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        self.parts_only_at: int | None = None
+        found = list(super().check(target))
+        if self.parts_only_at is None:
+            return found
+        # String content already fails in transformers here, so no client of the model sends it.
+        note = (f"; reached only by plain-string content, which this template does not take (line "
+                f"{self.parts_only_at} joins `content[0]`'s fields with `+`, an error for a string in transformers "
+                f"too)")
+        return [dataclasses.replace(finding, severity="info", message=finding.message + note) for finding in found]
+
     def _content(self, node: nodes.Node) -> str | None:
+        self.reached_only_by: str | None = None
         found = self.field_of(node)
         if found is None or found[1] != "content":
             return None
@@ -2573,16 +3113,33 @@ class StringContentIterated(_MessageFieldWalker):
                 source_key = _key(copy.source)
                 with self.copy_facts(copy):
                     if not self.type_tested(source_key):
+                        self._note_custom_role(copy.source)
                         return key
             return None
+        self._note_custom_role(node)
         return key
+
+    def _note_custom_role(self, node: nodes.Node) -> None:
+        """Under a role no client sends (``m.role == 'tool_response'``) the template defines the
+        content itself: a string there is not ordinary input."""
+        owner = _key(node.node) if isinstance(node, (nodes.Getattr, nodes.Getitem)) else None
+        role = _custom_role(self.facts + _derived(self.facts), f"{owner}.role") if owner is not None else None
+        if role is not None:
+            self.reached_only_by = (f"a message with the role '{role}', which the template defines itself and "
+                                    f"OpenAI-style clients do not send")
+
+    def _flag_content(self, node: nodes.Node, kind: str, index: int, message: str) -> None:
+        if self.reached_only_by is None:
+            self.flag_at(node, kind, index, message)
+        else:
+            self.flag_at(node, kind, index, f"{message}; reached only by {self.reached_only_by}", severity="info")
 
     def visit_For(self, node: nodes.For) -> None:
         index = self.ordinal(node, "for")
         key = self._content(node.iter)
         if key is not None:
-            self.flag_at(node, "for", index, f"`for ... in {key}` without an `is string` test: transformers loops "
-                                             f"over a string's characters, hf-jinja raises")
+            self._flag_content(node, "for", index, f"`for ... in {key}` without an `is string` test: transformers "
+                                                   f"loops over a string's characters, hf-jinja raises")
         super().visit_For(node)
 
     def visit_Filter(self, node: nodes.Filter) -> None:
@@ -2590,8 +3147,24 @@ class StringContentIterated(_MessageFieldWalker):
         if node.name in _LIST_ONLY_FILTERS and node.node is not None:
             key = self._content(node.node)
             if key is not None:
-                self.flag_at(node, node.name, index, f"`{key}|{node.name}` without an `is string` test: hf-jinja "
-                                                     f"has no `{node.name}` filter for strings")
+                self._flag_content(node, node.name, index, f"`{key}|{node.name}` without an `is string` test: "
+                                                           f"hf-jinja has no `{node.name}` filter for strings")
+        self.generic_visit(node)
+
+    def visit_Add(self, node: nodes.Add) -> None:
+        # `'...' + m.content[0]['text']` for the user's turn: for a string, `content[0]` is its
+        # first character, whose missing field makes `+` raise in transformers, so no conversation
+        # with string content renders and the template takes content parts only.
+        for operand in (node.left, node.right):
+            if isinstance(operand, (nodes.Getattr, nodes.Getitem)) and isinstance(operand.node, nodes.Getitem) \
+                    and isinstance(operand.node.arg, nodes.Const) and isinstance(operand.node.arg.value, int) \
+                    and isinstance(operand.node.node, (nodes.Getattr, nodes.Getitem)):
+                found = self.field_of(operand.node.node)
+                owner = _key(operand.node.node.node)
+                if found is not None and found[1] == "content" and not self.type_tested(found[0]) \
+                        and self.parts_only_at is None and owner is not None \
+                        and _role_pinned(self.facts + _derived(self.facts), f"{owner}.role", "user"):
+                    self.parts_only_at = operand.lineno
         self.generic_visit(node)
 
 
@@ -2647,6 +3220,16 @@ class _RawContentStrips(_MessageFieldWalker):
             self._strips.add((node.lineno, callee.attr))
         super().visit_Call(node)
 
+    def _copies_of(self, node: nodes.Node) -> list[_Copy]:
+        # `{% set content = text_of(m.content) %}`: a macro of the template's own given the content
+        # gives back its text (or the text of its parts), as written.
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name in self._macros:
+            for argument in node.args:
+                found = self.field_of(argument)
+                if found is not None and found[1] == "content":
+                    return [_Copy("content", argument, tuple(self.facts))]
+        return super()._copies_of(node)
+
     def _raw(self, node: nodes.Node) -> bool:
         found = self.field_of(node)
         if found is not None:
@@ -2676,7 +3259,7 @@ class _RawContentStrips(_MessageFieldWalker):
                 position = any(_key(side) in ("loop.index", "loop.index0") for side in sides)
                 computed = any(not isinstance(side, nodes.Const) and _key(side) not in ("loop.index", "loop.index0")
                                for side in sides)
-                if position and computed:
+                if position and computed and not (compare is test and _before_index(compare, _positive)):
                     return True
         return False
 
@@ -2689,3 +3272,408 @@ def _same_text(left: nodes.Node, right: nodes.Node) -> bool:
             return node.node.node.value.strip()
         return node.value if isinstance(node, nodes.Const) else repr(node)
     return value(left) == value(right)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON Schema parts of tool definitions, followed through the template (TK201, TK210, TK218)
+
+# What an expression may hold: a `properties` mapping (parameter name -> property schema), one
+# property schema, or the value of a schema keyword that is a list or a mapping.
+_PROPERTIES, _SCHEMA, _KEYWORD_VALUE = "properties", "schema", "keyword-value"
+# Schema keywords whose value is a list or a mapping in ordinary tool definitions.
+_CONTAINER_KEYWORDS = frozenset({"enum", "required", "items", "properties", "anyOf", "oneOf", "allOf", "examples",
+                                 "prefixItems"})
+# Attribute names that are dict methods in Jinja2 (the method wins over a key of that name there).
+_MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
+_SCHEMA_FLOW_CACHE: "weakref.WeakKeyDictionary[LintTarget, _SchemaFlow]" = weakref.WeakKeyDictionary()
+
+
+def _schema_flow(target: LintTarget) -> "_SchemaFlow":
+    """The target's ``_SchemaFlow``, computed once per target (several rules ask)."""
+    flow = _SCHEMA_FLOW_CACHE.get(target)
+    if flow is None:
+        flow = _SCHEMA_FLOW_CACHE[target] = _SchemaFlow(target.tree)
+    return flow
+
+
+def _items_of(node: nodes.Node) -> nodes.Node | None:
+    """``x`` of ``x.items()``, ``x|items`` or ``x|dictsort`` (pairs of a mapping), else None."""
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and node.node.attr == "items" \
+            and not node.args and not node.kwargs:
+        return node.node.node
+    if isinstance(node, nodes.Filter) and node.name in ("items", "dictsort") and node.node is not None:
+        return node.node
+    return None
+
+
+class _SchemaFlow:
+    """Which expressions hold parts of a tool's JSON Schema, followed through ``set``, loop
+    targets and macro arguments (a recursive schema printer passes property schemas to itself).
+
+    ``kinds`` maps ``id(expression)`` to ``_PROPERTIES``, ``_SCHEMA`` or ``_KEYWORD_VALUE``;
+    ``schema_items_calls`` are the ``.items()`` calls made on a property schema. Names are tracked
+    by scope (a loop's or macro's body sees its own bindings), conditions are ignored.
+    """
+
+    def __init__(self, tree: nodes.Template | None) -> None:
+        self.kinds: dict[int, str] = {}
+        self.schema_items_calls: list[nodes.Call] = []
+        self._macros: dict[str, nodes.Macro] = {}
+        self._schema_params: dict[str, set[str]] = {}
+        if tree is None:
+            return
+        self._macros = {macro.name: macro for macro in tree.find_all(nodes.Macro)}
+        try:
+            # A macro learns that a parameter holds a schema from a call that may come after its
+            # body (or inside it): walk again until no parameter is added.
+            for _ in range(4):
+                before = {name: set(params) for name, params in self._schema_params.items()}
+                self.kinds, self.schema_items_calls = {}, []
+                scope: dict[str, str] = {}
+                for child in tree.body:
+                    self._walk(child, scope)
+                if before == self._schema_params:
+                    break
+        except RecursionError:  # a hostile nesting depth: no finding is better than a crash
+            self.kinds, self.schema_items_calls = {}, []
+
+    def kind(self, node: nodes.Node) -> str | None:
+        return self.kinds.get(id(node))
+
+    def _walk(self, node: nodes.Node, scope: dict[str, str]) -> None:
+        if isinstance(node, nodes.For):
+            self._walk(node.iter, scope)
+            inner = dict(scope)
+            for name in _bound_names(node.target):
+                inner.pop(name, None)
+            mapping = _items_of(node.iter)
+            if mapping is not None and isinstance(node.target, nodes.Tuple) and len(node.target.items) == 2 \
+                    and isinstance(node.target.items[1], nodes.Name):
+                value_kind = {_PROPERTIES: _SCHEMA, _SCHEMA: _KEYWORD_VALUE}.get(self._kind(mapping, scope))
+                if value_kind is not None and not _restricted_keys(node.test, node.target.items[0]):
+                    inner[node.target.items[1].name] = value_kind
+            for child in node.body:
+                self._walk(child, inner)
+            if node.test is not None:
+                self._walk(node.test, inner)
+            for child in node.else_:
+                self._walk(child, scope)
+            return
+        if isinstance(node, nodes.Macro):
+            inner = {name: kind for name, kind in scope.items() if name not in {arg.name for arg in node.args}}
+            for name in self._schema_params.get(node.name, ()):
+                inner[name] = _SCHEMA
+            for default in node.defaults:
+                self._walk(default, scope)
+            for child in node.body:
+                self._walk(child, inner)
+            return
+        if isinstance(node, nodes.Assign):
+            self._walk(node.node, scope)
+            if isinstance(node.target, nodes.Name):
+                found = self._kind(node.node, scope)
+                if found is None:
+                    scope.pop(node.target.name, None)
+                else:
+                    scope[node.target.name] = found
+            return
+        if isinstance(node, nodes.AssignBlock) and isinstance(node.target, nodes.Name):
+            scope.pop(node.target.name, None)
+        if isinstance(node, nodes.Call):
+            self._note_macro_call(node, scope)
+            callee = node.node
+            if isinstance(callee, nodes.Getattr) and callee.attr == "items" and not node.args and not node.kwargs \
+                    and self._kind(callee.node, scope) == _SCHEMA:
+                self.schema_items_calls.append(node)
+        if isinstance(node, nodes.Expr):
+            found = self._kind(node, scope)
+            if found is not None:
+                self.kinds[id(node)] = found
+        for child in node.iter_child_nodes():
+            self._walk(child, scope)
+
+    def _note_macro_call(self, node: nodes.Call, scope: dict[str, str]) -> None:
+        if not (isinstance(node.node, nodes.Name) and node.node.name in self._macros):
+            return
+        macro = self._macros[node.node.name]
+        names = [arg.name for arg in macro.args]
+        passed = list(zip(names, node.args)) + [(keyword.key, keyword.value) for keyword in node.kwargs]
+        for name, value in passed:
+            if name in names and self._kind(value, scope) == _SCHEMA:
+                self._schema_params.setdefault(macro.name, set()).add(name)
+
+    def _kind(self, node: nodes.Node, scope: dict[str, str]) -> str | None:
+        if isinstance(node, nodes.Name):
+            return scope.get(node.name)
+        if isinstance(node, nodes.CondExpr):
+            return self._kind(node.expr1, scope) or (self._kind(node.expr2, scope) if node.expr2 else None)
+        if isinstance(node, nodes.Filter) and node.name in ("default", "d") and node.node is not None:
+            return self._kind(node.node, scope)
+        if isinstance(node, nodes.Getattr):
+            if node.attr in _MAPPING_METHODS:
+                return None  # Jinja2 gives the method here, not a key
+            return self._member(self._kind(node.node, scope), node.attr)
+        if isinstance(node, nodes.Getitem):
+            if isinstance(node.arg, nodes.Slice):
+                return None
+            key = node.arg.value if isinstance(node.arg, nodes.Const) else None
+            return self._member(self._kind(node.node, scope), key)
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and node.node.attr == "get" \
+                and node.args and not node.kwargs:
+            key = node.args[0].value if isinstance(node.args[0], nodes.Const) else None
+            return self._member(self._kind(node.node.node, scope), key)
+        return None
+
+    @staticmethod
+    def _member(owner: str | None, key) -> str | None:
+        """What ``owner[key]`` holds (``key`` None: a key only known at render time)."""
+        if key == "properties":
+            return _PROPERTIES  # `parameters.properties`, `schema.get('properties', {})`
+        if owner == _PROPERTIES:
+            return _SCHEMA
+        if owner == _SCHEMA:
+            if key == "items":
+                return _SCHEMA  # an array's item schema
+            if key is None or key in _CONTAINER_KEYWORDS:
+                return _KEYWORD_VALUE
+        return None
+
+
+def _bound_names(target: nodes.Node) -> list[str]:
+    return [name.name for name in target.find_all(nodes.Name)] if not isinstance(target, nodes.Name) else [target.name]
+
+
+def _restricted_keys(test: nodes.Expr | None, key: nodes.Node) -> bool:
+    """Whether ``test`` keeps only some named keys (``if k in [...]``, ``if k == 'x'``): then the
+    loop's values are those keywords' values, not whatever the schema holds."""
+    if test is None or not isinstance(key, nodes.Name):
+        return False
+    for compare in [test] if isinstance(test, nodes.Compare) else list(test.find_all(nodes.Compare)):
+        if _key(compare.expr) == key.name and len(compare.ops) == 1 and compare.ops[0].op in ("in", "eq"):
+            return True
+    return False
+
+
+def _spelling(node: nodes.Node) -> str:
+    """How an expression reads in a message (``schema[name]`` for a subscript by a variable)."""
+    key = _key(node)
+    if key is not None:
+        return key
+    if isinstance(node, nodes.Getitem):
+        return f"{_spelling(node.node)}[{_spelling(node.arg)}]"
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and node.args:
+        return f"{_spelling(node.node.node)}.{node.node.attr}({_spelling(node.args[0])})"
+    if isinstance(node, nodes.Const):
+        return repr(node.value)
+    return "..."
+
+
+def _needle(node: nodes.Node) -> str | None:
+    """A code token of ``node`` to place a finding on (its last name)."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem):
+        return _needle(node.node)
+    if isinstance(node, nodes.Call):
+        return _needle(node.node)
+    return None
+
+
+# Filters that read a value as a list of parts; with `for` over it or an index into it, a sign
+# that the template expects message content to be a list (a type test alone may be a guard).
+_PART_FILTERS = frozenset({"selectattr", "rejectattr", "select", "reject", "map", "first", "last"})
+
+
+def _reads_content_parts(tree: nodes.Template | None) -> bool:
+    if tree is None:
+        return False
+    for node in tree.find_all((nodes.For, nodes.Filter, nodes.Getitem)):
+        subject = node.iter if isinstance(node, nodes.For) else node.node
+        key = _fact_key(subject) if subject is not None else None
+        if key is None or key.rsplit(".", 1)[-1] != "content":
+            continue
+        if isinstance(node, nodes.For):
+            return True
+        if isinstance(node, nodes.Filter) and node.name in _PART_FILTERS:
+            return True
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, int):
+            return True
+    return False
+
+
+# The roles whose turns clients fill with content parts; a condition on any other role is a
+# tool result or a role the template defines for itself.
+_PART_ROLES = frozenset({"user", "assistant", "system", "developer"})
+
+
+def _single_sets(tree: nodes.Template) -> dict[str, nodes.Expr]:
+    """Names set exactly once in the template (``{% set x = ... %}``) -> their value."""
+    values: dict[str, list[nodes.Expr]] = {}
+    for assign in tree.find_all((nodes.Assign, nodes.AssignBlock)):
+        if isinstance(assign.target, nodes.Name):
+            values.setdefault(assign.target.name, []).append(getattr(assign, "node", None))
+    return {name: found[0] for name, found in values.items() if len(found) == 1 and found[0] is not None}
+
+
+def _role_side(node: nodes.Node) -> bool:
+    """Whether ``node`` is a message's role (``m.role``, ``m['role']|lower``, ``m.role.lower()``)."""
+    if isinstance(node, nodes.Filter) and node.name in ("lower", "trim") and node.node is not None:
+        node = node.node
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and node.node.attr in ("lower", "strip"):
+        node = node.node.node
+    key = _key(node)
+    return key is not None and key.rsplit(".", 1)[-1] == "role"
+
+
+def _names_tool_turn(test: nodes.Expr) -> bool:
+    """Whether ``test`` holding means a turn of a role outside ``_PART_ROLES`` (``m.role ==
+    'tool'``, ``m.role in ['tool', 'ipython']``) or a turn with tool calls (``m.tool_calls``, ``m.tool_calls is defined``, ``m.get('tool_calls')``)."""
+    if isinstance(test, nodes.Test) and test.name in ("defined", "sequence", "iterable"):
+        test = test.node
+    key = _fact_key(test)
+    if key is not None:
+        return key.rsplit(".", 1)[-1] == "tool_calls"
+    if isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op in ("eq", "in"):
+        sides = [test.expr, test.ops[0].expr]
+        if not any(_role_side(side) for side in sides):
+            return False
+        for side in sides:
+            values = [side] if isinstance(side, nodes.Const) else list(side.items) \
+                if isinstance(side, (nodes.List, nodes.Tuple)) else []
+            roles = [value.value for value in values if isinstance(value, nodes.Const)]
+            if roles and all(isinstance(role, str) and role not in _PART_ROLES for role in roles):
+                return True
+    return False
+
+
+# Filters that @huggingface/jinja applies to lists (and some to strings) but not to a mapping.
+_MAPPING_FAILING_FILTERS = frozenset({"list", "first", "last", "join", "sort", "reverse", "unique", "map",
+                                      "selectattr", "rejectattr"})
+
+
+# ---------------------------------------------------------------------------------------------
+# TK229: operators
+
+
+# Filters and methods whose result is a string.
+_TEXT_FILTERS = frozenset({"string", "trim", "join", "upper", "lower", "replace", "tojson", "indent", "title",
+                           "capitalize", "center", "format", "striptags", "safe", "e", "escape"})
+_TEXT_METHODS = frozenset({"strip", "lstrip", "rstrip", "upper", "lower", "replace", "title", "capitalize", "join",
+                           "format"})
+
+
+@register
+class SequenceRepetition(_AstPortabilityRule):
+    """A string or list is repeated with ``*`` (``'=' * 40``, ``'  ' * depth``).
+
+    Why: Jinja2 follows Python, where ``'ab' * 3`` is ``'ababab'``; @huggingface/jinja defines
+    ``*`` only between numbers and stops with "Unknown operator "*" between StringValue and
+    IntegerValue" (the same for a list). The template fails to render there whenever the branch
+    runs. A loop repeats text in every engine.
+
+    Bad:
+        {{ '<image>' * image_count }}
+
+    Good:
+        {% for _ in range(image_count) %}<image>{% endfor %}
+    """
+
+    code = "TK229"
+    name = "sequence-repetition"
+    engines = ("hf-jinja",)
+    severity = "warning"
+
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        self.text_names = _text_names(target.tree) if target.tree is not None else set()
+        self.live = _live_macros(target.tree) if target.tree is not None else set()
+        return super().check(target)
+
+    def visit_Macro(self, node: nodes.Macro) -> None:
+        if node.name in self.live:  # a macro nothing renders cannot fail
+            self.generic_visit(node)
+
+    def visit_Mul(self, node: nodes.Mul) -> None:
+        for operand in (node.left, node.right):
+            if _sequence_valued(operand, self.text_names):
+                self.flag(node, "`*` repeats a string or list in transformers; hf-jinja has `*` only for numbers "
+                                "(render error \"Unknown operator\"); repeat with `{% for _ in range(n) %}`",
+                          self.engines, needle="*")
+                break
+        self.generic_visit(node)
+
+
+def _sequence_valued(node: nodes.Node, text_names: set[str]) -> bool:
+    """Whether ``node`` is a string or a list wherever it is evaluated."""
+    if isinstance(node, nodes.Const):
+        return isinstance(node.value, str)
+    if isinstance(node, (nodes.List, nodes.Tuple, nodes.Concat)):
+        return True
+    if isinstance(node, nodes.Name):
+        return node.name in text_names
+    if isinstance(node, nodes.Filter):
+        return node.name in _TEXT_FILTERS
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+        return node.node.attr in _TEXT_METHODS
+    if isinstance(node, nodes.Add):
+        return _sequence_valued(node.left, text_names) or _sequence_valued(node.right, text_names)
+    if isinstance(node, nodes.CondExpr):
+        return _sequence_valued(node.expr1, text_names) and (
+            node.expr2 is None or _sequence_valued(node.expr2, text_names))
+    return False
+
+
+def _text_names(tree: nodes.Template) -> set[str]:
+    """Names every ``{% set %}`` of the template gives a string or a list (block sets included)."""
+    values: dict[str, list[bool]] = {}
+    for assign in tree.find_all((nodes.Assign, nodes.AssignBlock)):
+        if isinstance(assign.target, nodes.Name):
+            textual = isinstance(assign, nodes.AssignBlock) or _sequence_valued(assign.node, set())
+            values.setdefault(assign.target.name, []).append(textual)
+    return {name for name, kinds in values.items() if all(kinds)}
+
+
+def _live_macros(tree: nodes.Template) -> set[str]:
+    """Names of the macros the template can run: called outside every macro, or by a live one."""
+    calls: dict[str | None, set[str]] = {}  # caller macro (None: the template body) -> called names
+
+    def collect(node: nodes.Node, owner: str | None) -> None:
+        for child in node.iter_child_nodes():
+            if isinstance(child, nodes.Macro):
+                collect(child, child.name)
+                continue
+            if isinstance(child, nodes.Call) and isinstance(child.node, nodes.Name):
+                calls.setdefault(owner, set()).add(child.node.name)
+            collect(child, owner)
+
+    try:
+        collect(tree, None)
+    except RecursionError:  # too deep to follow: treat every macro as live
+        return {macro.name for macro in tree.find_all(nodes.Macro)}
+    live: set[str] = set()
+    pending = list(calls.get(None, ()))
+    while pending:
+        name = pending.pop()
+        if name not in live:
+            live.add(name)
+            pending.extend(calls.get(name, ()))
+    return live
+
+
+_NEGATED = {"gt": "lteq", "gteq": "lt", "lt": "gteq", "lteq": "gt", "eq": "ne", "ne": "eq"}
+_MIRRORED = {"gt": "lt", "gteq": "lteq", "lt": "gt", "lteq": "gteq", "eq": "eq", "ne": "ne"}
+
+
+def _before_index(compare: nodes.Compare, holds: bool) -> bool:
+    """Whether ``compare`` (true when ``holds``) keeps the turns up to a computed index
+    (``loop.index0 < ns.last_query_index``, the else of ``loop.index0 > ...``): the history of
+    any ordinary conversation, not a narrow set of turns. TK203's raw-content search asks it."""
+    if len(compare.ops) != 1 or compare.ops[0].op not in _NEGATED:
+        return False
+    op = compare.ops[0].op if holds else _NEGATED[compare.ops[0].op]
+    if _key(compare.ops[0].expr) in ("loop.index", "loop.index0"):
+        op = _MIRRORED[op]
+    elif _key(compare.expr) not in ("loop.index", "loop.index0"):
+        return False
+    return op in ("lt", "lteq", "ne")
