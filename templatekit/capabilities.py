@@ -140,8 +140,9 @@ def _tool(name: str) -> dict:
     }
 
 
-def _tool_call_conversation(arguments: Any, calls: int = 1) -> Conversation:
-    """minja's tool-call probe: a call (or two), its result, and a user turn after it."""
+def _tool_call_conversation(arguments: Any, calls: int = 1, *, user_after_results: bool = True) -> Conversation:
+    """minja's tool-call probe: a call (or two), its result, and a user turn after it (or, with
+    ``user_after_results=False``, ending at the results, where the model answers next)."""
     names = [TOOL_NAME] if calls == 1 else ["test_tool1", "test_tool2"]
     tool_calls = [_call(name, arguments, CALL_ID if index == 0 else f"call_912_{index}")
                   for index, name in enumerate(names)]
@@ -150,9 +151,21 @@ def _tool_call_conversation(arguments: Any, calls: int = 1) -> Conversation:
         {"role": "assistant", "content": "", "tool_calls": tool_calls},
         *({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": RESPONSE_NEEDLE}
           for call in tool_calls),
-        _user("Thanks."),
     ]
+    if user_after_results:
+        messages.append(_user("Thanks."))
     return Conversation(messages, tools=[_tool(name) for name in names])
+
+
+def _render_tool_calls(render: Render, key: str, arguments: Any, calls: int = 1) -> Any:
+    """The tool-call probe rendered; when the template itself refuses minja's shape (Mistral's
+    templates raise unless an assistant turn follows tool results), the same calls ending at their
+    results, the shape every tool-calling client sends before the model's answer."""
+    rendering = render(key, _tool_call_conversation(arguments, calls), True)
+    if rendering is not None and not rendering.ok and getattr(rendering.error, "kind", None) == "raised":
+        rendering = render(f"{key}:ending-with-results",
+                           _tool_call_conversation(arguments, calls, user_after_results=False), True)
+    return rendering
 
 
 def _shows_arguments(text: str | None, tools_only: str | None) -> bool:
@@ -187,9 +200,8 @@ def probe(render: Render) -> Capabilities:
     with_tools = render("probe:tools", Conversation([_user()], tools=[_tool(TOOL_NAME)]), True)
     values["tools"] = _has(with_tools, TOOL_NAME)
 
-    as_object = render("probe:call-object", _tool_call_conversation({ARGUMENT_NEEDLE: "print('Hello, World!')"}), True)
-    as_string = render("probe:call-string",
-                       _tool_call_conversation(json.dumps({ARGUMENT_NEEDLE: "print('Hello, World!')"})), True)
+    as_object = _render_tool_calls(render, "probe:call-object", {ARGUMENT_NEEDLE: "print('Hello, World!')"})
+    as_string = _render_tool_calls(render, "probe:call-string", json.dumps({ARGUMENT_NEEDLE: "print('Hello, World!')"}))
     tools_text = _text(with_tools)
     object_ok = _shows_arguments(_text(as_object), tools_text)
     string_ok = _shows_arguments(_text(as_string), tools_text)
@@ -203,7 +215,7 @@ def probe(render: Render) -> Capabilities:
     values["tool_call_id"] = _has(working, CALL_ID)
 
     arguments = {ARGUMENT_NEEDLE: "x"} if object_ok or not string_ok else json.dumps({ARGUMENT_NEEDLE: "x"})
-    parallel = render("probe:parallel", _tool_call_conversation(arguments, calls=2), True)
+    parallel = _render_tool_calls(render, "probe:parallel", arguments, calls=2)
     values["parallel_tool_calls"] = _has(parallel, "test_tool1") and _has(parallel, "test_tool2")
 
     documents = render("probe:documents", Conversation(

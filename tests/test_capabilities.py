@@ -55,6 +55,20 @@ def test_printing_tool_definitions_is_not_rendering_tool_calls():
     assert values["tool_calls"] is False
 
 
+def test_tool_calls_are_found_in_a_template_that_wants_an_answer_after_tool_results():
+    # Mistral's templates raise when a user turn directly follows tool results (minja's probe
+    # shape); they render tool calls fine in the conversation a client sends before the answer.
+    strict = FULL.replace("{% for m in messages %}", (
+        "{% for m in messages %}{% if m.role == 'user' and not loop.first and messages[loop.index0 - 1].role == 'tool' %}"
+        "{{ raise_exception('an assistant turn must follow tool results') }}{% endif %}"), 1)
+    values = Behaviour(strict).capabilities.values
+    assert values["tool_calls"] and values["parallel_tool_calls"] and values["tool_responses"], values
+    # A template that raises on every tool call is still judged to have none.
+    refusing = FULL.replace("{% for c in m.tool_calls or [] %}",
+                            "{% for c in m.tool_calls or [] %}{{ raise_exception('no tools') }}", 1)
+    assert Behaviour(refusing).capabilities.values["tool_calls"] is False
+
+
 def test_full_featured_template_supports_everything():
     capabilities = Behaviour(FULL).capabilities
     assert all(capabilities.values.values()), capabilities.values
