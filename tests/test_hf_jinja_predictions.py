@@ -75,6 +75,13 @@ CASES = {
         "{% set system = messages|selectattr('role', 'eq', 'system')|map(attribute='content')|first %}"
         "{{ system if system is defined else 'Be brief.' }}",
     ),
+    "selection-of-tools-passed-as-none": (
+        "TK218", _NO_SYSTEM,
+        "{% set has_python = tools|selectattr('type', 'equalto', 'code_interpreter')|list|length > 0 %}"
+        "{{ 'Environment: ipython\n' if has_python }}{{ messages[0].content }}",
+        "{% set has_python = (tools or [])|selectattr('type', 'equalto', 'code_interpreter')|list|length > 0 %}"
+        "{{ 'Environment: ipython\n' if has_python }}{{ messages[0].content }}",
+    ),
     "string-repetition": (
         "TK229", _NO_SYSTEM,
         "{{ '=' * 3 }}{{ messages[0].content }}",

@@ -1888,7 +1888,7 @@ _TEST_FILTERS = {"select": 0, "reject": 0, "selectattr": 1, "rejectattr": 1}
 
 
 @register
-class FilterUnsupported(_AstPortabilityRule):
+class FilterUnsupported(_FactWalker, _AstPortabilityRule):
     """A filter is used that some engine lacks or implements differently.
 
     Why: each engine ships its own subset of Jinja's filters. minja has no ``title``,
@@ -1899,7 +1899,14 @@ class FilterUnsupported(_AstPortabilityRule):
     filters (``list``, ``first``, ``join``, ``sort`` ...) to lists only, so ``|list`` of a tool's
     ``properties`` mapping is a render error; and its ``first``/``last`` of an empty list give no
     value at all, so ``...|selectattr(...)|first|default(x)`` loses the fallback (or fails)
-    where transformers gives ``x``.
+    where transformers gives ``x``. Jinja2's ``selectattr``, ``rejectattr``, ``select``,
+    ``reject`` and ``map`` give an empty sequence for none, @huggingface/jinja raises there; and
+    transformers passes ``tools=None`` and ``documents=None`` when the caller has none, so
+    ``tools|selectattr(...)`` outside a ``{% if tools %}`` fails every request without tools
+    (``|default([])`` keeps a none; ``(tools or [])`` or ``|default([], true)`` replaces it).
+    The ``title``/``capitalize`` difference is not reported for strings the template fixes that
+    come out the same, and is info for a message role: only a role with an upper-case letter
+    after a word's first reaches it, and the roles clients send are lower case.
 
     Bad:
         {{ message.role|capitalize }}
@@ -1913,14 +1920,62 @@ class FilterUnsupported(_AstPortabilityRule):
     engines = ("minijinja", "minijinja-js", "hf-jinja", "minja")
     severity = "warning"
 
+    def __init__(self, options=None) -> None:
+        _AstPortabilityRule.__init__(self, options)
+        _FactWalker.__init__(self)
+
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         # id of a `|first`/`|last` node -> how its result is used (see _empty_first_breaks)
         self.first_uses: dict[int, str] = {}
+        # None-passed inputs the template has replaced by a non-none value for every later read
+        self.none_replaced: set[str] = set()
+        # None-passed inputs already reported where every render passes: hf-jinja stops there
+        # when the input is none, so later reads add no failure
+        self.none_reported: set[str] = set()
+        self.scopes = 0  # enclosing loops, macros and call blocks (their `set` stays inside)
+        self.facts = []
+        # name -> every string the template's `set`s give it, once an unconditional one has run
+        self.constant_names: dict[str, set[str]] = {}
         return super().check(target)
 
     def visit_Assign(self, node: nodes.Assign) -> None:
         self.first_uses[id(node.node)] = "set"
         self.generic_visit(node)
+        if isinstance(node.target, nodes.Name):
+            values = self._constant_values(node.node)
+            if values is None:
+                self.constant_names.pop(node.target.name, None)
+            elif not self.facts and not self.scopes:
+                self.constant_names[node.target.name] = values
+            elif node.target.name in self.constant_names:
+                self.constant_names[node.target.name] |= values
+        key = _key(node.target)
+        if key not in _NONE_INPUTS or self.scopes:
+            return
+        if self._may_hold_none(node.node):
+            self.none_replaced.discard(key)
+        elif all(_taken_when_none(test, positive, key) for test, positive in self.facts):
+            self.none_replaced.add(key)
+
+    def visit_For(self, node: nodes.For) -> None:
+        self.visit(node.iter)  # evaluated once, before the loop's own scope
+        self._inside([node.target, node.test, *node.body, *node.else_])
+
+    def visit_Macro(self, node: nodes.Macro) -> None:
+        self._inside([*node.args, *node.defaults, *node.body])
+
+    def visit_CallBlock(self, node: nodes.CallBlock) -> None:
+        self.visit(node.call)
+        self._inside([*node.args, *node.defaults, *node.body])
+
+    def _inside(self, children: list) -> None:
+        self.scopes += 1
+        try:
+            for child in children:
+                if child is not None:
+                    self.visit(child)
+        finally:
+            self.scopes -= 1
 
     def visit_Getattr(self, node: nodes.Getattr) -> None:
         self.first_uses[id(node.node)] = "member"
@@ -1932,7 +1987,7 @@ class FilterUnsupported(_AstPortabilityRule):
 
     def visit_Or(self, node: nodes.Or) -> None:
         self.first_uses[id(node.left)] = "fallback"
-        self.generic_visit(node)
+        _FactWalker.visit_Or(self, node)
 
     def visit_Filter(self, node: nodes.Filter) -> None:
         gaps = dict(_FILTER_GAPS.get(node.name, {}))
@@ -1943,6 +1998,14 @@ class FilterUnsupported(_AstPortabilityRule):
             gaps["minja"] = "takes no arguments"
         if node.name in ("default", "d") and node.node is not None:
             self.first_uses[id(node.node)] = "fallback"
+        quiet_reason = None  # why ordinary input cannot reach hf-jinja's difference, when it cannot
+        if node.name in _HF_CASE_FILTERS and node.node is not None:
+            values = self._constant_values(node.node)
+            if values is not None and all(_same_case_result(node.name, value) for value in values):
+                del gaps["hf-jinja"]  # these strings come out the same there
+            elif _key(node.node) is not None and _key(node.node).rsplit(".", 1)[-1] == "role":
+                quiet_reason = ("reached only by a role with an upper-case letter after a word's first; the "
+                                "roles clients send are lower case")
         if node.name in _MAPPING_FAILING_FILTERS and "hf-jinja" not in gaps and node.node is not None \
                 and self._mapping(node.node, node.name):
             gaps["hf-jinja"] = ("raises on a mapping (only items, length, dictsort and tojson apply to one there); "
@@ -1953,13 +2016,43 @@ class FilterUnsupported(_AstPortabilityRule):
                                 f"test or printing it fails or loses the fallback there; `{{% set %}}` the "
                                 f"result first, or test the list's length")
             breaking = True
+        elif node.name in _EMPTY_ON_NONE_FILTERS and "hf-jinja" not in gaps and node.node is not None:
+            key = self._none_input(node.node)
+            if key is not None:
+                gaps["hf-jinja"] = (f"raises on none where Jinja2 gives an empty sequence, and transformers passes "
+                                    f"{key}=None to every request without {key}; use `({key} or [])|{node.name}` "
+                                    f"or test `{key}` first")
+                breaking = True
+                if not self.facts and not self.scopes:
+                    self.none_reported.add(key)
+        quiet = gaps.pop("hf-jinja") if quiet_reason is not None and "hf-jinja" in gaps else None
         if gaps:
             missing = [engine for engine, what in gaps.items() if what == "missing"]
             parts = [f"missing in {_engines_text(missing)}"] if missing else []
             parts += [f"{engine} {what}" for engine, what in gaps.items() if what != "missing"]
             severity: Severity = "warning" if missing or breaking else "info"
             self.flag(node, f"`|{node.name}`: " + "; ".join(parts), gaps, needle=node.name, severity=severity)
+        if quiet is not None:
+            message = f"`|{node.name}`: hf-jinja {quiet}; {quiet_reason}"
+            if gaps:  # the same place as the finding just made (flag would take the next match on the line)
+                self.found.append(dataclasses.replace(self.found[-1], message=message, engines=("hf-jinja",),
+                                                      severity="info"))
+            else:
+                self.flag(node, message, ["hf-jinja"], needle=node.name, severity="info")
         self.generic_visit(node)
+
+    def _constant_values(self, node: nodes.Node) -> set[str] | None:
+        """Every string ``node`` can be, when the template fixes them (constants, names ``set`` only
+        to constants, a choice between such); None when input can reach it."""
+        if isinstance(node, nodes.Const):
+            return {node.value} if isinstance(node.value, str) else None
+        if isinstance(node, nodes.Name):
+            values = self.constant_names.get(node.name)
+            return set(values) if values is not None else None
+        if isinstance(node, nodes.CondExpr) and node.expr2 is not None:
+            first, second = self._constant_values(node.expr1), self._constant_values(node.expr2)
+            return first | second if first is not None and second is not None else None
+        return None
 
     def _mapping(self, node: nodes.Node, name: str) -> bool:
         """Whether ``node`` holds a mapping in ordinary input (tool schema parts, a dict literal);
@@ -1989,6 +2082,94 @@ class FilterUnsupported(_AstPortabilityRule):
                 return True
             source = source.node
         return False
+
+    def _may_hold_none(self, node: nodes.Node) -> bool:
+        """Whether ``node`` is none when the None-passed input it reads is (``|default(x)`` without
+        ``true`` keeps a none; ``or`` and ``|default(x, true)`` replace it)."""
+        while isinstance(node, nodes.Filter) and node.name in ("default", "d") and not _replaces_none(node):
+            node = node.node
+        if isinstance(node, nodes.Const):
+            return node.value is None
+        if isinstance(node, nodes.CondExpr):
+            # `tools if tools else []`: a branch holds the input's none only where the test allows it
+            return any(self._may_hold_none(branch) and not _proves_not_none(node.test, taken, _key(branch) or "")
+                       for branch, taken in ((node.expr1, True), (node.expr2, False)) if branch is not None) \
+                or node.expr2 is None
+        key = _key(node)
+        return key in _NONE_INPUTS and key not in self.none_replaced
+
+    def _none_input(self, node: nodes.Node) -> str | None:
+        """The None-passed input (``tools``, ``documents``) that ``node`` may hold as none here."""
+        while isinstance(node, nodes.Filter) and node.name in ("default", "d") and not _replaces_none(node):
+            node = node.node
+        key = _key(node)
+        if key not in _NONE_INPUTS or key in self.none_replaced or key in self.none_reported:
+            return None
+        if any(_proves_not_none(test, positive, key) for test, positive in self.facts):
+            return None
+        return key
+
+
+# Filters whose hf-jinja version leaves letters after a word's first as they are.
+_HF_CASE_FILTERS = frozenset({"title", "capitalize"})
+_HF_WORD_START = re.compile(r"\b\w", re.ASCII)  # JavaScript's \b\w: ASCII word characters only
+
+
+def _same_case_result(name: str, value: str) -> bool:
+    """Whether ``value|title`` (or ``|capitalize``) is the same in Jinja2 and hf-jinja."""
+    from jinja2.filters import do_capitalize, do_title
+
+    if name == "title":
+        return do_title(value) == _HF_WORD_START.sub(lambda match: match.group().upper(), value)
+    return do_capitalize(value) == value[:1].upper() + value[1:]
+
+
+# Filters Jinja2 applies to none (or undefined) as to an empty sequence; hf-jinja raises on both.
+_EMPTY_ON_NONE_FILTERS = frozenset({"selectattr", "rejectattr", "select", "reject", "map"})
+
+
+def _replaces_none(node: nodes.Filter) -> bool:
+    """Whether a ``|default(...)`` also replaces a none (its ``boolean`` flag is a true constant)."""
+    flags = node.args[1:2] + [keyword.value for keyword in node.kwargs if keyword.key == "boolean"]
+    return any(isinstance(flag, nodes.Const) and flag.value for flag in flags)
+
+
+def _proves_not_none(test: nodes.Expr, positive: bool, key: str) -> bool:
+    """Whether ``test`` holding (``positive``) or failing proves ``key`` is not none in every
+    engine: ``_implies``' "not-none", plus ``is iterable``, false for none in Jinja2 and hf-jinja."""
+    if _implies(test, positive, key, "not-none"):
+        return True
+    if isinstance(test, nodes.Not):
+        return _proves_not_none(test.node, not positive, key)
+    if isinstance(test, nodes.And) and positive:
+        return _proves_not_none(test.left, True, key) or _proves_not_none(test.right, True, key)
+    if isinstance(test, nodes.Or) and not positive:
+        return _proves_not_none(test.left, False, key) or _proves_not_none(test.right, False, key)
+    return isinstance(test, nodes.Test) and positive and test.name == "iterable" and _key(test.node) == key
+
+
+def _taken_when_none(test: nodes.Expr, positive: bool, key: str) -> bool:
+    """Whether ``test`` comes out ``positive`` whenever ``key`` is none: a branch every none
+    input takes (``{% if not tools %}``, ``{% if tools is none %}``), so a ``set`` there replaces it."""
+    if isinstance(test, nodes.Not):
+        return _taken_when_none(test.node, not positive, key)
+    if isinstance(test, (nodes.And, nodes.Or)):
+        both = isinstance(test, nodes.And) == positive
+        sides = (_taken_when_none(test.left, positive, key), _taken_when_none(test.right, positive, key))
+        return all(sides) if both else any(sides)
+    if _key(test) == key:
+        return not positive  # none is falsy
+    if isinstance(test, nodes.Test) and _key(test.node) == key and not test.args:
+        if test.name in ("none", "defined"):
+            return positive
+        if test.name in ("undefined", "iterable", "sequence", "mapping", "string", "number", "true"):
+            return not positive
+        return False
+    if isinstance(test, nodes.Compare) and _key(test.expr) == key and len(test.ops) == 1:
+        operand = test.ops[0]
+        if isinstance(operand.expr, nodes.Const) and operand.expr.value is None and operand.op in ("eq", "ne"):
+            return (operand.op == "eq") == positive
+    return False
 
 
 @register
@@ -3571,7 +3752,10 @@ class SequenceRepetition(_AstPortabilityRule):
     Why: Jinja2 follows Python, where ``'ab' * 3`` is ``'ababab'``; @huggingface/jinja defines
     ``*`` only between numbers and stops with "Unknown operator "*" between StringValue and
     IntegerValue" (the same for a list). The template fails to render there whenever the branch
-    runs. A loop repeats text in every engine.
+    runs. A loop repeats text in every engine. Code transformers never runs is not reported: a
+    macro nothing calls, and what follows a statement that always raises in transformers
+    (``raise_exception(...)``, or a method of ``dict`` other than ``fromkeys``, the only one
+    transformers' ``dict`` has).
 
     Bad:
         {{ '<image>' * image_count }}
@@ -3588,6 +3772,9 @@ class SequenceRepetition(_AstPortabilityRule):
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         self.text_names = _text_names(target.tree) if target.tree is not None else set()
         self.live = _live_macros(target.tree) if target.tree is not None else set()
+        unreached = _after_certain_raise(target.tree) if target.tree is not None else []
+        self.unreached = {id(found) for statement in unreached
+                          for found in (statement, *statement.find_all(nodes.Mul))}
         return super().check(target)
 
     def visit_Macro(self, node: nodes.Macro) -> None:
@@ -3596,6 +3783,8 @@ class SequenceRepetition(_AstPortabilityRule):
 
     def visit_Mul(self, node: nodes.Mul) -> None:
         for operand in (node.left, node.right):
+            if id(node) in self.unreached:
+                break
             if _sequence_valued(operand, self.text_names):
                 self.flag(node, "`*` repeats a string or list in transformers; hf-jinja has `*` only for numbers "
                                 "(render error \"Unknown operator\"); repeat with `{% for _ in range(n) %}`",
@@ -3632,6 +3821,69 @@ def _text_names(tree: nodes.Template) -> set[str]:
             textual = isinstance(assign, nodes.AssignBlock) or _sequence_valued(assign.node, set())
             values.setdefault(assign.target.name, []).append(textual)
     return {name for name, kinds in values.items() if all(kinds)}
+
+
+# The only attribute of the `dict` global transformers provides (``TemplateDict``) besides calling it.
+_TEMPLATE_DICT_METHODS = frozenset({"fromkeys"})
+
+
+def _after_certain_raise(tree: nodes.Template) -> list[nodes.Node]:
+    """Statements transformers never runs: those after one that raises whenever it runs, in the
+    same block (the rest of an ``if`` body, of a loop body, of a macro)."""
+    rebound = {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
+    rebound |= {macro.name for macro in tree.find_all(nodes.Macro)}
+    unreached: list[nodes.Node] = []
+    pending: list[nodes.Node] = [tree]
+    while pending:  # iterative: hostile templates nest deeper than the recursion limit
+        node = pending.pop()
+        for _name, value in node.iter_fields():
+            if isinstance(value, nodes.Node):
+                pending.append(value)
+                continue
+            if not isinstance(value, list):
+                continue
+            raised = False
+            for item in value:
+                if not isinstance(item, nodes.Node):
+                    continue
+                if raised:
+                    unreached.append(item)
+                    continue
+                pending.append(item)
+                raised = _raises_whenever_run(item, rebound)
+    return unreached
+
+
+def _raises_whenever_run(statement: nodes.Node, rebound: set[str]) -> bool:
+    """Whether a statement (or one of the expressions of a list evaluated in order, such as
+    ``{{ a }}{{ b }}``'s) raises in transformers every time it runs."""
+    if isinstance(statement, nodes.Output):
+        expressions = [node for node in statement.nodes if not isinstance(node, nodes.TemplateData)]
+    elif isinstance(statement, (nodes.Assign, nodes.ExprStmt)):
+        expressions = [statement.node]
+    elif isinstance(statement, nodes.Expr):
+        expressions = [statement]
+    else:
+        return False
+    pending = list(expressions)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, nodes.Call):
+            callee = node.node
+            if isinstance(callee, nodes.Name) and callee.name == "raise_exception" \
+                    and "raise_exception" not in rebound:
+                return True
+            if isinstance(callee, nodes.Getattr) and isinstance(callee.node, nodes.Name) \
+                    and callee.node.name == "dict" and "dict" not in rebound \
+                    and callee.attr not in _TEMPLATE_DICT_METHODS:
+                return True
+        if isinstance(node, nodes.CondExpr):
+            pending.append(node.test)  # only one branch runs
+        elif isinstance(node, (nodes.And, nodes.Or)):
+            pending.append(node.left)  # the right side may be skipped
+        else:
+            pending.extend(node.iter_child_nodes())
+    return False
 
 
 def _live_macros(tree: nodes.Template) -> set[str]:
