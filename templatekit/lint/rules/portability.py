@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import re
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import jinja2
 from jinja2 import nodes
@@ -292,13 +294,30 @@ class _FactWalker(NodeVisitor):
 _TYPE_TESTS = frozenset({"string", "mapping", "sequence", "iterable"})
 
 
+def _expand(facts: list[tuple[nodes.Expr, bool]]) -> Iterator[tuple[nodes.Expr, bool]]:
+    """The facts split into the simplest ones they imply (``not``, true ``and``, false ``or``)."""
+    for test, positive in facts:
+        if isinstance(test, nodes.Not):
+            yield from _expand([(test.node, not positive)])
+        elif isinstance(test, nodes.And) and positive or isinstance(test, nodes.Or) and not positive:
+            yield from _expand([(test.left, positive), (test.right, positive)])
+        else:
+            yield test, positive
+
+
+def _through_logic(atom: Callable[..., bool]) -> Callable[..., bool]:
+    """``atom(test, positive, ...)`` decides what one simple condition proves; the decorated
+    function decides it for any condition, through the simplest facts it implies (``_expand``):
+    ``not`` flips a fact, a holding ``and`` or a failing ``or`` proves what either side proves."""
+    @functools.wraps(atom)
+    def proves(test: nodes.Expr, positive: bool, *args: Any) -> bool:
+        return any(atom(simple, holds, *args) for simple, holds in _expand([(test, positive)]))
+
+    return proves
+
+
+@_through_logic
 def _implies(test: nodes.Expr, positive: bool, key: str, fact: str) -> bool:
-    if isinstance(test, nodes.Not):
-        return _implies(test.node, not positive, key, fact)
-    if isinstance(test, nodes.And) and positive:
-        return _implies(test.left, True, key, fact) or _implies(test.right, True, key, fact)
-    if isinstance(test, nodes.Or) and not positive:
-        return _implies(test.left, False, key, fact) or _implies(test.right, False, key, fact)
     if isinstance(test, nodes.Test) and _key(test.node) == key:
         if fact == "string":
             return positive and test.name == "string"
@@ -2012,9 +2031,9 @@ class FilterUnsupported(_FactWalker, _AstPortabilityRule):
                                 "iterate `|items` or the mapping itself")
             breaking = True
         elif node.name in ("first", "last") and "hf-jinja" not in gaps and self._empty_first_breaks(node):
-            gaps["hf-jinja"] = (f"gives no value at all for an empty list (not undefined): `|default`, `or`, a "
-                                f"test or printing it fails or loses the fallback there; `{{% set %}}` the "
-                                f"result first, or test the list's length")
+            gaps["hf-jinja"] = ("gives no value at all for an empty list (not undefined): `|default`, `or`, a "
+                                "test or printing it fails or loses the fallback there; `{% set %}` the "
+                                "result first, or test the list's length")
             breaking = True
         elif node.name in _EMPTY_ON_NONE_FILTERS and "hf-jinja" not in gaps and node.node is not None:
             key = self._none_input(node.node)
@@ -2134,17 +2153,12 @@ def _replaces_none(node: nodes.Filter) -> bool:
     return any(isinstance(flag, nodes.Const) and flag.value for flag in flags)
 
 
+@_through_logic
 def _proves_not_none(test: nodes.Expr, positive: bool, key: str) -> bool:
     """Whether ``test`` holding (``positive``) or failing proves ``key`` is not none in every
     engine: ``_implies``' "not-none", plus ``is iterable``, false for none in Jinja2 and hf-jinja."""
     if _implies(test, positive, key, "not-none"):
         return True
-    if isinstance(test, nodes.Not):
-        return _proves_not_none(test.node, not positive, key)
-    if isinstance(test, nodes.And) and positive:
-        return _proves_not_none(test.left, True, key) or _proves_not_none(test.right, True, key)
-    if isinstance(test, nodes.Or) and not positive:
-        return _proves_not_none(test.left, False, key) or _proves_not_none(test.right, False, key)
     return isinstance(test, nodes.Test) and positive and test.name == "iterable" and _key(test.node) == key
 
 
@@ -2552,14 +2566,9 @@ _UNDEFINED_SAFE_FILTERS = frozenset({"default", "d", "safe", "tojson"})
 _LIST_ONLY_FILTERS = frozenset({"selectattr", "rejectattr", "map", "list", "first", "last", "reverse", "sort", "unique"})
 
 
+@_through_logic
 def _proves_defined(test: nodes.Expr, positive: bool, key: str) -> bool:
     """Whether ``test`` holding (``positive``) or failing proves that ``key`` is defined."""
-    if isinstance(test, nodes.Not):
-        return _proves_defined(test.node, not positive, key)
-    if isinstance(test, nodes.And) and positive:
-        return _proves_defined(test.left, True, key) or _proves_defined(test.right, True, key)
-    if isinstance(test, nodes.Or) and not positive:
-        return _proves_defined(test.left, False, key) or _proves_defined(test.right, False, key)
     if isinstance(test, nodes.Test) and _fact_key(test.node) == key:
         if test.name == "undefined":
             return not positive
@@ -2585,15 +2594,10 @@ def _proves_defined(test: nodes.Expr, positive: bool, key: str) -> bool:
     return False
 
 
+@_through_logic
 def _has_key(test: nodes.Expr, positive: bool, node: nodes.Node, field: str) -> bool:
     """Whether ``test`` proves the message has ``field``: ``'field' in message`` (or
     ``message.get('field') is not none``) holding."""
-    if isinstance(test, nodes.Not):
-        return _has_key(test.node, not positive, node, field)
-    if isinstance(test, nodes.And) and positive:
-        return _has_key(test.left, True, node, field) or _has_key(test.right, True, node, field)
-    if isinstance(test, nodes.Or) and not positive:
-        return _has_key(test.left, False, node, field) or _has_key(test.right, False, node, field)
     owner = _key(node.node) if isinstance(node, (nodes.Getattr, nodes.Getitem)) else None
     if owner is None:
         return False
@@ -2685,17 +2689,6 @@ def _derived(facts: list[tuple[nodes.Expr, bool]]) -> list[tuple[nodes.Expr, boo
     return found
 
 
-def _expand(facts: list[tuple[nodes.Expr, bool]]) -> Iterator[tuple[nodes.Expr, bool]]:
-    """The facts split into the simplest ones they imply (``not``, true ``and``, false ``or``)."""
-    for test, positive in facts:
-        if isinstance(test, nodes.Not):
-            yield from _expand([(test.node, not positive)])
-        elif isinstance(test, nodes.And) and positive or isinstance(test, nodes.Or) and not positive:
-            yield from _expand([(test.left, positive), (test.right, positive)])
-        else:
-            yield test, positive
-
-
 def _is_assistant_test(test: nodes.Expr, owner: str) -> bool:
     return (
         isinstance(test, nodes.Compare) and _key(test.expr) == f"{owner}.role" and len(test.ops) == 1
@@ -2703,14 +2696,9 @@ def _is_assistant_test(test: nodes.Expr, owner: str) -> bool:
     )
 
 
+@_through_logic
 def _other_role(test: nodes.Expr, positive: bool, role_key: str) -> bool:
     """Whether ``test`` proves ``role_key`` is some role other than 'assistant'."""
-    if isinstance(test, nodes.Not):
-        return _other_role(test.node, not positive, role_key)
-    if isinstance(test, nodes.And) and positive:
-        return _other_role(test.left, True, role_key) or _other_role(test.right, True, role_key)
-    if isinstance(test, nodes.Or) and not positive:
-        return _other_role(test.left, False, role_key) or _other_role(test.right, False, role_key)
     if not (isinstance(test, nodes.Compare) and _key(test.expr) == role_key and len(test.ops) == 1):
         return False
     operand = test.ops[0]
@@ -2764,14 +2752,11 @@ def _content_none(facts: list[tuple[nodes.Expr, bool]], owner: str) -> bool:
     return False
 
 
+@_through_logic
 def _flag_for(test: nodes.Expr, positive: bool, field: str) -> bool:
     """Whether ``test`` holding is a flag named after ``field`` (``is_tool_calls_set``,
     ``ns.has_citations``): the way templates record that they checked a field, often through a
     macro the analysis cannot follow."""
-    if isinstance(test, nodes.Not):
-        return _flag_for(test.node, not positive, field)
-    if isinstance(test, nodes.And) and positive or isinstance(test, nodes.Or) and not positive:
-        return _flag_for(test.left, positive, field) or _flag_for(test.right, positive, field)
     if not positive:
         return False
     if isinstance(test, nodes.Name):
