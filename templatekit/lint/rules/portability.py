@@ -3458,7 +3458,10 @@ def _schema_flow(target: LintTarget) -> "_SchemaFlow":
     """The target's ``_SchemaFlow``, computed once per target (several rules ask)."""
     flow = _SCHEMA_FLOW_CACHE.get(target)
     if flow is None:
-        flow = _SCHEMA_FLOW_CACHE[target] = _SchemaFlow(target.tree)
+        # Every schema part is reached through a literal `properties` key (``_SchemaFlow._member``):
+        # a template without the word has none, and most templates are spared the walk.
+        tree = target.tree if "properties" in target.text else None
+        flow = _SCHEMA_FLOW_CACHE[target] = _SchemaFlow(tree)
     return flow
 
 
@@ -3755,9 +3758,11 @@ class SequenceRepetition(_AstPortabilityRule):
     severity = "warning"
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
-        self.text_names = _text_names(target.tree) if target.tree is not None else set()
-        self.live = _live_macros(target.tree) if target.tree is not None else set()
-        unreached = _after_certain_raise(target.tree) if target.tree is not None else []
+        if target.tree is None or not find_all(target, target.tree, nodes.Mul):
+            return []  # most templates multiply nothing: skip the whole-tree analyses below
+        self.text_names = _text_names(target.tree)
+        self.live = _live_macros(target.tree)
+        unreached = _after_certain_raise(target.tree)
         self.unreached = {id(found) for statement in unreached
                           for found in (statement, *statement.find_all(nodes.Mul))}
         return super().check(target)
