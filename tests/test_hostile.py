@@ -155,3 +155,26 @@ def test_cli_reports_a_hostile_template_in_one_line(name, tmp_path):
     failure_lines = [line for line in completed.stdout.splitlines() if str(template) in line]
     assert len(failure_lines) == 1 and ("budget exceeded" in failure_lines[0] or "sandbox refused" in failure_lines[0])
     assert not (tmp_path / PAYLOAD_FILE).exists()
+
+
+@pytest.mark.parametrize("chain", [
+    " and ".join(f"m{i}" for i in range(3000)),
+    " + ".join("'a'" for _ in range(3000)),
+    "messages" + "|first" * 3000,
+])
+def test_lint_survives_operator_chains_deeper_than_python_recursion(chain, tmp_path):
+    # Jinja parses a flat chain in a loop but builds a tree as deep as it is long: every recursive
+    # analysis (and Jinja's compiler) overflows. Lint must still report, not stop with an internal
+    # error, and keep what the other rules found.
+    template = tmp_path / "chain.jinja"
+    template.write_text("{{ messages[0].content.strip() }}{% if " + chain + " %}x{% endif %}", encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, "-m", "templatekit", "lint", str(template), "--no-cache", "--no-color", "--format", "json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert completed.returncode in (0, 1), completed.stderr
+    assert "internal error" not in completed.stderr and "Traceback" not in completed.stderr
+    findings = json.loads(completed.stdout)["diagnostics"]
+    codes = {d["code"] for d in findings}
+    assert "TK201" in codes  # the .strip() finding of a rule that does not recurse survives
+    assert any(d["message"].startswith("not checked: the template nests expressions") for d in findings)
