@@ -344,13 +344,16 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     threshold = fail_on or config.fail_on
     if show_diff and not (fix or unsafe_fixes):
         fix = True
+    # Checked before linting, which can take minutes on a directory: a misspelt engine or a
+    # missing node should not wait for the whole report.
+    engine_names = _engines_to_render(render_engines, node_modules) if render_engines else ()
     reports = lint_paths(paths or (".",), config, fix=fix, unsafe_fixes=unsafe_fixes, diff=show_diff,
                          use_cache=not no_cache, jobs=jobs)
     output = format_reports(reports, output_format, color=_use_color(color), statistics=statistics, quiet=quiet)
     if output:
         click.echo(output, color=_use_color(color))
-    if render_engines:
-        _report_engine_renders(reports, render_engines, node_modules)
+    if engine_names:
+        _report_engine_renders(reports, engine_names, node_modules)
     if any(report.error for report in reports):
         sys.exit(EXIT_INPUT)
     diagnostics = [d for report in reports for d in report.diagnostics]
@@ -361,16 +364,33 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     sys.exit(EXIT_OK)
 
 
-def _report_engine_renders(reports: list, engine_list: str, node_modules: Path | None) -> None:
-    """Render each linted source in the real engines and print what differs from transformers."""
-    from .engines import EngineUnavailable, parse_engine_list
-    from .engines.compare import compare_engines, format_comparisons
+def _engine_options(node_modules: Path | None) -> dict | None:
+    return {"hf-jinja": {"node_modules": node_modules}} if node_modules else None
+
+
+def _engines_to_render(engine_list: str, node_modules: Path | None) -> tuple[str, ...]:
+    """The engine names of ``--engines``, each checked to be known and installed."""
+    from .engines import EngineUnavailable, get_engine, parse_engine_list
 
     try:
         names = parse_engine_list(engine_list)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--engines") from None
-    options = {"hf-jinja": {"node_modules": node_modules}} if node_modules else None
+    options = _engine_options(node_modules) or {}
+    for name in names:
+        try:
+            get_engine(name, **options.get(name, {}))
+        except EngineUnavailable as exc:
+            _fail_input(str(exc))
+    return names
+
+
+def _report_engine_renders(reports: list, names: tuple[str, ...], node_modules: Path | None) -> None:
+    """Render each linted source in the real engines and print what differs from transformers."""
+    from .engines import EngineUnavailable
+    from .engines.compare import compare_engines, format_comparisons
+
+    options = _engine_options(node_modules)
     for report in reports:
         if report.error or not report.templates:
             continue

@@ -410,3 +410,17 @@ def test_branch_needing_a_none_field_is_never_reached(hf_engine):
     comparison = only(template, "tool-call", "hf-jinja")
     assert comparison.outcome == "identical"
     assert "TK226" not in comparison.predicted_by
+
+
+def test_lint_checks_its_engines_before_linting(run, monkeypatch, tmp_path):
+    # Linting a directory can take minutes: a misspelt engine or a missing node must stop the
+    # command at once, in one line, not after the whole report.
+    template = tmp_path / "chat.jinja"
+    template.write_text(SIMPLE, encoding="utf-8")
+    unknown = run("lint", str(template), "--engines", "minjinja")
+    assert unknown.exit_code == 2 and "unknown engine 'minjinja'" in unknown.output
+    assert "finding" not in unknown.output
+    monkeypatch.setattr(hfjinja_engine.shutil, "which", lambda name: None)
+    missing = run("lint", str(template), "--engines", "hf-jinja")
+    assert missing.exit_code == 2 and "needs node" in missing.output
+    assert "finding" not in missing.output and len(missing.output.strip().splitlines()) == 1
