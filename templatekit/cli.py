@@ -414,11 +414,17 @@ def capabilities(source: str) -> None:
     from .behaviour import Behaviour
     from .capabilities import format_capabilities
     from .lint.config import load_config
+    from .rendering import compile_failure
     from .sources import load_source
 
     config = load_config(None)
     loaded = load_source(Path(source))
     for template in loaded.templates.values():
+        # Every probe of a template that does not compile fails: a table of "no" would say
+        # the template supports nothing, where the truth is that it cannot render at all.
+        failure = compile_failure(template)
+        if failure is not None:
+            _fail_input(f"{template.location(failure.line)}: the template does not compile: {failure.message}")
         behaviour = Behaviour(template.text, loaded.special_tokens, config.capabilities)
         if len(loaded.templates) > 1:
             click.echo(f"== {template.name}")

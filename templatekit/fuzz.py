@@ -262,16 +262,16 @@ def fuzz_template(
     (and returned in the result, so a run can be repeated). Raises ``InputError`` for a source
     that cannot be loaded or a template that does not compile.
     """
-    from .rendering import render_template
+    from .rendering import compile_failure
     from .sources import load_source
 
     if examples < 1:
         raise InputError(None, f"--examples must be at least 1, got {examples}")
     loaded = load_source(source)
     template = loaded.select(template_name, None)
-    probe = render_template(template, Conversation([{"role": "user", "content": "Hi"}]))
-    if probe.error is not None and probe.error.kind == "syntax":
-        raise InputError(template.location(probe.error.line), f"the template does not compile: {probe.error.message}")
+    failure = compile_failure(template)
+    if failure is not None:
+        raise InputError(template.location(failure.line), f"the template does not compile: {failure.message}")
     checker = Checker(template.text, loaded.special_tokens, config_capabilities)
     options = strategy_options(checker.capabilities)
     # Templates for typed content only (vision models) print nothing for a plain string.

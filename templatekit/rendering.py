@@ -243,6 +243,17 @@ def _cut_at_continue_tag(rendered: str, final: Any) -> str:
     return rendered[:position].rstrip()
 
 
+def compile_failure(template: "ChatTemplate | str", budget: Budget | None = None) -> RenderFailure | None:
+    """Why ``template`` cannot be compiled (a syntax error, nesting too deep for Jinja's
+    compiler, a template over the size budget), or None when it compiles."""
+    text = template if isinstance(template, str) else template.text
+    try:
+        _compile(template, text, budget or DEFAULT_BUDGET)
+    except _Failed as failed:
+        return failed.failure
+    return None
+
+
 def _compile(template: Any, text: str, budget: Budget, trim_blocks: bool = True,
              lstrip_blocks: bool = True) -> jinja2.Template:
     if len(text) > budget.max_template:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from templatekit.behaviour import Behaviour, behaviour_of
 from templatekit.capabilities import (
     CAPABILITY_NAMES,
@@ -139,3 +141,17 @@ def test_format_capabilities_lists_every_capability_and_the_skipped_fixtures():
     for name in CAPABILITY_NAMES:
         assert name in text
     assert "not evaluated" in text and "tool-call: needs" in text
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{% for m in messages %}{{ m.content }", "unexpected '}'"),
+    ("{{ x" + " and x" * 3000 + " }}" + CHATML, "nested too deeply to compile"),
+])
+def test_capabilities_of_a_template_that_does_not_compile_is_an_input_error(run, tmp_path, text, problem):
+    # Every probe fails on such a template: a table of "no" would be a wrong answer.
+    template = tmp_path / "broken.jinja"
+    template.write_text(text, encoding="utf-8")
+    result = run("capabilities", str(template))
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert "the template does not compile" in result.output and problem in result.output

@@ -168,11 +168,13 @@ def test_without_a_seed_the_chosen_one_is_printed(template, run):
 @pytest.mark.parametrize("args, problem", [
     (["missing.jinja"], "no such file"),
     (["{bad}", "-n", "5"], "does not compile"),
+    (["{deep}", "-n", "5"], "nested too deeply to compile"),
     (["{good}", "-t", "tool_use"], "no template named"),
     (["{good}", "-n", "0"], "0 is not in the range"),
 ])
 def test_bad_input_exits_2_with_one_line(template, run, args, problem):
     paths = {"{bad}": template("{% for m in messages %}{{ m.content }", "bad.jinja"),
+             "{deep}": template("{{ x" + " and x" * 3000 + " }}" + CORRECT_CHATML, "deep.jinja"),
              "{good}": template(CORRECT_CHATML)}
     result = run("fuzz", *[paths.get(arg, arg) for arg in args])
     assert result.exit_code == 2
