@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import functools
 import re
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -60,16 +59,10 @@ _KEYWORDS = frozenset(
     "extends generation endgeneration break continue true false none True False None".split()
 )
 
-_CODE_CACHE: "weakref.WeakKeyDictionary[LintTarget, list[Token]]" = weakref.WeakKeyDictionary()
-
-
 def _code(target: LintTarget) -> list[Token]:
     """The target's tokens without layout (whitespace, text, comments), computed once per target."""
-    code = _CODE_CACHE.get(target)
-    if code is None:
-        code = [token for token in target.tokens if token.type not in _LAYOUT_TYPES]
-        _CODE_CACHE[target] = code
-    return code
+    return target.shared("portability:code-tokens",
+                         lambda target: [token for token in target.tokens if token.type not in _LAYOUT_TYPES])
 
 
 def _is(token: Token | None, *values: str) -> bool:
@@ -3451,18 +3444,12 @@ _CONTAINER_KEYWORDS = frozenset({"enum", "required", "items", "properties", "any
                                  "prefixItems"})
 # Attribute names that are dict methods in Jinja2 (the method wins over a key of that name there).
 _MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
-_SCHEMA_FLOW_CACHE: "weakref.WeakKeyDictionary[LintTarget, _SchemaFlow]" = weakref.WeakKeyDictionary()
-
-
 def _schema_flow(target: LintTarget) -> "_SchemaFlow":
     """The target's ``_SchemaFlow``, computed once per target (several rules ask)."""
-    flow = _SCHEMA_FLOW_CACHE.get(target)
-    if flow is None:
-        # Every schema part is reached through a literal `properties` key (``_SchemaFlow._member``):
-        # a template without the word has none, and most templates are spared the walk.
-        tree = target.tree if "properties" in target.text else None
-        flow = _SCHEMA_FLOW_CACHE[target] = _SchemaFlow(tree)
-    return flow
+    # Every schema part is reached through a literal `properties` key (``_SchemaFlow._member``):
+    # a template without the word has none, and most templates are spared the walk.
+    return target.shared("portability:schema-flow",
+                         lambda target: _SchemaFlow(target.tree if "properties" in target.text else None))
 
 
 def _items_of(node: nodes.Node) -> nodes.Node | None:
