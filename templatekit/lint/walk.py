@@ -38,6 +38,7 @@ class TreeIndex:
         self.masks: dict[int, int] = {}
         self.types: set[type] = set()
         self.root = tree
+        heights: dict[int, int] = {}  # nodes on the longest path down from each node
         # Iterative post-order: hostile templates nest deeper than Python's recursion limit.
         # Children are collected as Node.iter_child_nodes does (fields in order, lists flattened),
         # inline, since this runs on every node of every template.
@@ -49,9 +50,12 @@ class TreeIndex:
             key = id(node)
             if expanded:
                 mask = type_bit(type(node))
+                height = 0
                 for child in children[key]:
                     mask |= masks.get(id(child), -1)  # -1: unknown, so never skipped
+                    height = max(height, heights.get(id(child), 0))
                 masks[key] = mask
+                heights[key] = height + 1
                 continue
             if key in children:
                 continue  # a node reachable twice (Jinja never shares nodes, but be safe)
@@ -72,6 +76,9 @@ class TreeIndex:
             for child in reversed(kids):
                 if id(child) not in children:
                     stack.append((child, False))
+        # How deep the tree goes: Jinja parses long chains (`a and b and ...`) in a loop but
+        # compiles them recursively, so depth is what decides whether a parsed template compiles.
+        self.depth = heights.get(id(tree), 0)
 
     def handled_mask(self, visitor: Any) -> int:
         """The bits of the node types in this tree that ``visitor`` has a handler for."""

@@ -190,6 +190,27 @@ def _is_inline_set(seen: _Seen, start: int) -> bool:
     return False
 
 
+# Tree depth, and depth of nested loops and other statements Jinja compiles to Python blocks
+# (Python allows 20), from which TK001 also compiles the template (see _compile_problem).
+_DEPTH_WORTH_COMPILING = 40
+_BLOCKS_WORTH_COMPILING = 12
+_PYTHON_BLOCK_NODES = (nodes.For, nodes.With, nodes.CallBlock, nodes.FilterBlock, nodes.Macro, nodes.Scope)
+
+
+def _block_depth(index) -> int:
+    """The most statements compiled to Python blocks (loops, ``with``, call blocks...) nested in
+    one another anywhere in the indexed tree."""
+    deepest = 0
+    pending = [(index.root, 0)]
+    while pending:  # iterative: the tree may be deeper than Python recursion
+        node, depth = pending.pop()
+        if isinstance(node, _PYTHON_BLOCK_NODES):
+            depth += 1
+            deepest = max(deepest, depth)
+        pending.extend((child, depth) for child in index.children.get(id(node), ()))
+    return deepest
+
+
 @register
 class TemplateSyntaxError(Rule):
     """Template does not parse, so every render fails.
@@ -212,12 +233,31 @@ class TemplateSyntaxError(Rule):
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         problem = target.syntax_problem
         if problem is None:
-            return []
+            return self._compile_problem(target)
         try:
             line, column, message = self._locate(target, problem.message)
         except RecursionError:
             line, column, message = problem.line, problem.column, problem.message
         return [self.diagnostic(line, column, message + _runaway_string(target, target.offset(line, column)))]
+
+    def _compile_problem(self, target: LintTarget) -> list[Diagnostic]:
+        """A template that parses can still be too deep for Jinja's compiler (a chain of thousands of
+        `and`s, two dozen nested loops): transformers then fails on every call just the same.
+        Compiling costs more than every other static check together, so it is tried only on
+        trees deeper than any real template's (the 786 corpus templates stay under 33 levels;
+        compiling starts failing near 50)."""
+        from ..walk import tree_index
+
+        index = tree_index(target)
+        if index is None or (index.depth < _DEPTH_WORTH_COMPILING and _block_depth(index) < _BLOCKS_WORTH_COMPILING):
+            return []
+        from ...rendering import compile_failure
+
+        failure = compile_failure(target.text)
+        # Only what transformers hits as well: not templatekit's own size budget.
+        if failure is None or failure.exception_type not in ("RecursionError", "SyntaxError", "MemoryError"):
+            return []
+        return [self.diagnostic(failure.line or 1, 1, f"template does not compile: {failure.message}")]
 
     def _locate(self, target: LintTarget, message: str) -> tuple[int, int, str]:
         problem = target.syntax_problem
