@@ -374,6 +374,14 @@ class _AstPortabilityRule(AstRule):
         return matches[min(index, len(matches) - 1)]
 
 
+class _FactWalkingRule(_FactWalker, _AstPortabilityRule):
+    """A portability rule walking the AST with ``_FactWalker``'s conditions at hand."""
+
+    def __init__(self, options=None) -> None:
+        _AstPortabilityRule.__init__(self, options)
+        _FactWalker.__init__(self)
+
+
 def _method_calls(tokens: list[Token]) -> Iterator[tuple[int, int, int, str]]:
     """Every ``.name(...)`` in the stream: (dot index, open paren index, close paren index, name).
 

@@ -13,8 +13,8 @@ from ...model import Diagnostic, Edit, Fix, Severity
 from ...registry import register
 from ...target import LintTarget, Token
 from ._shared import (
-    _AstPortabilityRule, _FactWalker, _TokenRule, _and_chain, _arguments, _at, _closing, _engines_text,
-    _implies, _is, _key, _parse_expression, _through_logic,
+    _AstPortabilityRule, _FactWalker, _FactWalkingRule, _TokenRule, _and_chain, _arguments, _at, _closing,
+    _engines_text, _implies, _is, _key, _parse_expression, _through_logic,
 )
 from .values import _NONE_INPUTS
 from .schema import _MAPPING_FAILING_FILTERS, _PROPERTIES, _SCHEMA, _schema_flow
@@ -73,7 +73,7 @@ _TEST_FILTERS = {"select": 0, "reject": 0, "selectattr": 1, "rejectattr": 1}
 
 
 @register
-class FilterUnsupported(_FactWalker, _AstPortabilityRule):
+class FilterUnsupported(_FactWalkingRule):
     """A filter is used that some engine lacks or implements differently.
 
     Why: each engine ships its own subset of Jinja's filters. minja has no ``title``,
@@ -104,10 +104,6 @@ class FilterUnsupported(_FactWalker, _AstPortabilityRule):
     name = "filter-unsupported"
     engines = ("minijinja", "minijinja-js", "hf-jinja", "minja")
     severity = "warning"
-
-    def __init__(self, options=None) -> None:
-        _AstPortabilityRule.__init__(self, options)
-        _FactWalker.__init__(self)
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         # id of a `|first`/`|last` node -> how its result is used (see _empty_first_breaks)
@@ -579,7 +575,7 @@ _MAPPING_FIELDS = frozenset({"arguments", "parameters", "properties"})
 
 
 @register
-class IterableTestOnMapping(_FactWalker, _AstPortabilityRule):
+class IterableTestOnMapping(_FactWalkingRule):
     """``x is iterable`` is tested on a value that is a dict.
 
     Why: in Jinja2 a dict is iterable (over its keys); @huggingface/jinja's ``iterable`` test is
@@ -601,8 +597,7 @@ class IterableTestOnMapping(_FactWalker, _AstPortabilityRule):
     severity = "warning"
 
     def __init__(self, options=None) -> None:
-        _AstPortabilityRule.__init__(self, options)
-        _FactWalker.__init__(self)
+        super().__init__(options)
         self.conjuncts: list[nodes.Expr] = []
 
     def visit_And(self, node: nodes.And) -> None:

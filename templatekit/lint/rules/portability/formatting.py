@@ -11,8 +11,8 @@ from ...registry import register
 from ...target import LintTarget, Token
 from ...walk import find_all
 from ._shared import (
-    _AstPortabilityRule, _FactWalker, _TokenRule, _arguments, _at, _chain_start, _closing, _engines_text, _is,
-    _method_calls, _postfix_follows, _target_names,
+    _FactWalkingRule, _TokenRule, _arguments, _at, _chain_start, _closing, _engines_text, _is, _method_calls,
+    _postfix_follows, _target_names,
 )
 
 
@@ -156,7 +156,7 @@ def _caller_variable(test: nodes.Expr, positive: bool, bound: set[str], free: se
 
 
 @register
-class StringFormatting(_FactWalker, _AstPortabilityRule):
+class StringFormatting(_FactWalkingRule):
     """A string is formatted with ``.format()``, ``%`` or ``|format``.
 
     Why: Python's string formatting is not part of Jinja's common subset. ``'%s' % x`` is a
@@ -177,10 +177,6 @@ class StringFormatting(_FactWalker, _AstPortabilityRule):
     name = "string-formatting"
     engines = ("minijinja", "minijinja-js", "hf-jinja", "minja")
     severity = "warning"
-
-    def __init__(self, options=None) -> None:
-        _AstPortabilityRule.__init__(self, options)
-        _FactWalker.__init__(self)
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         if target.tree is not None:

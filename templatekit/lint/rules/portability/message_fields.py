@@ -14,7 +14,7 @@ from ...registry import register
 from ...target import LintTarget, Token
 from ...walk import find_all
 from ._shared import (
-    _AstPortabilityRule, _FactWalker, _TokenRule, _and_chain, _at, _code, _expand, _fact_key, _finding,
+    _AstPortabilityRule, _FactWalkingRule, _TokenRule, _and_chain, _at, _code, _expand, _fact_key, _finding,
     _get_field, _is, _key, _target_names, _through_logic,
 )
 from .operators import _before_index
@@ -323,7 +323,7 @@ class _Copy:
     via: tuple = ()  # the names it was copied through, whose tests guard it as well
 
 
-class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
+class _MessageFieldWalker(_FactWalkingRule):
     """Tracks which names hold a message (``for m in messages``, ``messages[0]``) and which are
     copies of a message field (``{% set content = m.content %}``, a macro parameter called with
     ``m.content``), so rules can tell a message field from any other attribute access.
@@ -332,8 +332,7 @@ class _MessageFieldWalker(_FactWalker, _AstPortabilityRule):
     """
 
     def __init__(self, options=None) -> None:
-        _AstPortabilityRule.__init__(self, options)
-        _FactWalker.__init__(self)
+        super().__init__(options)
         self.message_names: list[str] = []
         self.aliases: dict[str, list[_Copy]] = {}
 

@@ -12,7 +12,7 @@ from ...registry import AstRule, register
 from ...target import LintTarget
 from ...walk import find_all
 from ._shared import (
-    _TYPE_TESTS, _AstPortabilityRule, _FactWalker, _and_chain, _at, _code, _finding, _is, _key, _target_names,
+    _FactWalkingRule, _TYPE_TESTS, _and_chain, _at, _code, _finding, _is, _key, _target_names,
 )
 from .message_fields import _CLIENT_ROLES, _constant_strings
 from .schema import (
@@ -32,7 +32,7 @@ _OBJECT_FIELDS = frozenset({"tools", "tool_calls", "arguments", "parameters", "p
 
 
 @register
-class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
+class ObjectPrintedWithoutTojson(_FactWalkingRule):
     """A list or dict (tools, tool calls, arguments, documents) is printed without ``|tojson``.
 
     Why: printing a container renders Python's repr in transformers (``{'a': True, 'b': None}``),
@@ -58,8 +58,7 @@ class ObjectPrintedWithoutTojson(_FactWalker, _AstPortabilityRule):
     severity = "warning"
 
     def __init__(self, options=None) -> None:
-        _AstPortabilityRule.__init__(self, options)
-        _FactWalker.__init__(self)
+        super().__init__(options)
         self.object_loops: list[str] = []
         self.message_loops: list[str] = []
 
@@ -437,7 +436,7 @@ def _expression_reads(node: nodes.Node, watched: set[str], done: set[str]) -> It
 
 
 @register
-class IterableTestOnNone(_FactWalker, _AstPortabilityRule):
+class IterableTestOnNone(_FactWalkingRule):
     """``tools is iterable`` (or ``documents``) is tested while the value may be None.
 
     Why: minijinja (and minijinja-js) treat ``none`` as iterable, Jinja2 does not, and
@@ -458,10 +457,6 @@ class IterableTestOnNone(_FactWalker, _AstPortabilityRule):
     name = "iterable-test-on-none"
     engines = ("minijinja", "minijinja-js")
     severity = "warning"
-
-    def __init__(self, options=None) -> None:
-        _AstPortabilityRule.__init__(self, options)
-        _FactWalker.__init__(self)
 
     def visit_Test(self, node: nodes.Test) -> None:
         key = _key(node.node)
