@@ -79,6 +79,9 @@ def test_unreadable_input_is_one_line_and_exit_2(project):
     result = run("binary.jinja")
     assert result.exit_code == 2
     assert result.output.splitlines()[0].startswith("error: binary.jinja: ")
+    # A run that could not read its input is not reported as clean.
+    assert "All clean" not in result.output
+    assert result.output.splitlines()[-1] == "No findings in 0 template(s) of 1 source(s); 1 source(s) could not be read."
 
 
 def test_json_without_chat_template_is_skipped_not_an_error(project):

@@ -65,8 +65,10 @@ def summary_line(reports: list) -> str:
     templates = sum(report.templates for report in reports)
     fixed = sum(report.fixed for report in reports)
     errors = sum(1 for report in reports if report.error)
-    if not diagnostics:
+    if not diagnostics and not errors:
         text = f"All clean: {templates} template(s) in {files} source(s)"
+    elif not diagnostics:
+        text = f"No findings in {templates} template(s) of {files} source(s)"
     else:
         parts = [f"{by_severity[level]} {level}{'s' if by_severity[level] != 1 else ''}"
                  for level in ("error", "warning", "info") if by_severity[level]]
