@@ -378,26 +378,31 @@ _TRIMMABLE = re.compile(r"(?:(?<![-+])|(?<=\{[%#][-+]))[%#]\}(?:\r\n|\r|\n)(?!\Z
 _LSTRIPPABLE = re.compile(r"(?:\A|[\r\n])[^\S\r\n]+\{[%#](?![+-])")
 
 
-def whitespace_sensitive_settings(text: str) -> list[tuple[list[tuple[bool, bool]], int, str]]:
+def whitespace_sensitive_settings(
+    text: str, lexed: list[tuple[int, str, str]] | None = None
+) -> list[tuple[list[tuple[bool, bool]], int, str]]:
     """The other settings under which ``text`` lexes differently from transformers' settings.
 
     Returns (settings, line, kind) groups: settings that lex identically render identically,
     so each group needs one compile; ``line`` is where the first lexical difference is (the tag
     whose trailing newline, ``kind="trim"``, or indentation, ``kind="lstrip"``, is kept). Settings
     that lex like transformers' cannot change any output and are left out. Lexing is cheap;
-    compiling is not, which is why this comes before any render.
+    compiling is not, which is why this comes before any render. ``lexed``, when given, is
+    ``environment.lex(text)``, transformers' own lex, which the caller already has.
     """
     can_trim, can_lstrip = bool(_TRIMMABLE.search(text)), bool(_LSTRIPPABLE.search(text))
     if not can_trim and not can_lstrip:
         return []  # every setting lexes like transformers' (the common case: not lexed at all)
-    lexed: dict[tuple[bool, bool], list] = {}
+    streams_by_settings: dict[tuple[bool, bool], list] = {}
+    if lexed is not None:
+        streams_by_settings[(True, True)] = _printed_tokens(lexed)
 
     def printed(settings: tuple[bool, bool]) -> list:
         # A setting with nowhere to act lexes as transformers' value of it does.
         settings = (settings[0] or not can_trim, settings[1] or not can_lstrip)
-        if settings not in lexed:
-            lexed[settings] = _printed_tokens(variant_environment(*settings).lex(text))
-        return lexed[settings]
+        if settings not in streams_by_settings:
+            streams_by_settings[settings] = _printed_tokens(variant_environment(*settings).lex(text))
+        return streams_by_settings[settings]
 
     reference = printed((True, True))
     groups: list[tuple[list[tuple[bool, bool]], int, str]] = []

@@ -632,3 +632,29 @@ def parse(text: str) -> nodes.Template:
     """The template's AST, parsed by the same environment that renders it (no compilation)."""
     return environment().parse(text)
 
+
+def lex(text: str) -> list[tuple[int, str, str]]:
+    """Every raw token of ``text`` as (line, type, value), whitespace and comments included, as the
+    shared environment's lexer yields them; raises ``jinja2.TemplateSyntaxError`` where lexing fails."""
+    return list(environment().lexer.tokeniter(text, None))
+
+
+def parse_lexed(lexed: list[tuple[int, str, str]]) -> nodes.Template:
+    """``parse(text)`` for ``lexed = lex(text)``, without lexing the text again: lexing is about
+    half of parsing, and linting needs the raw tokens anyway. Only for a text that lexed
+    completely; one that did not must go through ``parse``, where the parser may stop at an
+    earlier syntax error than the lexer's."""
+    from jinja2.lexer import TokenStream
+    from jinja2.parser import Parser
+
+    shared = environment()
+    parser = Parser(shared, "")
+    stream = TokenStream(shared.lexer.wrap(iter(lexed)), None, None)
+    # What Environment._tokenize does after lexing (no extension here changes the source first).
+    for extension in shared.iter_extensions():
+        stream = extension.filter_stream(stream)
+        if not isinstance(stream, TokenStream):
+            stream = TokenStream(stream, None, None)
+    parser.stream = stream
+    return parser.parse()
+

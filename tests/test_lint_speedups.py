@@ -241,3 +241,37 @@ def test_indexed_find_all_is_jinjas_find_all(text: str) -> None:
     for start in [target.tree] + list(target.tree.find_all((nodes.For, nodes.If, nodes.Macro)))[:20]:
         for kinds in _FIND_ALL_KINDS:
             assert [id(n) for n in find_all(target, start, kinds)] == [id(n) for n in start.find_all(kinds)]
+
+
+# -- one lex for the token list, the parse and TK612 ------------------------------------------
+
+_SYNTAX_EDGES = [
+    "{% if %}{{ 'never closed",  # the parser fails before the lexer reaches the open string
+    "{{ 'never closed",
+    "{% for m in messages %}{{ m.content }}",
+    "line\r\n{%- if x -%}\r\n  {{ y }}\n{% endif %}\n\n",
+    "{# comment {{ x }} #}{% raw %}{% if %}{% endraw %}\t{%+ if a %}b{% endif +%}",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEMPLATES + _SYNTAX_EDGES + _corpus_sample(25))
+def test_parsing_the_shared_lex_is_parsing_the_text(text: str) -> None:
+    target = LintTarget(text)
+    try:
+        expected = environment().parse(text)
+    except Exception as exc:  # noqa: BLE001 - the same failure is what is compared
+        assert target.tree is None
+        assert target.syntax_problem.message == str(exc.message or exc)
+        assert target.syntax_problem.line == (exc.lineno or 1)
+        return
+    assert target.tree == expected
+    # Token positions: walking lines forward gives what a search per token gives.
+    for token in target.tokens:
+        assert (token.line, token.column) == target.position(token.offset)
+
+
+def test_tk612_reuses_the_lex_without_changing_its_answer() -> None:
+    text = "{% for m in messages %}\n  {% if m.content %}{{ m.content }}{% endif %}\n{% endfor %}"
+    target = LintTarget(text)
+    assert behaviour.whitespace_sensitive_settings(text, target.lexed) == behaviour.whitespace_sensitive_settings(text)
+    assert behaviour.whitespace_sensitive_settings(text) != []

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jinja2
 from jinja2 import nodes
 
-from ..environment import environment
+from ..environment import environment, lex, parse_lexed
 
 
 class Token(NamedTuple):
@@ -112,8 +112,19 @@ class LintTarget:
 
     # -- parsing ---------------------------------------------------------------------------------
     @cached_property
+    def lexed(self) -> list[tuple[int, str, str]] | None:
+        """Jinja's raw tokens of the text as (line, type, value), lexed once for the token list,
+        the parse and TK612; None when the text does not lex."""
+        try:
+            return lex(self.text)
+        except jinja2.TemplateSyntaxError:
+            return None
+
+    @cached_property
     def _parsed(self) -> tuple[nodes.Template | None, SyntaxProblem | None]:
         try:
+            if self.lexed is not None:
+                return parse_lexed(self.lexed), None
             return environment().parse(self.text), None
         except jinja2.TemplateSyntaxError as exc:
             line = exc.lineno or 1
@@ -145,13 +156,17 @@ class LintTarget:
         """Every token, whitespace included, with its position. Stops at a lexing error."""
         found: list[Token] = []
         position = 0
+        raw = self.lexed if self.lexed is not None else environment().lexer.tokeniter(self.text, None)
+        # Tokens come in text order, so the line of each is found by walking forward, not by search.
+        line_starts, line_index, last_line = self._line_starts, 0, len(self._line_starts) - 1
         try:
-            for _line, kind, value in environment().lexer.tokeniter(self.text, None):
+            for _line, kind, value in raw:
                 start = self.text.find(value, position) if value else position
                 if start < 0:
                     start = position
-                line, column = self.position(start)
-                found.append(Token(kind, value, line, column, start))
+                while line_index < last_line and line_starts[line_index + 1] <= start:
+                    line_index += 1
+                found.append(Token(kind, value, line_index + 1, start - line_starts[line_index] + 1, start))
                 position = start + len(value)
         except jinja2.TemplateSyntaxError:
             pass

@@ -711,7 +711,8 @@ class EngineDependentWhitespace(BehaviourRule):
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
         try:
-            groups = whitespace_sensitive_settings(behaviour.text)
+            lexed = target.lexed if target.text == behaviour.text else None
+            groups = whitespace_sensitive_settings(behaviour.text, lexed)
         except Exception:  # noqa: BLE001 - a template that does not lex is TK0xx's finding
             return []
         first = None
