@@ -370,9 +370,10 @@ class _Folder:
         handler = getattr(self, "_fold_" + type(node).__name__, None)
         try:
             value = UNKNOWN if handler is None else handler(node)
-        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError):
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError, RecursionError):
             # Python refused the operation on these constants (a bad index, '%d' of a string,
-            # division by zero); so would the render, so the expression has no constant value.
+            # division by zero, ``'abc'|items``); so would the render, so the expression has no
+            # constant value.
             value = UNKNOWN
         if value is not UNKNOWN and _measure(value) > _FOLD_LIMIT:
             value = UNKNOWN
