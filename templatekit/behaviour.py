@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -30,7 +29,7 @@ from . import capabilities as caps
 from .conversation import REASONING_FIELDS, Conversation
 from .fixtures import builtin_fixtures
 from .guards import Budget
-from .environment import hand_over_tree, variant_environment
+from .environment import acting_settings, compile_with_text_slots, hand_over_tree, lex_variant
 from .rendering import Rendering, render_template
 from .visible import make_visible
 
@@ -157,12 +156,28 @@ class Behaviour:
             return [(self.given.name, self.given, self.given.requires)]
         return sentinel_conversations()
 
-    def render_with_settings(self, conversation: Conversation, trim_blocks: bool, lstrip_blocks: bool) -> Rendering:
+    def render_with_settings(self, conversation: Conversation, trim_blocks: bool, lstrip_blocks: bool,
+                             reference: Rendering | None = None) -> Rendering:
         """``conversation`` rendered (uncached) with other ``trim_blocks``/``lstrip_blocks``
-        settings than transformers' (see ``environment.variant_environment``)."""
+        settings than transformers' (see ``environment.variant_environment``).
+
+        Given ``reference``, the same conversation's render under transformers' settings, it
+        first tries the template's one compile for every setting (``TextSlots``): used only when
+        that compile reproduces ``reference`` exactly and renders these settings without error;
+        otherwise the template is compiled under these settings, as it always is without it.
+        """
+        options = dict(special_tokens=self.special_tokens, now=PINNED_NOW, budget=BEHAVIOUR_BUDGET)
+        if reference is not None and reference.ok and compile_with_text_slots(self.text) is not None:
+            self.render_count += 1
+            check = render_template(self.text, conversation, **options, text_slots=True)
+            if check.ok and (check.text, check.spans) == (reference.text, reference.spans):
+                self.render_count += 1
+                variant = render_template(self.text, conversation, **options, trim_blocks=trim_blocks,
+                                          lstrip_blocks=lstrip_blocks, text_slots=True)
+                if variant.ok:
+                    return variant
         self.render_count += 1
-        return render_template(self.text, conversation, special_tokens=self.special_tokens, now=PINNED_NOW,
-                               budget=BEHAVIOUR_BUDGET, trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
+        return render_template(self.text, conversation, **options, trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
 
     def not_evaluated(self) -> list[tuple[str, list[str]]]:
         """(fixture, missing capabilities) for every built-in fixture this template cannot run."""
@@ -368,16 +383,6 @@ def describe_settings(trim_blocks: bool, lstrip_blocks: bool) -> str:
     return "trim_blocks=False" if not trim_blocks else "lstrip_blocks=False"
 
 
-# Where each setting can act at all, found on the raw text (a superset: inside strings or
-# comments too). trim_blocks drops a line break right after a tag closed without "-" or "+"
-# ("%}", "#}"; in "{%-%}" the sign belongs to the opening), unless it is the text's last (the
-# lexer drops one final newline first); lstrip_blocks drops the whitespace between a line start
-# and a block or comment tag opened without "-" or "+". Where neither pattern occurs, a setting
-# lexes exactly as transformers'.
-_TRIMMABLE = re.compile(r"(?:(?<![-+])|(?<=\{[%#][-+]))[%#]\}(?:\r\n|\r|\n)(?!\Z)")
-_LSTRIPPABLE = re.compile(r"(?:\A|[\r\n])[^\S\r\n]+\{[%#](?![+-])")
-
-
 def whitespace_sensitive_settings(
     text: str, lexed: list[tuple[int, str, str]] | None = None
 ) -> list[tuple[list[tuple[bool, bool]], int, str]]:
@@ -390,18 +395,16 @@ def whitespace_sensitive_settings(
     compiling is not, which is why this comes before any render. ``lexed``, when given, is
     ``environment.lex(text)``, transformers' own lex, which the caller already has.
     """
-    can_trim, can_lstrip = bool(_TRIMMABLE.search(text)), bool(_LSTRIPPABLE.search(text))
-    if not can_trim and not can_lstrip:
+    if acting_settings(text, False, False) == (True, True):
         return []  # every setting lexes like transformers' (the common case: not lexed at all)
     streams_by_settings: dict[tuple[bool, bool], list] = {}
     if lexed is not None:
         streams_by_settings[(True, True)] = _printed_tokens(lexed)
 
     def printed(settings: tuple[bool, bool]) -> list:
-        # A setting with nowhere to act lexes as transformers' value of it does.
-        settings = (settings[0] or not can_trim, settings[1] or not can_lstrip)
+        settings = acting_settings(text, *settings)
         if settings not in streams_by_settings:
-            streams_by_settings[settings] = _printed_tokens(variant_environment(*settings).lex(text))
+            streams_by_settings[settings] = _printed_tokens(lex_variant(text, *settings))
         return streams_by_settings[settings]
 
     reference = printed((True, True))
@@ -430,7 +433,7 @@ def _printed_tokens(tokens: Iterable[tuple[int, str, str]]) -> list[tuple[int, s
     for line, kind, value in tokens:
         if kind == "data" and not value:
             continue
-        if kind in ("block_end", "comment_end"):
+        if kind in ("block_end", "comment_end", "raw_end"):
             value = value.rstrip("\r\n")
         printed.append((line, kind, value))
     return printed

@@ -17,6 +17,7 @@ that is over budget.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from functools import lru_cache, update_wrapper
 from typing import Any
@@ -602,6 +603,123 @@ def compile_variant(text: str, trim_blocks: bool, lstrip_blocks: bool) -> jinja2
     if trim_blocks and lstrip_blocks:
         return compile_template(text)
     return variant_environment(trim_blocks, lstrip_blocks).from_string(text)
+
+
+# Where trim_blocks and lstrip_blocks can act at all, found on the raw text (a superset: inside
+# strings or comments too). trim_blocks drops a line break right after a tag closed without "-"
+# or "+" ("%}", "#}"; in "{%-%}" the sign belongs to the opening), unless it is the text's last
+# (the lexer drops one final newline first); lstrip_blocks drops the whitespace between a line
+# start and a block or comment tag opened without "-" or "+". Where neither pattern occurs, a
+# setting lexes exactly as transformers' does.
+_TRIMMABLE = re.compile(r"(?:(?<![-+])|(?<=\{[%#][-+]))[%#]\}(?:\r\n|\r|\n)(?!\Z)")
+_LSTRIPPABLE = re.compile(r"(?:\A|[\r\n])[^\S\r\n]+\{[%#](?![+-])")
+
+
+def acting_settings(text: str, trim_blocks: bool, lstrip_blocks: bool) -> tuple[bool, bool]:
+    """The settings that lex ``text`` as (trim_blocks, lstrip_blocks) do, with a setting that
+    has nowhere to act in ``text`` turned on, as transformers has it (fewer distinct lexes)."""
+    return (trim_blocks or not _TRIMMABLE.search(text), lstrip_blocks or not _LSTRIPPABLE.search(text))
+
+
+@lru_cache(maxsize=8)
+def lex_variant(text: str, trim_blocks: bool, lstrip_blocks: bool) -> tuple[tuple[int, str, str], ...]:
+    """``lex(text)`` under other trim_blocks/lstrip_blocks settings; kept for the next caller,
+    since TK612 compares the lexes and then builds its one compile from them."""
+    return tuple(variant_environment(trim_blocks, lstrip_blocks).lexer.tokeniter(text, None))
+
+
+# The variable through which a text-slotted compile reads its template text.
+TEXT_SLOTS_VARIABLE = "templatekit_template_texts"
+
+
+class TextSlots:
+    """One compile of a template that prints under any trim_blocks/lstrip_blocks setting.
+
+    Those settings change only the literal text between tags (a newline after a tag, the
+    indentation before one), never the tags or the tree. So the template is parsed once from
+    its lex with both settings off (which keeps every piece of text, the most whitespace), each
+    piece of literal text is replaced by a read of ``TEXT_SLOTS_VARIABLE[i]``, and a setting
+    is rendered by passing its lex's texts for the slots (``variables``). A compile costs about
+    fifty renders, and TK612 would otherwise compile once per setting.
+    """
+
+    def __init__(self, text: str, template: jinja2.Template, fullest: tuple[tuple[int, str, str], ...]) -> None:
+        self.text = text
+        self.template = template
+        self._fullest = fullest
+        self._texts: dict[tuple[bool, bool], tuple[str, ...] | None] = {}
+
+    def variables(self, trim_blocks: bool, lstrip_blocks: bool) -> dict[str, tuple[str, ...]] | None:
+        """The slot variable for these settings, or None when their lex does not line up with the
+        slotted one (then only a real compile under them is exact)."""
+        settings = acting_settings(self.text, trim_blocks, lstrip_blocks)
+        if settings not in self._texts:
+            try:
+                lexed = lex_variant(self.text, *settings)
+            except jinja2.TemplateSyntaxError:
+                lexed = None
+            self._texts[settings] = None if lexed is None else _slot_texts(self._fullest, lexed)
+        texts = self._texts[settings]
+        return None if texts is None else {TEXT_SLOTS_VARIABLE: texts}
+
+
+def _slot_texts(fullest: tuple, lexed: tuple) -> tuple[str, ...] | None:
+    """The text each data token of ``fullest`` has in ``lexed`` (the same template under other
+    settings): every other token must match one to one; a data token the settings emptied is
+    absent from ``lexed`` (the lexer yields no empty data) and gets "". None when the two do not
+    line up."""
+    texts: list[str] = []
+    position = 0
+    for _line, kind, value in fullest:
+        other = lexed[position] if position < len(lexed) else None
+        if kind == "data":
+            if other is not None and other[1] == "data":
+                texts.append(other[2])
+                position += 1
+            else:
+                texts.append("")
+            continue
+        if other is None or other[1] != kind:
+            return None
+        # trim_blocks moves the newline after a tag into the tag's closing token.
+        if other[2] != value and not (kind in ("block_end", "comment_end", "raw_end") and other[2].rstrip("\r\n") == value.rstrip("\r\n")):
+            return None
+        position += 1
+    return tuple(texts) if position == len(lexed) else None
+
+
+@lru_cache(maxsize=16)
+def compile_with_text_slots(text: str) -> TextSlots | None:
+    """``text`` compiled once for every trim_blocks/lstrip_blocks setting (see ``TextSlots``);
+    None when it does not lex, parse or compile that way."""
+    try:
+        fullest = lex_variant(text, *acting_settings(text, False, False))
+        tree = parse_lexed(list(fullest))
+        outputs = list(tree.find_all(nodes.Output))
+    except (jinja2.TemplateSyntaxError, RecursionError):
+        return None
+    # The parser makes one TemplateData per non-empty data token, in text order.
+    expected = iter([value for _line, kind, value in fullest if kind == "data" and value])
+    slot = 0
+    for output in outputs:
+        children = []
+        for child in output.nodes:
+            if isinstance(child, nodes.TemplateData):
+                if child.data != next(expected, None):
+                    return None
+                child = nodes.Getitem(nodes.Name(TEXT_SLOTS_VARIABLE, "load"), nodes.Const(slot), "load",
+                                      lineno=child.lineno)
+                slot += 1
+            children.append(child)
+        output.nodes = children
+    if next(expected, None) is not None:
+        return None
+    tree.set_environment(environment())
+    try:
+        compiled = environment().from_string(tree)
+    except (jinja2.TemplateSyntaxError, RecursionError, MemoryError, SyntaxError):
+        return None
+    return TextSlots(text, compiled, fullest)
 
 
 # A tree the caller already parsed from a text (the lint target's), for the next compile of that

@@ -25,7 +25,7 @@ from .conversation import (
     plain_template_data,
     tool_schemas,
 )
-from .environment import RAISED_BY_TEMPLATE, compile_template, compile_variant
+from .environment import RAISED_BY_TEMPLATE, compile_template, compile_variant, compile_with_text_slots
 from .errors import BudgetExceeded, RenderFailure
 from .guards import DEFAULT_BUDGET, Budget, RenderGuard
 
@@ -79,6 +79,7 @@ def render_template(
     omit: tuple[str, ...] = (),
     trim_blocks: bool = True,
     lstrip_blocks: bool = True,
+    text_slots: bool = False,
 ) -> Rendering:
     """Render ``template`` (a ``ChatTemplate`` or template text) with ``conversation``.
 
@@ -88,6 +89,9 @@ def render_template(
     transformers always passes (``tools``, ...) to leave undefined, as other renderers do.
     ``trim_blocks``/``lstrip_blocks`` other than transformers' (both on) compile the template in
     ``environment.variant_environment``, to see what engines with other settings print.
+    ``text_slots`` renders those settings through the template's one text-slotted compile
+    (``environment.compile_with_text_slots``) where it has one: TK612's shortcut, whose caller
+    checks it against the real compile.
     """
     text = template if isinstance(template, str) else template.text
     generation_prompt = conversation.wants_generation_prompt() if add_generation_prompt is None else add_generation_prompt
@@ -96,7 +100,13 @@ def render_template(
         variables, continued = _prepare(text, conversation, special_tokens or {}, generation_prompt, allow_empty)
         for name in omit:
             variables.pop(name, None)
-        compiled = _compile(template, text, budget, trim_blocks, lstrip_blocks)
+        slotted = compile_with_text_slots(text) if text_slots and len(text) <= budget.max_template else None
+        slot_variables = slotted.variables(trim_blocks, lstrip_blocks) if slotted is not None else None
+        if slot_variables is not None:
+            compiled = slotted.template
+            variables = {**variables, **slot_variables}
+        else:
+            compiled = _compile(template, text, budget, trim_blocks, lstrip_blocks)
         output, spans = _run(template, compiled, variables, budget, now)
         if continued is not None:
             output = _cut_at_continue_tag(output, continued)

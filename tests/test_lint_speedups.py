@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeVisitor
 
 from templatekit import behaviour
+from templatekit import environment as environment_module
 from templatekit.environment import compile_template, environment, hand_over_tree, variant_environment
 from templatekit.fixtures import builtin_fixtures
 from templatekit.lint.config import LintConfig
@@ -127,7 +128,7 @@ def _texts() -> list[str]:
 def test_trim_blocks_cannot_act_where_no_tag_ends_a_line() -> None:
     checked = 0
     for text in _texts():
-        if behaviour._TRIMMABLE.search(text):
+        if environment_module._TRIMMABLE.search(text):
             continue
         checked += 1
         for lstrip in (True, False):
@@ -138,7 +139,7 @@ def test_trim_blocks_cannot_act_where_no_tag_ends_a_line() -> None:
 def test_lstrip_blocks_cannot_act_where_no_tag_follows_indentation() -> None:
     checked = 0
     for text in _texts():
-        if behaviour._LSTRIPPABLE.search(text):
+        if environment_module._LSTRIPPABLE.search(text):
             continue
         checked += 1
         for trim in (True, False):
@@ -150,6 +151,37 @@ def test_a_tag_ending_a_line_is_still_found_when_the_opening_carries_the_sign() 
     # In "{%-%}" the "-" belongs to the opening tag, so trim_blocks still drops the newline.
     groups = behaviour.whitespace_sensitive_settings("{%-%}\nx")
     assert [settings for settings, _line, _kind in groups] == [[(False, True), (False, False)]]
+
+
+def _render_under(text: str, settings: tuple[bool, bool], text_slots: bool) -> tuple:
+    from templatekit.conversation import Conversation
+
+    conversation = Conversation(messages=[{"role": "user", "content": "hi"}], kwargs={"a": True, "x": "X"})
+    rendering = render_template(text, conversation, trim_blocks=settings[0], lstrip_blocks=settings[1],
+                                text_slots=text_slots)
+    return rendering.text, rendering.spans, rendering.error and rendering.error.describe()
+
+
+def test_one_text_slotted_compile_renders_every_setting_as_its_own_compile_does() -> None:
+    slotted = 0
+    for text in _texts():
+        slots = environment_module.compile_with_text_slots(text)
+        if slots is None:
+            continue
+        for settings in ((True, True), *behaviour.OTHER_WHITESPACE_SETTINGS):
+            if slots.variables(*settings) is None:
+                continue
+            slotted += 1
+            assert _render_under(text, settings, True) == _render_under(text, settings, False), (repr(text), settings)
+    assert slotted > 2000
+
+
+def test_tk612_asks_for_one_compile_per_template_not_one_per_setting() -> None:
+    text = "{% for m in messages %}\n  {% if m.content %}{{ m.content }}{% endif %}\n{% endfor %}"
+    environment_module.compile_variant.cache_clear()
+    (finding,) = Linter(LintConfig(select=["TK612"]), use_cache=False).lint_text(text)
+    assert "also differs under" in finding.message
+    assert environment_module.compile_variant.cache_info().currsize == 0
 
 
 # -- the sandbox's attribute verdicts, remembered per type ------------------------------------

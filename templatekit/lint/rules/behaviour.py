@@ -744,7 +744,7 @@ def _whitespace_difference(behaviour: Behaviour, settings: tuple[bool, bool]) ->
         reference = behaviour.fixture_render(fixture)
         if not reference.ok:
             continue
-        variant = behaviour.render_with_settings(fixture, *settings)
+        variant = behaviour.render_with_settings(fixture, *settings, reference=reference)
         if not variant.ok:
             return f"fixture '{fixture.name}' fails: {variant.error.describe()}"
         if variant.text != reference.text:
