@@ -51,11 +51,28 @@ def extract(spec: str | os.PathLike, output: Path | None = None, overwrite: bool
     """
     source = load_source(spec)
     plan = _extraction_plan(source, Path(output) if output is not None else None)
+    encoded = {path: _utf8(text, template) for (path, text), template in zip(plan, source.templates.values())}
     pending = [(path, text) for path, text in plan if not _holds_template(path, text, overwrite)]
-    for path, text in pending:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, text.encode("utf-8"))
+    for path, _ in pending:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(path.parent, f"cannot create the directory: {error.strerror or error}") from None
+        write_atomically(path, encoded[path])
     return [path for path, _ in plan]
+
+
+def _utf8(text: str, template: ChatTemplate) -> bytes:
+    """The template as the UTF-8 a .jinja file holds; a lone surrogate (valid in a JSON string
+    as ``"\\ud800"``, impossible in UTF-8) is an InputError naming where it is."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        before = text[: error.start]
+        line, column = before.count("\n") + 1, error.start - (before.rfind("\n") + 1) + 1
+        code = ord(text[error.start])
+        raise InputError(template.location(line, column), f"holds a lone surrogate U+{code:04X}, which no UTF-8 "
+                                                          "file can hold; fix it in the source first") from None
 
 
 def _extraction_plan(source: TemplateSource, output: Path | None) -> list[tuple[Path, str]]:
@@ -361,7 +378,12 @@ def write_atomically(path: Path, data: bytes) -> None:
 
     A symlink is followed so the link stays a link; an existing file keeps its permission bits.
     """
-    path = Path(os.path.realpath(path))
+    given = Path(path)
+    if given.exists() and not (given.is_file() or given.is_dir()):
+        # A pipe (<(...)), socket or device: there is no file to replace, and realpath names a
+        # pseudo-path such as /proc/123/fd/pipe:[456].
+        raise InputError(given, "is a pipe or device, not a file that can be rewritten")
+    path = Path(os.path.realpath(given))
     try:
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_current_umask()
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -6,6 +6,7 @@ Exit codes (all commands): 0 clean; 1 the template failed or findings at/above t
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
@@ -15,16 +16,49 @@ from typing import Any, NoReturn
 
 import click
 
-from .errors import TemplatekitError
+from .errors import TemplatekitError, one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 
 # The template `templatekit render` uses when given no source.
 DEFAULT_TEMPLATE = "chatml"
 
+_OUTPUT_ERRORS = "templatekit-escape"
+
+
+def _escape_unencodable(error: UnicodeError) -> tuple[str | bytes, int]:
+    """Codec error handler for stdout and stderr: what the terminal's encoding cannot hold.
+
+    A lone surrogate is valid in JSON (``"\\ud800"``) and so can reach a template, a message or a
+    rendered prompt, and UTF-8 refuses to encode it. The surrogates Python uses for the bytes of
+    a non-UTF-8 file name go out as those bytes (as ``surrogateescape`` does), so the name still
+    matches the file; anything else becomes a ``\\uXXXX`` escape.
+    """
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    code = ord(error.object[error.start])
+    if 0xDC80 <= code <= 0xDCFF:
+        return bytes([code - 0xDC00]), error.start + 1
+    escape = f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return escape, error.start + 1
+
+
+codecs.register_error(_OUTPUT_ERRORS, _escape_unencodable)
+
+
+def _tolerant_output_streams() -> None:
+    """Make stdout and stderr write unencodable characters as escapes instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors=_OUTPUT_ERRORS)
+            except (ValueError, OSError):  # a detached or closed stream: nothing to protect
+                pass
+
 
 def _fail_input(message: str) -> NoReturn:
-    click.echo(f"templatekit: error: {message}", err=True)
+    click.echo(f"templatekit: error: {one_line(message)}", err=True)
     sys.exit(EXIT_INPUT)
 
 
@@ -32,6 +66,7 @@ class _Group(click.Group):
     """Turns every templatekit error into one line and exit 2, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        _tolerant_output_streams()
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
@@ -101,6 +136,7 @@ def _conversations(fixtures: tuple[str, ...], messages_file: str | None) -> list
         data = read_structured_file(path)
         conversation = Conversation.from_mapping({"messages": data} if isinstance(data, list) else data, path)
         conversation.name = conversation.name or path.stem
+        conversation.origin = str(path)
         chosen.append(conversation)
     return chosen or builtin_fixtures()
 
@@ -182,11 +218,11 @@ def render(
     elif raw:
         for result in results:
             if len(results) > 1:
-                click.echo(f"==> {result.conversation.name} <==")
+                click.echo(f"==> {one_line(result.conversation.name or 'conversation')} <==")
             if result.ok:
                 click.echo(result.text, nl=len(results) > 1)
             else:
-                click.echo(f"templatekit: {result.error.describe()}", err=True)
+                click.echo(f"templatekit: {_failure_line(result)}", err=True)
     else:
         use_color = _use_color(color)
         tokens = list(template_source.special_tokens.values())
@@ -195,11 +231,22 @@ def render(
             if result.ok:
                 click.echo(make_visible(result.text, tokens, color=use_color), color=use_color)
             else:
-                click.echo(result.error.describe())
+                click.echo(_failure_line(result))
             click.echo()
         ok = sum(result.ok for result in results)
         click.echo(f"{ok} of {len(results)} rendered" + (f", {len(results) - ok} failed" if failed else ""))
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _failure_line(result: Any) -> str:
+    """A failed render in one line. A failure with no place in the template (transformers refusing
+    the inputs: an empty conversation, a message to continue that has no such field) is put on
+    the conversation, named by its file when it came from one."""
+    if result.error.location:
+        return result.error.describe()
+    conversation = result.conversation
+    where = conversation.origin or f"fixture {conversation.name or 'conversation'}"
+    return f"{one_line(where)}: {result.error.describe()}"
 
 
 def _heading(result: Any) -> str:
@@ -208,7 +255,7 @@ def _heading(result: Any) -> str:
     settings = f"add_generation_prompt={result.add_generation_prompt}"
     if result.conversation.continue_final_message:
         settings += f", continue_final_message={result.conversation.continue_final_message!r}"
-    return f"── {name} · template {template} · {settings} ──"
+    return one_line(f"── {name} · template {template} · {settings} ──")
 
 
 def _rendering_json(result: Any) -> dict:
@@ -427,7 +474,7 @@ def capabilities(source: str) -> None:
             _fail_input(f"{template.location(failure.line)}: the template does not compile: {failure.message}")
         behaviour = Behaviour(template.text, loaded.special_tokens, config.capabilities)
         if len(loaded.templates) > 1:
-            click.echo(f"== {template.name}")
+            click.echo(f"== {one_line(template.name)}")
         click.echo(format_capabilities(behaviour.capabilities, behaviour.not_evaluated()))
 
 

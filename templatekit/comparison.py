@@ -366,6 +366,9 @@ def parse_git_spec(spec: str) -> tuple[str, str]:
     revision, separator, path = spec[len(GIT_PREFIX):].partition(":")
     if not separator or not revision or not path:
         raise InputError(spec, "expected git:REV:PATH, for example git:HEAD:chat_template.jinja or git:main:model/")
+    if revision.startswith("-"):
+        # No ref name starts with "-"; git would read one as an option (git show --output=...).
+        raise InputError(spec, f"{revision!r} is not a git revision (it starts with '-')")
     return revision, path
 
 
@@ -410,8 +413,10 @@ def materialize_git_source(spec: str, destination: Path, cwd: Path | None = None
         directory = destination / name
         directory.mkdir(parents=True)
         prefix = path.rstrip("/") + "/"
-        listing = _git(["ls-tree", "-r", "--name-only", revision, "--", prefix], spec, cwd).decode("utf-8")
-        for entry in listing.splitlines():
+        # -z: without it git quotes and escapes names with unusual bytes ("a\\nb.jinja"), which
+        # would then match no file; the names are bytes, decoded as the file system decodes them.
+        listing = _git(["ls-tree", "-r", "-z", "--name-only", revision, "--", prefix], spec, cwd)
+        for entry in (os.fsdecode(raw) for raw in listing.split(b"\0") if raw):
             relative = entry[len(prefix):] if entry.startswith(prefix) else entry
             in_additional = relative.startswith(ADDITIONAL_TEMPLATES_DIR + "/") and relative.endswith(".jinja")
             if relative in _MODEL_DIR_FILES or in_additional:

@@ -60,6 +60,8 @@ class Conversation:
     name: str | None = None
     description: str | None = None
     requires: tuple[str, ...] = ()
+    # The file a user's conversation was read from, so a failure it causes can name that file.
+    origin: str | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def from_mapping(cls, data: Any, origin: str | Path = "<conversation>") -> "Conversation":
@@ -127,6 +129,7 @@ def validate_conversation_data(data: Any, origin: str | Path) -> None:
 
     if not isinstance(data, Mapping):
         raise InputError(origin, f"a conversation must be a mapping with a 'messages' list, got {_json_type(data)}")
+    check_data_shape(data, origin)
     known = set(conversation_schema()["properties"]) | REQUEST_BODY_KEYS
     for key in data:
         if key not in known:
@@ -137,6 +140,60 @@ def validate_conversation_data(data: Any, origin: str | Path) -> None:
     errors = sorted(validator.iter_errors(dict(data)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise InputError(origin, _describe_schema_error(errors[0]))
+
+
+# Bounds on what a conversation file may hold, far above any real chat (the deepest tool schemas
+# nest a few dozen levels; a long agent trace has thousands of messages). Past them, validating,
+# copying and rendering the data would recurse past Python's limit or run for hours.
+MAX_NESTING = 128
+MAX_VALUES = 2_000_000
+
+
+def check_data_shape(data: Any, origin: str | Path) -> None:
+    """Raise ``InputError`` when ``data`` refers to itself, nests deeper than ``MAX_NESTING`` or
+    holds more than ``MAX_VALUES`` values once shared parts are counted at every place they appear.
+
+    YAML anchors and aliases make both possible in a few lines: ``&a [*a]`` is a list inside
+    itself, and nine lines of aliases (a "billion laughs") expand to 10**9 values. A shared part
+    is measured once and its size reused, so the check costs one pass over the distinct values.
+    """
+    if not isinstance(data, (Mapping, list, tuple)):
+        return
+    sizes: dict[int, int] = {}  # values under each container measured so far, itself included
+    on_path = {id(data)}
+    counted = 1
+    # Each frame: [container, iterator over its children, the values counted when it was entered].
+    stack: list[list[Any]] = [[data, _children(data), 0]]
+    while stack:
+        frame = stack[-1]
+        for child in frame[1]:
+            if not isinstance(child, (Mapping, list, tuple)):
+                counted += 1
+            elif id(child) in on_path:
+                raise InputError(origin, "the data refers to itself (a YAML alias inside its own anchor), "
+                                         "so it has no end")
+            elif id(child) in sizes:
+                counted += sizes[id(child)]
+            else:
+                if len(stack) >= MAX_NESTING:
+                    raise InputError(origin, f"nested more than {MAX_NESTING} levels deep")
+                counted += 1
+                on_path.add(id(child))
+                stack.append([child, _children(child), counted - 1])
+                break
+            if counted > MAX_VALUES:
+                raise InputError(origin, f"holds more than {MAX_VALUES:,} values once YAML aliases are "
+                                         "expanded; is it an alias bomb?")
+        else:
+            stack.pop()
+            on_path.discard(id(frame[0]))
+            sizes[id(frame[0])] = counted - frame[2]
+
+
+def _children(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return iter([item for pair in value.items() for item in pair])
+    return iter(value)
 
 
 def _describe_schema_error(error: Any) -> str:
@@ -183,6 +240,7 @@ def load_conversation(path: str | Path) -> Conversation:
     conversation = Conversation.from_mapping(data, path)
     if conversation.name is None:
         conversation.name = path.stem
+    conversation.origin = str(path)
     return conversation
 
 
@@ -211,6 +269,10 @@ def read_structured_file(path: Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise InputError(path, "JSON nested too deeply to parse") from None
+        except ValueError as exc:  # a value json recognises but refuses, e.g. an integer of 5,000 digits
+            raise InputError(path, f"invalid JSON: {exc}") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -218,6 +280,12 @@ def read_structured_file(path: Path) -> Any:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(path, f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise InputError(path, "YAML nested too deeply to parse") from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML's constructors raise these for scalars they match but cannot build:
+        # a date like 2024-13-45, an integer too long to convert.
+        raise InputError(path, f"invalid YAML: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------

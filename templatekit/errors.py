@@ -9,6 +9,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Line breaks that str.splitlines() honours besides "\n": a message holding one would print as
+# two lines, and terminals honour some of them too.
+_LINE_BREAKS = frozenset("\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def one_line(text: str) -> str:
+    """``text`` safe to print as one terminal line: line breaks become ``\\n``-style escapes and
+    other control characters (ESC, BEL, ...) their ``\\x..`` escapes.
+
+    File names, template names and template-supplied messages reach error lines; without this a
+    name with a newline splits the line and an escape sequence repaints the user's terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(_escape_control(char) for char in text)
+
+
+def _escape_control(char: str) -> str:
+    if char.isprintable() or char == "\t":
+        return char
+    if char == "\n":
+        return "\\n"
+    code = ord(char)
+    if char in _LINE_BREAKS or code < 0x20 or 0x7F <= code <= 0x9F:
+        return repr(char)[1:-1]
+    return char
+
 
 class TemplatekitError(Exception):
     """Base class of the errors templatekit explains in one line."""
@@ -24,7 +51,8 @@ class InputError(TemplatekitError):
     def __init__(self, location: str | Path | None, problem: str) -> None:
         self.location = str(location) if location is not None else None
         self.problem = problem
-        super().__init__(f"{self.location}: {problem}" if self.location else problem)
+        message = f"{self.location}: {problem}" if self.location else problem
+        super().__init__(one_line(message))
 
 
 class RenderFailure(TemplatekitError):
@@ -74,8 +102,9 @@ class RenderFailure(TemplatekitError):
             "budget": "budget exceeded",
             "input": "invalid input",
         }[self.kind]
-        flat = " ".join(self.message.split("\n"))
-        return f"{where}{label}: {flat}"
+        # A template's own message often spans lines; shown as one, breaks become spaces.
+        flat = " ".join(self.message.splitlines()) if self.message else self.message
+        return one_line(f"{where}{label}: {flat}")
 
 
 class BudgetExceeded(Exception):

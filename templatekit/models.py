@@ -33,7 +33,7 @@ from typing import Any
 
 from .authoring import write_atomically
 from .errors import InputError
-from .sources import is_gguf
+from .sources import check_gguf, is_gguf
 
 # Overrides where converted GGUF models are kept (default: <cache root>/models, next to the lint cache).
 MODEL_CACHE_ENV = "TEMPLATEKIT_MODEL_CACHE_DIR"
@@ -142,6 +142,7 @@ def locate_model(spec: str | os.PathLike) -> ModelLocation:
         if path.is_dir():
             return _locate_directory(text, path)
         if is_gguf(path):
+            check_gguf(path)
             return ModelLocation(text, "gguf", path)
         raise InputError(path, "not a model: expected a model directory (config.json + weights) or a GGUF file")
     if _HUB_ID.match(text) and not text.startswith((".", "/")):
@@ -154,6 +155,7 @@ def _locate_directory(text: str, path: Path) -> ModelLocation:
         return ModelLocation(text, "directory", path)
     ggufs = sorted(candidate for candidate in path.glob("*.gguf") if candidate.is_file())
     if len(ggufs) == 1:
+        check_gguf(ggufs[0])
         return ModelLocation(text, "gguf", ggufs[0])
     if ggufs:
         names = ", ".join(candidate.name for candidate in ggufs)
@@ -287,7 +289,7 @@ def convert_gguf(gguf_path: Path, destination: Path, progress: ProgressCallback 
             tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
             with _tensor_progress(progress, "converting GGUF tensors (once; cached for later runs)"):
                 model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        except (ValueError, KeyError, NotImplementedError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - its GGUF reader fails on corrupt files in many ways
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise InputError(gguf_path, f"transformers cannot load this GGUF file: {first_line}") from None
         # The weights are dequantized already; transformers refuses to save while the model still

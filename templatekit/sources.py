@@ -29,10 +29,14 @@ and are not reproduced.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import mmap
 import os
+import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +142,7 @@ def load_source(spec: str | os.PathLike) -> TemplateSource:
     """
     path = Path(spec)
     if not path.exists():
-        raise InputError(path, "no such file or directory")
+        raise InputError(path, _missing_path_problem(path))
     if path.is_dir():
         return _load_model_dir(path)
     if is_gguf(path):
@@ -153,13 +157,63 @@ def load_source(spec: str | os.PathLike) -> TemplateSource:
 # --- reading files -------------------------------------------------------------------------
 
 
+# What GGUF parsing reads from: a mapped file, or the bytes of a pipe.
+_Buffer = mmap.mmap | bytes
+
+# A pipe or device (``<(git show ...)``, /dev/stdin) is read whole, once, up to this size; an
+# endless one (/dev/zero) would otherwise be read until memory runs out.
+STREAM_LIMIT = 256 * 1024 * 1024
+# Contents of the pipes and devices read so far, by path: a second read of a pipe finds it
+# empty, and loading one source looks at its first bytes before reading it all.
+_stream_contents: dict[str, bytes] = {}
+
+
+def _missing_path_problem(path: Path) -> str:
+    """Why ``path.exists()`` is False: really absent, or a symbolic link that leads nowhere."""
+    if not path.is_symlink():
+        return "no such file or directory"
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop: the link leads back to itself"
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "broken symbolic link"
+    return f"broken symbolic link: its target {target} does not exist"
+
+
+def _is_stream(path: Path) -> bool:
+    """Whether ``path`` is a pipe, socket or device rather than a regular file or directory."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
+        if _is_stream(path):
+            return _read_stream(path)
         return path.read_bytes()
     except IsADirectoryError:
         raise InputError(path, "is a directory, not a file") from None
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _read_stream(path: Path) -> bytes:
+    key = os.path.abspath(path)
+    if key not in _stream_contents:
+        with path.open("rb") as handle:
+            data = handle.read(STREAM_LIMIT + 1)
+        if len(data) > STREAM_LIMIT:
+            raise InputError(path, f"a pipe or device that gives more than {STREAM_LIMIT:,} bytes; "
+                                   "give the path of a regular file")
+        _stream_contents[key] = data
+    return _stream_contents[key]
 
 
 def is_gguf(path: Path) -> bool:
@@ -168,11 +222,28 @@ def is_gguf(path: Path) -> bool:
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
+    if _is_stream(path):
+        return _read_bytes(path).startswith(magic)
     try:
         with path.open("rb") as handle:
             return handle.read(len(magic)) == magic
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def _file_buffer(path: Path) -> Iterator[_Buffer]:
+    """The whole file as a read-only buffer: mapped for a regular file (GGUF files run to many
+    gigabytes), the bytes already read for a pipe or device, which cannot be mapped."""
+    if _is_stream(path):
+        yield _read_bytes(path)
+        return
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            yield b""  # mmap refuses empty files
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield data
 
 
 def _decode_utf8(data: bytes, path: Path) -> str:
@@ -360,6 +431,14 @@ def _processor_templates(directory: Path) -> tuple[dict[str, ChatTemplate], bool
     )
     ggufs = sorted(file.name for file in directory.glob("*.gguf"))
     hint = f" (to read a GGUF file, give its path, e.g. {directory / ggufs[0]})" if ggufs else ""
+    # transformers skips a link that leads nowhere as if the file were absent; say so, since the
+    # user sees the file listed.
+    dangling = [name for name in (CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE, PROCESSOR_TEMPLATE_FILE)
+                if (directory / name).is_symlink() and not (directory / name).exists()]
+    if len(dangling) == 1:
+        hint += f" ({dangling[0]}: {_missing_path_problem(directory / dangling[0])})"
+    elif dangling:
+        hint += f" (broken symbolic links: {', '.join(dangling)})"
     raise InputError(directory, f"no chat template: looked for {looked_for}{hint}")
 
 
@@ -643,7 +722,7 @@ class _GgufScalarArray:
 class _GgufCursor:
     """Reads little-endian GGUF values from a mapped file, checking every read against its end."""
 
-    def __init__(self, data: mmap.mmap) -> None:
+    def __init__(self, data: _Buffer) -> None:
         self.data = data
         self.position = 0
 
@@ -716,7 +795,7 @@ class _GgufCursor:
 
 def _load_gguf(path: Path) -> TemplateSource:
     try:
-        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with _file_buffer(path) as data:
             metadata = _read_gguf(data)
             templates = _gguf_templates(metadata, path)
             special_tokens = named_special_tokens(_gguf_token_config(data, metadata, path), path)
@@ -730,7 +809,25 @@ def _load_gguf(path: Path) -> TemplateSource:
     return TemplateSource(path, "gguf", templates, single, special_tokens)
 
 
-def _read_gguf(data: mmap.mmap, *, check_tensors: bool = True) -> dict[str, Any]:
+def check_gguf(path: Path) -> None:
+    """Raise ``InputError`` unless ``path`` is a whole GGUF file: metadata that parses, and a
+    tensor table whose data lies inside the file. Whether it holds a chat template is not asked.
+
+    Cheap (the metadata and the tensor table only), so a truncated download is reported before
+    anything spends minutes hashing or converting it.
+    """
+    try:
+        with _file_buffer(path) as data:
+            _read_gguf(data)
+    except _Truncated:
+        raise InputError(path, "truncated GGUF file: it ends before its metadata or tensor data does") from None
+    except (ValueError, struct.error) as error:
+        raise InputError(path, f"unreadable GGUF file: {error}") from None
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _read_gguf(data: _Buffer, *, check_tensors: bool = True) -> dict[str, Any]:
     """Metadata values that matter here (template and tokenizer-model strings as bytes, ids, array positions).
 
     Checks the tensor table and the data section against the file size, so a partial download is
@@ -821,7 +918,7 @@ def _gguf_templates(metadata: dict[str, Any], path: Path) -> dict[str, ChatTempl
     return templates
 
 
-def _gguf_token_config(data: mmap.mmap, metadata: dict[str, Any], path: Path) -> dict[str, str | None]:
+def _gguf_token_config(data: _Buffer, metadata: dict[str, Any], path: Path) -> dict[str, str | None]:
     """The special tokens transformers' GGUF tokenizer puts in its config: vocabulary entries by id."""
     config: dict[str, str | None] = {}
     tokens = metadata.get("tokenizer.ggml.tokens")
@@ -836,7 +933,7 @@ def _gguf_token_config(data: mmap.mmap, metadata: dict[str, Any], path: Path) ->
     return config
 
 
-def _gguf_token(data: mmap.mmap, tokens: _GgufStringArray, token_id: Any, where: str) -> str:
+def _gguf_token(data: _Buffer, tokens: _GgufStringArray, token_id: Any, where: str) -> str:
     """Vocabulary entry ``token_id``, indexed like a Python list (as transformers indexes it)."""
     if isinstance(token_id, bool) or not isinstance(token_id, int):
         raise InputError(where, f"token id must be an integer, found {token_id!r}")
@@ -870,7 +967,7 @@ def read_gguf_tokenizer(path: Path) -> GgufTokenizer | None:
     import hashlib
 
     try:
-        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with _file_buffer(path) as data:
             metadata = _read_gguf(data, check_tensors=False)
             tokens = metadata.get("tokenizer.ggml.tokens")
             if not isinstance(tokens, _GgufStringArray):
@@ -902,7 +999,7 @@ def read_gguf_tokenizer(path: Path) -> GgufTokenizer | None:
     return GgufTokenizer(texts, token_types, values, digest)
 
 
-def _gguf_scalars(data: mmap.mmap, array: _GgufScalarArray) -> list[int]:
+def _gguf_scalars(data: _Buffer, array: _GgufScalarArray) -> list[int]:
     fmt, width = _GGUF_SCALARS[array.element_type]
     if array.offset + width * array.count > len(data):
         raise _Truncated()

@@ -279,7 +279,8 @@ def _template_source(template: Any, location: Any) -> TemplateSource:
     try:
         return load_source(location.path)
     except InputError as error:
-        raise InputError(location.spec, f"{error.problem}; give a template with --template") from None
+        # The error's own location stays: it names the file (and field) that is wrong.
+        raise InputError(error.location or location.spec, f"{error.problem}; give a template with --template") from None
 
 
 def _verdict_reasons(report: ValidationReport) -> list[str]:

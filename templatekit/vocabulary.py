@@ -285,10 +285,22 @@ def _config_added_tokens(config: dict, path: Path) -> list[tuple[int, str, bool]
     found = []
     for key, item in decoder.items():
         content = item.get("content") if isinstance(item, dict) else None
-        if not (key.lstrip("-").isdigit() and isinstance(content, str)):
+        token_id = _decimal_id(key)
+        if token_id is None or not isinstance(content, str):
             raise InputError(path, f"added_tokens_decoder[{key!r}] must map an integer id to an object with a string content")
-        found.append((int(key), content, bool(item.get("special", False))))
+        found.append((token_id, content, bool(item.get("special", False))))
     return found
+
+
+def _decimal_id(key: str) -> int | None:
+    """The id an ``added_tokens_decoder`` key spells, as transformers reads it (``int(key)``), or None.
+
+    ``str.isdigit`` is no test for that: it accepts "²", which ``int`` refuses.
+    """
+    try:
+        return int(key)
+    except ValueError:
+        return None
 
 
 def _model_vocab(model: dict, path: Path) -> dict[str, int]:
@@ -354,29 +366,48 @@ def _hf_prepended(config: dict, tokenizer: dict | None, special_tokens: Mapping[
 
 
 def _post_processor_prefix(processor: Any) -> tuple[str, ...]:
-    if not isinstance(processor, dict):
-        return ()
-    kind = processor.get("type")
-    if kind == "Sequence":
-        prefix: tuple[str, ...] = ()
-        for inner in processor.get("processors") or ():
-            prefix += _post_processor_prefix(inner)
-        return prefix
-    if kind in ("BertProcessing", "RobertaProcessing"):
-        cls = processor.get("cls")
-        return (cls[0],) if isinstance(cls, list) and cls and isinstance(cls[0], str) else ()
-    if kind == "TemplateProcessing":
-        named = processor.get("special_tokens") or {}
-        prefix = ()
-        for piece in processor.get("single") or ():
-            if not isinstance(piece, dict) or "Sequence" in piece:
-                break
-            special = piece.get("SpecialToken") or {}
-            entry = named.get(special.get("id")) if isinstance(named, dict) else None
-            tokens = entry.get("tokens") if isinstance(entry, dict) else None
-            prefix += tuple(token for token in tokens or [special.get("id")] if isinstance(token, str))
-        return prefix
-    return ()
+    """The tokens a tokenizer.json post-processor puts before a single text.
+
+    Fields of the wrong shape add nothing rather than failing: the ``tokenizers`` library is the
+    judge of a malformed file, and this only refines what the special-token rules know. Nested
+    ``Sequence`` processors are walked with a stack, as a file may nest them arbitrarily deep.
+    """
+    prefix: tuple[str, ...] = ()
+    pending = [processor]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, dict):
+            continue
+        kind = current.get("type")
+        if kind == "Sequence":
+            inner = current.get("processors")
+            if isinstance(inner, list):
+                pending.extend(reversed(inner))
+        elif kind in ("BertProcessing", "RobertaProcessing"):
+            cls = current.get("cls")
+            if isinstance(cls, list) and cls and isinstance(cls[0], str):
+                prefix += (cls[0],)
+        elif kind == "TemplateProcessing":
+            prefix += _template_processing_prefix(current)
+    return prefix
+
+
+def _template_processing_prefix(processor: dict) -> tuple[str, ...]:
+    named = processor.get("special_tokens")
+    pieces = processor.get("single")
+    prefix: tuple[str, ...] = ()
+    for piece in pieces if isinstance(pieces, list) else ():
+        if not isinstance(piece, dict) or "Sequence" in piece:
+            break
+        special = piece.get("SpecialToken")
+        token = special.get("id") if isinstance(special, dict) else None
+        if not isinstance(token, str):
+            continue
+        entry = named.get(token) if isinstance(named, dict) else None
+        tokens = entry.get("tokens") if isinstance(entry, dict) else None
+        prefix += tuple(item for item in tokens if isinstance(item, str)) if isinstance(tokens, list) and tokens \
+            else (token,)
+    return prefix
 
 
 def _files_digest(directory: Path, names: Iterable[str]) -> str:
@@ -434,9 +465,12 @@ def _gguf_vocabulary(path: Path, special_tokens: Mapping[str, str]) -> Vocabular
         value = metadata.get(key)
         if value is None:
             return None
-        if not _is_id(value) or not 0 <= value < len(tokens):
+        # Negative ids index from the end, as transformers indexes the vocabulary list when it
+        # builds the template's special tokens (sources.py): lint and render must agree.
+        index = value + len(tokens) if _is_id(value) and value < 0 else value
+        if not _is_id(value) or not 0 <= index < len(tokens):
             raise InputError(f"{path}[{key}]", f"token id {value!r} is outside the vocabulary of {len(tokens)} tokens")
-        return value
+        return index
 
     eog = {token_id(key) for key in GGUF_EOG_ID_KEYS} - {None}
     by_text = {text: index for index, text in enumerate(tokens)}

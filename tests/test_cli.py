@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -167,3 +168,103 @@ def test_no_traceback_for_a_binary_source():
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1
+
+
+# --- hostile and broken input on the command line ------------------------------------------------
+
+
+def _templatekit(*args, **kwargs) -> subprocess.CompletedProcess:
+    """The real command in a child process: real stdout/stderr encodings, no test harness between."""
+    return subprocess.run([sys.executable, "-m", "templatekit", *map(str, args)], capture_output=True,
+                          timeout=120, **kwargs)
+
+
+def test_a_lone_surrogate_prints_as_an_escape_not_an_internal_error(tmp_path):
+    """JSON may spell a lone surrogate ("\\ud800"), which UTF-8 cannot encode: printing the render
+    or a lint finding used to end in 'internal error: UnicodeEncodeError'."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "tokenizer_config.json").write_text('{"chat_template": "\\ud800{{ messages[0].content }}"}')
+    conversation = tmp_path / "c.json"
+    conversation.write_text('[{"role": "user", "content": "x\\udfff"}]')
+    rendered = _templatekit("render", model, "--messages", conversation, "--raw")
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout == b"\\ud800x\\udfff"
+    linted = _templatekit("lint", "--no-cache", "--format", "json", model)
+    assert linted.returncode in (0, 1), linted.stderr
+    json.loads(linted.stdout)
+    diffed = _templatekit("diff", model, tmp_path / "missing.jinja")
+    assert diffed.returncode == 2 and b"internal error" not in diffed.stderr
+
+
+def test_a_non_utf8_file_name_prints_as_its_own_bytes(tmp_path):
+    name = os.fsdecode(b"caf\xe9.jinja")
+    (tmp_path / name).write_text(CHATML)
+    completed = _templatekit("lint", "--no-cache", "-q", tmp_path, env={**os.environ, "LC_ALL": "C.UTF-8",
+                                                                       "PYTHONIOENCODING": "utf-8"})
+    assert completed.returncode in (0, 1), completed.stderr
+    assert os.fsencode(str(tmp_path / name)) + b":1:1:" in completed.stdout
+
+
+def test_error_lines_stay_one_line_whatever_the_input_holds(tmp_path):
+    """A newline or an escape sequence in a rule name, file name or a template's own message used
+    to reach the terminal as it was: two lines, or a repainted screen."""
+    completed = _templatekit("rule", "TK\n201\x1b[2J")
+    assert completed.returncode == 2
+    assert completed.stderr.decode().startswith("templatekit: error: no rule named 'TK\\n201\\x1b[2J'")
+    assert completed.stderr.count(b"\n") == 1 and b"\x1b" not in completed.stderr
+    missing = _templatekit("render", tmp_path / "new\nline.jinja")
+    assert missing.stderr.decode() == f"templatekit: error: {tmp_path}/new\\nline.jinja: no such file or directory\n"
+    template = tmp_path / "raise.jinja"
+    template.write_text("{{ raise_exception('hidden\\rshown\\x1b[2J\\u2028next') }}")
+    raised = _templatekit("render", template, "-f", "basic", "--raw")
+    assert raised.returncode == 1
+    assert raised.stderr.decode() == f"templatekit: {template}:1: template raised: hidden shown\\x1b[2J next\n"
+
+
+def test_lint_text_output_shows_control_characters_instead_of_sending_them(tmp_path):
+    (tmp_path / "odd\nname.jinja").write_text("{{ messages[0].content.strip() }}")
+    (tmp_path / "t.jinja").write_text("{{ '\x1b[2J' }}{{ messages[0].content.strip() }}")
+    completed = _templatekit("lint", "--no-cache", "--select", "TK201", tmp_path)
+    output = completed.stdout.decode()
+    assert "TK201" in output and "\x1b" not in output
+    assert f"{tmp_path}/odd\\nname.jinja:1:" in output
+    # The excerpt keeps one column per character, so the caret still points at .strip().
+    assert "1 | {{ '\u241b[2J' }}{{ messages[0].content.strip() }}" in output
+    errors = _templatekit("lint", "--no-cache", tmp_path / "gone\n.jinja")
+    assert errors.stdout.decode().splitlines()[0] == f"error: {tmp_path}/gone\\n.jinja: no such file or directory"
+
+
+def test_a_render_refused_before_the_template_runs_names_the_conversation_file(run, chatml, tmp_path):
+    conversation = tmp_path / "empty.json"
+    conversation.write_text("[]")
+    result = _templatekit("render", chatml, "--messages", conversation, "--raw")
+    assert result.returncode == 1
+    assert result.stderr.decode() == (f"templatekit: {conversation}: invalid input: Cannot apply chat template to an "
+                                      "empty conversation. Provide at least one message.\n")
+
+
+def test_a_pipe_is_read_once(tmp_path, chatml):
+    """``templatekit render <(git show ...)``: the source was read twice (once for the GGUF magic
+    bytes), and a pipe gives its bytes only once, so it looked empty."""
+    script = f'{sys.executable} -m templatekit render <(cat "{chatml}") -f basic --raw'
+    completed = subprocess.run(["bash", "-c", script], capture_output=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith(b"<|im_start|>user\n")
+    script = f'{sys.executable} -m templatekit diff <(cat "{chatml}") "{chatml}" -f basic'
+    assert subprocess.run(["bash", "-c", script], capture_output=True, timeout=120).returncode == 0
+
+
+def test_extract_reports_what_it_cannot_write(run, tmp_path):
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text('{"chat_template": "\\ud800{{ messages }}"}')
+    result = run("extract", str(config), "-o", str(tmp_path / "out.jinja"))
+    assert result.exit_code == 2
+    assert result.output == (f"templatekit: error: {config}[default]:1:1: holds a lone surrogate U+D800, which no "
+                             "UTF-8 file can hold; fix it in the source first\n")
+    config.write_text(json.dumps({"chat_template": CHATML}))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run("extract", str(config), "-o", str(blocker / "sub" / "t.jinja"))
+    assert result.exit_code == 2
+    assert result.output == f"templatekit: error: {blocker / 'sub'}: cannot create the directory: Not a directory\n"

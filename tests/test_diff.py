@@ -201,6 +201,33 @@ def test_git_errors_are_one_line_and_name_the_spec(repo, run, tmp_path):
         templatekit.diff("git:HEAD:t.jinja", str(repo / "t.jinja"))
 
 
+def test_git_model_directory_keeps_templates_with_unusual_file_names(repo):
+    """git quotes and escapes names outside plain ASCII in its listings ("outil_\\303\\251.jinja"),
+    so such additional templates were silently left out of the revision's model directory."""
+    import contextlib
+
+    from templatekit.comparison import open_source
+
+    extra = repo / "model" / "additional_chat_templates"
+    extra.mkdir()
+    for name in ("outil_é", "two\nlines", "plain"):
+        _write(extra / f"{name}.jinja", CHATML)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "named templates")
+    with contextlib.ExitStack() as stack:
+        at_revision = open_source("git:HEAD:model", stack)
+        assert sorted(at_revision.templates) == sorted(open_source("model", stack).templates) == [
+            "outil_é", "plain", "two\nlines"]
+
+
+def test_a_git_revision_cannot_be_an_option(repo):
+    with pytest.raises(InputError) as error:
+        templatekit.diff("git:--output=written.txt:t.jinja", "t.jinja")
+    assert str(error.value) == "git:--output=written.txt:t.jinja: '--output=written.txt' is not a git revision " \
+                               "(it starts with '-')"
+    assert not (repo / "written.txt").exists()
+
+
 def test_render_errors_at_a_revision_point_at_the_revision(repo):
     _write(repo / "bad.jinja", "{{ messages[0].nope.deeper }}")
     _git(repo, "add", "bad.jinja")

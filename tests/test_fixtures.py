@@ -446,3 +446,51 @@ def test_loading_fixtures_does_not_import_hypothesis():
     code = "import sys, templatekit.fixtures as f; f.builtin_fixtures(); f.load_fixture('basic'); print('hypothesis' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# --- conversation files that are broken or hostile ----------------------------------------------
+
+ALIAS_BOMB = "messages:\n- role: user\n  content: hi\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]\n" for level in range(1, 9)
+)
+
+
+HOSTILE_CONVERSATIONS = [
+    ("deep.json", '{"messages": [{"role": "user", "content": "x", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}]}",
+     "JSON nested too deeply to parse"),
+    ("deep.yaml", "messages:\n- role: user\n  content: x\n  extra: " + "[" * 100_000 + "]" * 100_000 + "\n",
+     "YAML nested too deeply to parse"),
+    ("nested.json", '{"messages": [{"role": "user", "content": "x", "extra": ' + "[" * 500 + "]" * 500 + "}]}",
+     "nested more than 128 levels deep"),
+    ("bigint.json", '[{"role": "user", "content": "x", "n": ' + "9" * 5000 + "}]",
+     "invalid JSON: Exceeds the limit (4300 digits) for integer string conversion"),
+    ("bigint.yaml", "- {role: user, content: x, n: " + "9" * 5000 + "}\n",
+     "invalid YAML: Exceeds the limit (4300 digits) for integer string conversion"),
+    ("date.yaml", "messages:\n- {role: user, content: hi, when: 2024-13-45}\n", "invalid YAML: month must be in 1..12"),
+    ("bomb.yaml", ALIAS_BOMB, "holds more than 2,000,000 values once YAML aliases are expanded"),
+    ("self.yaml", "messages:\n- &m\n  role: user\n  content: hi\n  self: *m\n", "the data refers to itself"),
+    ("list.yaml", "messages: &all\n- role: user\n  content: hi\n  all: *all\n", "the data refers to itself"),
+]
+
+
+@pytest.mark.parametrize("name, content, problem", HOSTILE_CONVERSATIONS, ids=[item[0] for item in HOSTILE_CONVERSATIONS])
+def test_a_hostile_conversation_file_is_one_line_naming_it(tmp_path, run, name, content, problem):
+    """Each of these used to end in 'internal error: RecursionError/ValueError', an unnamed
+    render failure, or (the alias bomb: nine lines that expand to 10**9 values) run for ever."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    chatml = tmp_path / "t.jinja"
+    chatml.write_text("{% for m in messages %}{{ m.content }}{% endfor %}", encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        load_fixture(str(path))
+    assert str(error.value).startswith(f"{path}: {problem}")
+    result = run("render", str(chatml), "--messages", str(path), "--raw")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"templatekit: error: {path}: {problem}")
+    assert result.output.count("\n") == 1
+
+
+def test_shared_yaml_values_within_bounds_still_load(tmp_path):
+    path = tmp_path / "shared.yaml"
+    path.write_text("messages:\n- &m {role: user, content: hi}\n- {role: assistant, content: yo}\n- *m\n", encoding="utf-8")
+    assert [message["content"] for message in load_fixture(str(path)).messages] == ["hi", "yo", "hi"]

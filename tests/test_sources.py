@@ -521,3 +521,60 @@ def test_bad_added_token_in_special_tokens_map_names_that_file(tmp_path):
         f"{directory / 'special_tokens_map.json'}: bos_token: AddedToken content must be a string, found a number; "
         "transformers 5 cannot load this tokenizer"
     )
+
+
+# --- links, pipes and devices -------------------------------------------------------------------
+
+
+def test_a_symbolic_link_loop_is_named_as_one(tmp_path):
+    (tmp_path / "a.jinja").symlink_to(tmp_path / "b.jinja")
+    (tmp_path / "b.jinja").symlink_to(tmp_path / "a.jinja")
+    assert input_error(tmp_path / "a.jinja") == f"{tmp_path / 'a.jinja'}: symbolic link loop: the link leads back to itself"
+
+
+def test_a_broken_symbolic_link_names_its_target(tmp_path):
+    (tmp_path / "t.jinja").symlink_to(tmp_path / "gone.jinja")
+    assert input_error(tmp_path / "t.jinja") == (
+        f"{tmp_path / 't.jinja'}: broken symbolic link: its target {tmp_path / 'gone.jinja'} does not exist"
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "chat_template.jinja").symlink_to("../nowhere.jinja")
+    assert input_error(model).endswith(
+        "(chat_template.jinja: broken symbolic link: its target ../nowhere.jinja does not exist)"
+    )
+
+
+def test_an_endless_device_is_refused_instead_of_read_forever(monkeypatch):
+    import templatekit.sources as sources
+
+    monkeypatch.setattr(sources, "STREAM_LIMIT", 4096)
+    assert input_error("/dev/zero") == "/dev/zero: a pipe or device that gives more than 4,096 bytes; give the path of a regular file"
+
+
+def test_a_fifo_is_read_once_even_though_its_first_bytes_are_looked_at(tmp_path):
+    """Loading looks at the first four bytes (GGUF magic) before reading the file; a pipe gives
+    its bytes once, so the second read found nothing (and on a FIFO waited for a new writer)."""
+    import contextlib
+    import os
+    import threading
+    import time
+
+    fifo = tmp_path / "t.jinja"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with open(fifo, "wb") as handle:
+            handle.write(b"{{ messages[0].content }}")
+
+    def unblock_a_second_read() -> None:
+        # Should loading open the FIFO again, it would wait for a writer for ever: give it an
+        # empty one after a while, so the test fails instead of hanging.
+        time.sleep(5)
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=writer, daemon=True).start()
+    threading.Thread(target=unblock_a_second_read, daemon=True).start()
+    source = load_source(fifo)
+    assert source.select().text == "{{ messages[0].content }}"

@@ -285,12 +285,30 @@ def test_locating_models(tmp_path):
         locate_model(text)
     with pytest.raises(InputError, match="no such file"):
         locate_model(tmp_path / "missing" / "model.gguf")
+    from tests.test_sources import write_gguf
+
     (tmp_path / "one").mkdir()
-    (tmp_path / "one" / "m.gguf").write_bytes(b"GGUF....")
+    write_gguf(tmp_path / "one" / "m.gguf", templates="T")
     assert locate_model(tmp_path / "one").kind == "gguf"
-    (tmp_path / "one" / "n.gguf").write_bytes(b"GGUF....")
+    write_gguf(tmp_path / "one" / "n.gguf", templates="T")
     with pytest.raises(InputError, match="several GGUF files"):
         locate_model(tmp_path / "one")
+
+
+def test_a_truncated_gguf_model_is_refused_before_hashing_or_converting(tmp_path):
+    """transformers' GGUF reader fails on a cut file with a bare struct.error or IndexError (an
+    'internal error' line) only after the file was hashed; templatekit's own reader says what is
+    wrong at once, whether the template comes from the file or from --template."""
+    from templatekit.models import locate_model
+    from tests.test_sources import write_gguf
+
+    whole = write_gguf(tmp_path / "whole.gguf", templates="T").read_bytes()
+    (tmp_path / "dir").mkdir()
+    for cut, path in ((len(whole) - 16, tmp_path / "cut.gguf"), (60, tmp_path / "dir" / "model.gguf")):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(InputError) as error:
+            locate_model(path if path.parent == tmp_path else path.parent)
+        assert str(error.value) == f"{path}: truncated GGUF file: it ends before its metadata or tensor data does"
 
 
 def test_a_hub_id_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatch):
@@ -372,3 +390,15 @@ def test_a_run_cut_short_by_the_token_limit_says_how_to_let_it_finish():
     assert len(reasons) == 1
     assert "only 33% of prompts" in reasons[0] and "within 8 tokens" in reasons[0]
     assert "2 were still writing a plain answer at the limit" in reasons[0] and "--max-new-tokens" in reasons[0]
+
+
+def test_a_model_whose_own_template_cannot_load_keeps_the_place_of_the_problem(tmp_path):
+    """The message used to swap the field's location for the bare model path."""
+    from templatekit.validate import validate
+    from tests.test_sources import write_gguf
+
+    path = write_gguf(tmp_path / "m.gguf", templates="T", token_ids={"bos": 1, "eos": 99})
+    with pytest.raises(InputError) as error:
+        validate(str(path))
+    assert str(error.value) == (f"{path}[tokenizer.ggml.eos_token_id]: token id 99 is outside the vocabulary of "
+                                "8 tokens; give a template with --template")

@@ -337,3 +337,73 @@ def test_llama3_headers_with_the_smollm2_vocabulary():
     assert {d.code for d in found} == {"TK504"}
     own = tokenizer_findings(source.select().text, source.special_tokens, load_vocabulary(source))
     assert own == []
+
+
+# --- malformed tokenizer files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["²", "--5", "1.5", "x"])
+def test_added_tokens_decoder_keys_that_are_not_ids_are_one_line_errors(tmp_path, key):
+    """"²".isdigit() is True but int("²") raises: the key check let such keys through to an
+    'internal error: ValueError' line."""
+    model = chatml_model(tmp_path / "model", None)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {key: {"content": "<x>", "special": True}}
+    (model / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        load_vocabulary(load_source(model))
+    assert str(error.value) == (f"{model / 'tokenizer_config.json'}: added_tokens_decoder[{key!r}] must map an "
+                                "integer id to an object with a string content")
+
+
+@pytest.mark.parametrize("post_processor", [
+    {"type": "Sequence", "processors": 5},
+    {"type": "TemplateProcessing", "single": 5},
+    {"type": "TemplateProcessing", "single": [{"SpecialToken": "<s>"}]},
+    {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": ["<s>"]}}], "special_tokens": {}},
+    {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}], "special_tokens": {"<s>": {"tokens": "<s>"}}},
+])
+def test_a_malformed_post_processor_is_not_an_internal_error(tmp_path, post_processor):
+    """Such a file used to stop lint with 'internal error: TypeError/AttributeError'; the tokenizers
+    library is the judge of it, and the prefix it cannot read is simply unknown."""
+    model = chatml_model(tmp_path / "model", None)
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    tokenizer["post_processor"] = post_processor
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    vocabulary = load_vocabulary(load_source(model))
+    assert vocabulary.prepended in ((), ("<s>",))
+    assert all(len(token) > 1 for token in vocabulary.prepended)  # never the characters of a string
+
+
+def test_deeply_nested_post_processors_are_walked_without_recursion(tmp_path):
+    from templatekit.vocabulary import _post_processor_prefix
+
+    processor = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}]}
+    for _ in range(5000):
+        processor = {"type": "Sequence", "processors": [processor]}
+    assert _post_processor_prefix(processor) == ("<s>",)
+
+
+def test_a_negative_gguf_token_id_means_the_same_to_lint_as_to_render(tmp_path):
+    """transformers indexes the GGUF vocabulary list with the id, so -1 is the last token and the
+    template renders; lint refused the same file as unreadable."""
+    import numpy
+    from gguf import GGUFWriter
+
+    path = tmp_path / "m.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["<unk>", "<|im_start|>", "<|im_end|>"])
+    writer.add_token_types([2, CONTROL, CONTROL])
+    writer.add_int32("tokenizer.ggml.eos_token_id", -1)
+    writer.add_chat_template(CHATML)
+    writer.add_tensor("token_embd.weight", numpy.ones((4, 4), dtype=numpy.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    source = load_source(path)
+    assert source.special_tokens["eos_token"] == "<|im_end|>"
+    assert 2 in load_vocabulary(source).eos_ids
+    result = CliRunner().invoke(main, ["lint", "--no-cache", "--select", "TK5", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output

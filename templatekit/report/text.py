@@ -4,25 +4,36 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..errors import one_line
+
 _COLORS = {"error": "\x1b[1;31m", "warning": "\x1b[1;33m", "info": "\x1b[1;36m"}
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
+# C0 controls and DEL shown as their Unicode control pictures (U+2400...), one column each, so a
+# caret under an excerpt still points at the right character.
+_CONTROL_PICTURES = {code: 0x2400 + code for code in range(0x20)} | {0x7F: 0x2421}
 
 
 def _paint(text: str, style: str, color: bool) -> str:
     return f"{style}{text}{_RESET}" if color else text
 
 
+def _visible_line(text: str) -> str:
+    """A template line safe to print: its control characters (an ESC that would repaint the
+    terminal, a carriage return that would hide the start of the line) as visible pictures."""
+    return one_line(text.translate(_CONTROL_PICTURES))
+
+
 def format_diagnostic(diagnostic, *, color: bool = False, excerpt: bool = True) -> str:
     head = (
-        f"{_paint(diagnostic.location, _BOLD, color)}: "
+        f"{_paint(one_line(diagnostic.location), _BOLD, color)}: "
         f"{_paint(diagnostic.code, _COLORS[diagnostic.severity], color)} "
-        f"[{diagnostic.severity}] {diagnostic.name}: {diagnostic.message}"
+        f"[{diagnostic.severity}] {diagnostic.name}: {one_line(diagnostic.message)}"
     )
     lines = [head]
     if excerpt and diagnostic.excerpt:
         number = str(diagnostic.line)
         gutter = " " * len(number)
-        source = diagnostic.excerpt.replace("\t", " ")
+        source = _visible_line(diagnostic.excerpt.replace("\t", " "))
         lines.append(_paint(f"{gutter} |", _DIM, color))
         lines.append(_paint(f"{number} | ", _DIM, color) + source)
         width = 1
@@ -42,11 +53,11 @@ def format_text(reports: list, *, color: bool = False, statistics: bool = False,
     diagnostics = [d for report in reports for d in report.diagnostics]
     for report in reports:
         if report.error:
-            blocks.append(f"error: {report.error}")
+            blocks.append(f"error: {one_line(report.error)}")
         if report.diff:
-            blocks.append(report.diff.rstrip("\n"))
+            blocks.append("\n".join(_visible_line(line) for line in report.diff.rstrip("\n").split("\n")))
         if not quiet:
-            blocks += [f"{report.path}: note: {note}" for note in report.notes]
+            blocks += [f"{one_line(report.path)}: note: {one_line(note)}" for note in report.notes]
         blocks += [format_diagnostic(d, color=color, excerpt=not quiet) for d in report.diagnostics]
     if statistics:
         counts = Counter((d.code, d.name, d.fix is not None) for d in diagnostics)
