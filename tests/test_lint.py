@@ -290,3 +290,45 @@ def test_lint_reads_templates_embedded_in_a_gguf_file(project):
         {"name": "default", "template": "{{ messages[0]['content'].strip() }}"},
         {"name": "tool_use", "template": "{% for m in messages %}{{ m.content }}{% endfor %}"},
     ]).read_bytes()
+
+
+def test_a_fix_that_cannot_be_written_keeps_every_files_findings(project, monkeypatch):
+    from templatekit import authoring
+    from templatekit.errors import InputError
+
+    (project / "fixable.jinja").write_text(FIXABLE, encoding="utf-8")
+    (project / "other.jinja").write_text(FIXABLE, encoding="utf-8")
+    real_write = authoring.write_atomically
+
+    def refuse_one(path, data):
+        if Path(path).name == "fixable.jinja":
+            raise InputError(path, "is a pipe or device, not a file that can be rewritten")
+        return real_write(path, data)
+
+    monkeypatch.setattr(authoring, "write_atomically", refuse_one)
+    result = run("fixable.jinja", "other.jinja", "--fix", "--select", "TK201,TK207")
+    assert result.exit_code == 2
+    assert "error: fixable.jinja: is a pipe or device, not a file that can be rewritten" in result.output
+    assert "other.jinja:1:" in result.output and "fixable.jinja:1:" in result.output
+    assert (project / "fixable.jinja").read_text(encoding="utf-8") == FIXABLE
+    assert (project / "other.jinja").read_text(encoding="utf-8") != FIXABLE
+
+
+@pytest.mark.parametrize("pyproject, expected", [
+    ("tool = 5\n", None),
+    ("[tool]\ntemplatekit = 5\n", "pyproject.toml: [tool.templatekit] must be a table"),
+])
+def test_a_pyproject_with_an_odd_tool_table_is_not_an_internal_error(project, pyproject, expected):
+    (project / "pyproject.toml").write_text(pyproject, encoding="utf-8")
+    result = run("bad.jinja", "--select", "TK09")
+    if expected is None:
+        assert result.exit_code == 1 and "TK091" in result.output  # no config of ours: defaults apply
+    else:
+        assert result.exit_code == 2 and expected in result.output
+    assert "internal error" not in result.output
+
+
+def test_a_config_path_that_is_a_directory_says_so(project):
+    result = run("--config", str(project), "bad.jinja")
+    assert result.exit_code == 2
+    assert "is a directory, not a config file" in result.output

@@ -132,8 +132,10 @@ def find_config(start: Path) -> Path | None:
         if candidate.is_file():
             return candidate
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and "templatekit" in _load_toml(pyproject).get("tool", {}):
-            return pyproject
+        if pyproject.is_file():
+            tool = _load_toml(pyproject).get("tool")
+            if isinstance(tool, dict) and "templatekit" in tool:
+                return pyproject
     return None
 
 
@@ -143,11 +145,16 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> LintC
         path = find_config(start or Path.cwd())
         if path is None:
             return LintConfig()
+    elif path.is_dir():
+        raise ConfigError(path, "is a directory, not a config file")
     elif not path.is_file():
         raise ConfigError(path, "no such config file")
     data = _load_toml(path)
     if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("templatekit", {})
+        tool = data.get("tool", {})
+        data = tool.get("templatekit", {}) if isinstance(tool, dict) else {}
+        if not isinstance(data, dict):
+            raise ConfigError(path, "[tool.templatekit] must be a table")
     return config_from_mapping(data, path)
 
 

@@ -176,8 +176,14 @@ class Linter:
             applied += 1
             source_text = None
         if applied:
-            report.fixed += applied
-            written = self._write_fix(template, source_text, fixed_text, report, diff_only)
+            try:
+                written = self._write_fix(template, source_text, fixed_text, report, diff_only)
+                report.fixed += applied
+            except InputError as exc:
+                # The file cannot take the fix (a pipe, a read-only file): this file's findings,
+                # and every other file's, are still reported.
+                report.error = str(exc)
+                written = False
             if not written:
                 fixed_text = template.text
         lines, anchor = fixed_text.split("\n"), _file_anchor(template)
