@@ -28,6 +28,7 @@ from typing import Any
 from . import capabilities as caps
 from .conversation import REASONING_FIELDS, Conversation
 from .fixtures import builtin_fixtures
+from .errors import OutOfTime
 from .guards import Budget
 from .environment import acting_settings, compile_with_text_slots, hand_over_tree, lex_variant
 from .rendering import Rendering, render_template
@@ -74,6 +75,11 @@ class Behaviour:
         # The one conversation the checks run on instead of the built-in fixtures (see checking()).
         self.given: Conversation | None = None
         self.render_count = 0
+        # The capability-probe render that ran out of time, if one did. Every later render of such
+        # a template (a hostile one: nested loops that never end) would spend its whole time
+        # budget too, dozens of seconds in all, so the probe stops there and no check runs.
+        self._probe_out_of_time: Rendering | None = None
+        self.out_of_time_probe = ""  # the probe's key for that render
 
     def checking(self, conversation: Conversation) -> "Behaviour":
         """A ``Behaviour`` of the same template whose checks run on ``conversation`` alone.
@@ -84,6 +90,7 @@ class Behaviour:
         """
         checked = Behaviour(self.text, self.special_tokens, self._config_capabilities)
         checked._capabilities = self.capabilities
+        checked._probe_out_of_time, checked.out_of_time_probe = self._probe_out_of_time, self.out_of_time_probe
         checked.given = conversation.replace(name=conversation.name or "conversation")
         checked._fixtures = [checked.given]
         return checked
@@ -120,9 +127,25 @@ class Behaviour:
     @property
     def capabilities(self) -> caps.Capabilities:
         if self._capabilities is None:
-            probed = caps.probe(lambda key, conversation, agp: self.render(key, conversation, agp))
+            probed = caps.probe(self._probe_render)
             self._capabilities = caps.resolve(probed, self.text, self._config_capabilities)
         return self._capabilities
+
+    def _probe_render(self, key: str, conversation: Conversation, add_generation_prompt: bool | None) -> Rendering:
+        if self._probe_out_of_time is not None:
+            return self._probe_out_of_time  # a failure: the probe reads the capability as absent
+        rendering = self.render(key, conversation, add_generation_prompt)
+        if not rendering.ok and rendering.error.exception_type == OutOfTime.__name__:
+            self._probe_out_of_time = rendering
+            self.out_of_time_probe = key
+        return rendering
+
+    @property
+    def out_of_time(self) -> Rendering | None:
+        """The capability-probe render that ran out of its time budget (probing first), or None.
+        When there is one, the template is not checked further: see ``__init__``."""
+        self.capabilities
+        return self._probe_out_of_time
 
     @property
     def fixtures(self) -> list[Conversation]:

@@ -457,7 +457,10 @@ def _split_selectors(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.argument("source")
 def capabilities(source: str) -> None:
     """Probe what a chat template supports (system role, tools, tool calls, documents, reasoning,
-    typed content, ...) by rendering needle conversations, as llama.cpp's minja does."""
+    typed content, ...) by rendering needle conversations, as llama.cpp's minja does.
+
+    Exit codes: 0 probed; 1 probing stopped because a render ran out of its time budget (the
+    table then says only what was found before); 2 input error."""
     from .behaviour import Behaviour
     from .capabilities import format_capabilities
     from .lint.config import load_config
@@ -466,6 +469,7 @@ def capabilities(source: str) -> None:
 
     config = load_config(None)
     loaded = load_source(Path(source))
+    out_of_time = False
     for template in loaded.templates.values():
         # Every probe of a template that does not compile fails: a table of "no" would say
         # the template supports nothing, where the truth is that it cannot render at all.
@@ -476,6 +480,13 @@ def capabilities(source: str) -> None:
         if len(loaded.templates) > 1:
             click.echo(f"== {one_line(template.name)}")
         click.echo(format_capabilities(behaviour.capabilities, behaviour.not_evaluated()))
+        if behaviour.out_of_time is not None:
+            # The "no"s above only mean the probing stopped, not that the template lacks them.
+            click.echo(f"templatekit: {template.location()}: probing stopped at '{behaviour.out_of_time_probe}': "
+                       f"{behaviour.out_of_time.error.describe()}", err=True)
+            out_of_time = True
+    if out_of_time:
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()

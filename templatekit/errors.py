@@ -109,3 +109,8 @@ class RenderFailure(TemplatekitError):
 
 class BudgetExceeded(Exception):
     """Raised inside a render when a guard trips; turned into ``RenderFailure(kind="budget")``."""
+
+
+class OutOfTime(BudgetExceeded):
+    """The render's time budget ran out. Its own type, because it is the one budget whose cost is
+    paid again in full by every later render of the same template (see ``Behaviour``)."""

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import BudgetExceeded
+from .errors import BudgetExceeded, OutOfTime
 
 MiB = 1024 * 1024
 
@@ -99,7 +99,7 @@ class RenderGuard:
 
     def check_clock(self) -> None:
         if time.monotonic() > self.deadline:
-            raise BudgetExceeded(
+            raise OutOfTime(
                 f"render took longer than {self.budget.seconds:g} s (time budget; "
                 "nested loops or recursion that never finishes?)"
             )

@@ -155,3 +155,28 @@ def test_capabilities_of_a_template_that_does_not_compile_is_an_input_error(run,
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0
     assert "the template does not compile" in result.output and problem in result.output
+
+
+# Every render of this runs out of its time budget: two nested loops of 10**5 (each under the
+# sandbox's range limit) take hours.
+ENDLESS = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}" + CHATML
+
+
+def test_a_probe_that_runs_out_of_time_stops_the_probing_and_every_check():
+    target = LintTarget(ENDLESS)
+    behaviour = behaviour_of(target)
+    rules = [find_rule(f"TK6{number:02d}")() for number in range(1, 15)]
+    (finding,) = run_rules(target, rules)
+    assert finding.code == "TK614"
+    assert finding.message.startswith("not evaluated: every behavioural check (TK6xx)")
+    assert "probe:" in finding.message and "time budget" in finding.message
+    # One render paid the time budget, instead of one for every probe and fixture (dozens).
+    assert behaviour.render_count == 1
+
+
+def test_capabilities_says_when_probing_stopped(run, tmp_path):
+    template = tmp_path / "endless.jinja"
+    template.write_text(ENDLESS, encoding="utf-8")
+    result = run("capabilities", str(template))
+    assert result.exit_code == 1
+    assert f"templatekit: {template}: probing stopped at 'probe:" in result.output

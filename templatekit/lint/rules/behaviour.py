@@ -61,9 +61,14 @@ class BehaviourRule(Rule):
     behavioural: ClassVar[bool] = True
     # Words whose first line in the template is where the finding is shown.
     anchors: ClassVar[tuple[str, ...]] = ()
+    # Whether the rule still runs on a template whose capability probe ran out of time (only the
+    # rule that says what was not evaluated does).
+    checks_templates_out_of_time: ClassVar[bool] = False
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
+        if behaviour.out_of_time is not None and not self.checks_templates_out_of_time:
+            return []
         for message in self.findings(behaviour, target):
             line, column = _anchor(target, self.anchors)
             return [self.diagnostic(line, column, message)]
@@ -658,7 +663,9 @@ class ChecksNotEvaluated(BehaviourRule):
     Why: a template without tool support cannot fail (or pass) the tool fixtures, so they are
     skipped, and saying so keeps "no findings" from reading as "every check passed". Declare
     the capabilities (``{# templatekit: capabilities tools=false #}`` or the ``capabilities``
-    config table) to record that the gap is intended.
+    config table) to record that the gap is intended. When a probe render runs out of its time
+    budget (nested loops that never end), no behavioural check runs at all, since each render
+    would spend the whole budget again; this says so too.
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
@@ -671,8 +678,14 @@ class ChecksNotEvaluated(BehaviourRule):
     code = "TK614"
     name = "checks-not-evaluated"
     severity = "info"
+    checks_templates_out_of_time = True
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+        if behaviour.out_of_time is not None:
+            yield (f"not evaluated: every behavioural check (TK6xx), because the capability probe's render "
+                   f"'{behaviour.out_of_time_probe}' failed: {behaviour.out_of_time.error.describe()}; every render "
+                   f"of this template would spend its whole time budget")
+            return
         capabilities = behaviour.capabilities
         # Declared gaps are the author's decision: only undeclared (probed) gaps are news.
         skipped = [(name, missing) for name, missing in behaviour.not_evaluated()
