@@ -793,18 +793,25 @@ class _GgufCursor:
                 raise ValueError(f"unknown array element type {element_type}")
 
 
-def _load_gguf(path: Path) -> TemplateSource:
+@contextlib.contextmanager
+def _read_as_gguf(path: Path) -> Iterator[_Buffer]:
+    """``path``'s bytes, with every way reading them as GGUF can fail turned into one ``InputError``."""
     try:
         with _file_buffer(path) as data:
-            metadata = _read_gguf(data)
-            templates = _gguf_templates(metadata, path)
-            special_tokens = named_special_tokens(_gguf_token_config(data, metadata, path), path)
+            yield data
     except _Truncated:
         raise InputError(path, "truncated GGUF file: it ends before its metadata or tensor data does") from None
     except (ValueError, struct.error) as error:
         raise InputError(path, f"unreadable GGUF file: {error}") from None
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _load_gguf(path: Path) -> TemplateSource:
+    with _read_as_gguf(path) as data:
+        metadata = _read_gguf(data)
+        templates = _gguf_templates(metadata, path)
+        special_tokens = named_special_tokens(_gguf_token_config(data, metadata, path), path)
     single = list(templates) == ["default"]
     return TemplateSource(path, "gguf", templates, single, special_tokens)
 
@@ -816,15 +823,8 @@ def check_gguf(path: Path) -> None:
     Cheap (the metadata and the tensor table only), so a truncated download is reported before
     anything spends minutes hashing or converting it.
     """
-    try:
-        with _file_buffer(path) as data:
-            _read_gguf(data)
-    except _Truncated:
-        raise InputError(path, "truncated GGUF file: it ends before its metadata or tensor data does") from None
-    except (ValueError, struct.error) as error:
-        raise InputError(path, f"unreadable GGUF file: {error}") from None
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+    with _read_as_gguf(path) as data:
+        _read_gguf(data)
 
 
 def _read_gguf(data: _Buffer, *, check_tensors: bool = True) -> dict[str, Any]:

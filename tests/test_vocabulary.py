@@ -241,7 +241,6 @@ def test_tokenizer_findings_is_the_lint_engine_with_these_rules():
 
 def write_gguf_vocabulary(path: Path, tokens: list[str], types: list[int], ids: dict[str, int], *, model="gpt2",
                           pre=None, add_bos=None) -> Path:
-    import numpy
     from gguf import GGUFWriter
 
     writer = GGUFWriter(str(path), "llama")
@@ -254,6 +253,13 @@ def write_gguf_vocabulary(path: Path, tokens: list[str], types: list[int], ids: 
         writer.add_uint32(f"tokenizer.ggml.{name}_token_id", token_id)
     if add_bos is not None:
         writer.add_add_bos_token(add_bos)
+    return finish_gguf(writer, path)
+
+
+def finish_gguf(writer, path: Path) -> Path:
+    """Add the ChatML template and one small tensor, and write the file out."""
+    import numpy
+
     writer.add_chat_template(CHATML)
     writer.add_tensor("token_embd.weight", numpy.ones((4, 4), dtype=numpy.float32))
     writer.write_header_to_file()
@@ -387,7 +393,6 @@ def test_deeply_nested_post_processors_are_walked_without_recursion(tmp_path):
 def test_a_negative_gguf_token_id_means_the_same_to_lint_as_to_render(tmp_path):
     """transformers indexes the GGUF vocabulary list with the id, so -1 is the last token and the
     template renders; lint refused the same file as unreadable."""
-    import numpy
     from gguf import GGUFWriter
 
     path = tmp_path / "m.gguf"
@@ -396,12 +401,7 @@ def test_a_negative_gguf_token_id_means_the_same_to_lint_as_to_render(tmp_path):
     writer.add_token_list(["<unk>", "<|im_start|>", "<|im_end|>"])
     writer.add_token_types([2, CONTROL, CONTROL])
     writer.add_int32("tokenizer.ggml.eos_token_id", -1)
-    writer.add_chat_template(CHATML)
-    writer.add_tensor("token_embd.weight", numpy.ones((4, 4), dtype=numpy.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer, path)
     source = load_source(path)
     assert source.special_tokens["eos_token"] == "<|im_end|>"
     assert 2 in load_vocabulary(source).eos_ids
