@@ -618,7 +618,14 @@ _LSTRIPPABLE = re.compile(r"(?:\A|[\r\n])[^\S\r\n]+\{[%#](?![+-])")
 def acting_settings(text: str, trim_blocks: bool, lstrip_blocks: bool) -> tuple[bool, bool]:
     """The settings that lex ``text`` as (trim_blocks, lstrip_blocks) do, with a setting that
     has nowhere to act in ``text`` turned on, as transformers has it (fewer distinct lexes)."""
-    return (trim_blocks or not _TRIMMABLE.search(text), lstrip_blocks or not _LSTRIPPABLE.search(text))
+    can_trim, can_lstrip = _settings_can_act(text)
+    return (trim_blocks or not can_trim, lstrip_blocks or not can_lstrip)
+
+
+@lru_cache(maxsize=16)
+def _settings_can_act(text: str) -> tuple[bool, bool]:
+    # Asked for every variant render; each answer scans the whole text once.
+    return bool(_TRIMMABLE.search(text)), bool(_LSTRIPPABLE.search(text))
 
 
 @lru_cache(maxsize=8)
