@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from collections.abc import Sequence
 from functools import lru_cache, update_wrapper
 from typing import Any
 
@@ -701,7 +702,7 @@ def compile_with_text_slots(text: str) -> TextSlots | None:
     None when it does not lex, parse or compile that way."""
     try:
         fullest = lex_variant(text, *acting_settings(text, False, False))
-        tree = parse_lexed(list(fullest))
+        tree = parse_lexed(fullest)
         outputs = list(tree.find_all(nodes.Output))
     except (jinja2.TemplateSyntaxError, RecursionError):
         return None
@@ -758,13 +759,14 @@ def parse(text: str) -> nodes.Template:
     return environment().parse(text)
 
 
-def lex(text: str) -> list[tuple[int, str, str]]:
+def lex(text: str) -> tuple[tuple[int, str, str], ...]:
     """Every raw token of ``text`` as (line, type, value), whitespace and comments included, as the
-    shared environment's lexer yields them; raises ``jinja2.TemplateSyntaxError`` where lexing fails."""
-    return list(environment().lexer.tokeniter(text, None))
+    shared environment's lexer yields them; raises ``jinja2.TemplateSyntaxError`` where lexing fails.
+    Kept for the next caller, as ``lex_variant`` keeps its lexes: TK612 asks for this one again."""
+    return lex_variant(text, True, True)
 
 
-def parse_lexed(lexed: list[tuple[int, str, str]]) -> nodes.Template:
+def parse_lexed(lexed: Sequence[tuple[int, str, str]]) -> nodes.Template:
     """``parse(text)`` for ``lexed = lex(text)``, without lexing the text again: lexing is about
     half of parsing, and linting needs the raw tokens anyway. Only for a text that lexed
     completely; one that did not must go through ``parse``, where the parser may stop at an

@@ -112,7 +112,7 @@ class LintTarget:
 
     # -- parsing ---------------------------------------------------------------------------------
     @cached_property
-    def lexed(self) -> list[tuple[int, str, str]] | None:
+    def lexed(self) -> tuple[tuple[int, str, str], ...] | None:
         """Jinja's raw tokens of the text as (line, type, value), lexed once for the token list,
         the parse and TK612; None when the text does not lex."""
         try:

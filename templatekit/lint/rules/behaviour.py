@@ -724,8 +724,7 @@ class EngineDependentWhitespace(BehaviourRule):
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
         try:
-            lexed = target.lexed if target.text == behaviour.text else None
-            groups = whitespace_sensitive_settings(behaviour.text, lexed)
+            groups = whitespace_sensitive_settings(behaviour.text)
         except Exception:  # noqa: BLE001 - a template that does not lex is TK0xx's finding
             return []
         first = None
