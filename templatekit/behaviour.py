@@ -27,7 +27,7 @@ from typing import Any
 
 from . import capabilities as caps
 from .conversation import REASONING_FIELDS, Conversation
-from .fixtures import builtin_fixtures
+from .fixtures import shared_builtin_fixtures
 from .errors import OutOfTime
 from .guards import Budget
 from .environment import acting_settings, compile_with_text_slots, hand_over_tree, lex_variant
@@ -152,7 +152,7 @@ class Behaviour:
     @property
     def fixtures(self) -> list[Conversation]:
         if self._fixtures is None:
-            self._fixtures = builtin_fixtures()
+            self._fixtures = shared_builtin_fixtures()
         return self._fixtures
 
     def fixture(self, name: str) -> Conversation:

@@ -312,3 +312,16 @@ def test_tk612_reuses_the_lex_without_changing_its_answer() -> None:
     environment_module.lex_variant.cache_clear()
     assert behaviour.whitespace_sensitive_settings(text) == shared
     assert shared != []
+
+
+def test_linting_leaves_the_shared_fixtures_as_their_files_say() -> None:
+    # The behavioural checks read the built-in fixtures without copying them; a check that
+    # modified one would change every later template's result in the same process.
+    from templatekit.fixtures import _parsed_builtin, builtin_names, shared_builtin_fixtures
+
+    linter = Linter(LintConfig(), use_cache=False)
+    for text in TRICKY_TEMPLATES + _corpus_sample(20):
+        linter.lint_text(text)
+    shared = shared_builtin_fixtures()
+    assert shared and all(a is b for a, b in zip(shared, shared_builtin_fixtures()))
+    assert shared == [_parsed_builtin.__wrapped__(name) for name in builtin_names()]

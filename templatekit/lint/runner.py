@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import gc
 import hashlib
 import json
 import os
@@ -375,6 +376,10 @@ _worker_state: tuple[Linter, dict] | None = None
 def _start_worker(linter: Linter, options: dict) -> None:
     global _worker_state
     _worker_state = (linter, options)
+    # What the worker starts with (modules, rules, the linter) lives as long as the worker does:
+    # kept out of the full collections that linting's many short-lived trees trigger, which
+    # would otherwise walk it again each time (about 2% of a corpus lint's CPU).
+    gc.freeze()
 
 
 def _lint_in_worker(path: Path) -> FileReport:
