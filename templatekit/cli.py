@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import os
 import sys
 from datetime import datetime
@@ -19,6 +20,8 @@ import click
 from .errors import TemplatekitError, one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+# What a shell reports for a process its closed pipe ended (128 + SIGPIPE), as `git log | head` gets.
+EXIT_BROKEN_PIPE = 141
 
 # The template `templatekit render` uses when given no source.
 DEFAULT_TEMPLATE = "chatml"
@@ -62,13 +65,63 @@ def _fail_input(message: str) -> NoReturn:
     sys.exit(EXIT_INPUT)
 
 
+def _fail_usage(error: click.UsageError) -> NoReturn:
+    """A usage mistake (unknown option or command, bad value) as one line and exit 2, like every
+    other input error, instead of click's usage block."""
+    where = ""
+    if error.ctx is not None and error.ctx.parent is not None:
+        where = f"{error.ctx.info_name}: "
+    _fail_input(where + error.format_message())
+
+
+def _leave_quietly_on_closed_pipe() -> NoReturn:
+    """The reader of the output went away (``| head``): stop without a message. Output still
+    buffered would fail again when Python flushes it at exit, so it goes to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+class _Choice(click.Choice):
+    """click.Choice whose refusal names the closest valid value."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as error:
+            import difflib
+
+            close = difflib.get_close_matches(str(value), [str(choice) for choice in self.choices], n=1)
+            if not close:
+                raise
+            self.fail(f"{error.message.rstrip('.')}; did you mean {close[0]!r}?", param, ctx)
+
+
 class _Group(click.Group):
     """Turns every templatekit error into one line and exit 2, never a traceback."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as error:
+            _fail_usage(error)
 
     def invoke(self, ctx: click.Context) -> Any:
         _tolerant_output_streams()
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as error:
+            _fail_usage(error)
+        except BrokenPipeError:
+            _leave_quietly_on_closed_pipe()
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except TemplatekitError as exc:
@@ -115,15 +168,17 @@ def _parse_now(text: str | None) -> datetime | None:
 def _budget(timeout: float | None, max_output: int | None) -> Any:
     from .guards import DEFAULT_BUDGET, Budget
 
-    changes = {}
-    if timeout is not None:
-        changes["seconds"] = timeout
-    if max_output is not None:
-        changes["max_output"] = max_output
-    try:
-        return Budget(**{**DEFAULT_BUDGET.__dict__, **changes}) if changes else DEFAULT_BUDGET
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    budget = DEFAULT_BUDGET
+    for field, value, option in (("seconds", timeout, "--timeout"), ("max_output", max_output, "--max-output")):
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise click.BadParameter("a budget must be a finite number", param_hint=f"'{option}'")
+        try:
+            budget = Budget(**{**budget.__dict__, field: value})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+    return budget
 
 
 def _conversations(fixtures: tuple[str, ...], messages_file: str | None) -> list:
@@ -176,7 +231,8 @@ def _use_color(option: bool | None) -> bool:
               help="Extra template variable; VALUE is JSON if it parses (true, 3, [..]), else a string.")
 @click.option("--now", metavar="ISO-DATETIME", help="Pin the clock strftime_now() reads (default: local time).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (text, generation spans, errors).")
-@click.option("--raw", is_flag=True, help="Print the prompt exactly, without markers or headers.")
+@click.option("--raw", is_flag=True, help="Print the prompt exactly, without markers (with several conversations, "
+              "each after a '==> NAME <==' line).")
 @click.option("--color/--no-color", default=None, help="Highlight special tokens (default: when a terminal).")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Wall-time budget per render (default 2).")
 @click.option("--max-output", type=int, metavar="CHARS", help="Output-size budget per render (default 8 MiB).")
@@ -217,12 +273,16 @@ def render(
         click.echo(json.dumps([_rendering_json(result) for result in results], ensure_ascii=False, indent=2))
     elif raw:
         for result in results:
+            name = one_line(result.conversation.name or "conversation")
             if len(results) > 1:
-                click.echo(f"==> {one_line(result.conversation.name or 'conversation')} <==")
+                click.echo(f"==> {name} <==")
             if result.ok:
-                click.echo(result.text, nl=len(results) > 1)
+                # color=True: click would otherwise strip ANSI escapes from a piped prompt, and
+                # raw means exactly the text (tool output often carries colour codes).
+                click.echo(result.text, nl=len(results) > 1, color=True)
             else:
-                click.echo(f"templatekit: {_failure_line(result)}", err=True)
+                which = f"{name}: " if len(results) > 1 else ""
+                click.echo(f"templatekit: {which}{_failure_line(result)}", err=True)
     else:
         use_color = _use_color(color)
         tokens = list(template_source.special_tokens.values())
@@ -339,7 +399,7 @@ def embed(jinja_file: Path, target: Path, name: str | None) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1)
-@click.option("--format", "output_format", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
+@click.option("--format", "output_format", type=_Choice(["text", "json", "sarif", "github"]), default="text",
               show_default=True, help="Output format.")
 @click.option("--fix", is_flag=True, help="Apply safe fixes (rendered output stays byte-identical).")
 @click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes that change what the template renders.")
@@ -347,7 +407,7 @@ def embed(jinja_file: Path, target: Path, name: str | None) -> None:
 @click.option("--select", "selects", multiple=True, metavar="RULES",
               help="Only these rules (codes, prefixes like TK2, names; comma-separated or repeated).")
 @click.option("--ignore", "ignores", multiple=True, metavar="RULES", help="Skip these rules (added to the config's).")
-@click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]),
+@click.option("--fail-on", type=_Choice(["error", "warning", "info", "never"]),
               help="Lowest severity that makes the exit code 1 (default: config, else warning).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config file (default: nearest "
               "templatekit.toml or pyproject.toml with [tool.templatekit]).")
@@ -396,11 +456,19 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     engine_names = _engines_to_render(render_engines, node_modules) if render_engines else ()
     reports = lint_paths(paths or (".",), config, fix=fix, unsafe_fixes=unsafe_fixes, diff=show_diff,
                          use_cache=not no_cache, jobs=jobs)
+    if engine_names:
+        _render_in_engines(reports, engine_names, node_modules)
     output = format_reports(reports, output_format, color=_use_color(color), statistics=statistics, quiet=quiet)
     if output:
         click.echo(output, color=_use_color(color))
-    if engine_names:
-        _report_engine_renders(reports, engine_names, node_modules)
+    if engine_names and output_format != "json":
+        # JSON carries the comparisons per file; SARIF and GitHub annotations have no place for
+        # them, and their stdout must stay one parseable document, so the table goes to stderr.
+        from .engines.compare import format_comparisons
+
+        table = "\n".join(format_comparisons(report.engine_renders) for report in reports if report.engine_renders)
+        if table:
+            click.echo(table, err=output_format != "text")
     if any(report.error for report in reports):
         sys.exit(EXIT_INPUT)
     diagnostics = [d for report in reports for d in report.diagnostics]
@@ -432,21 +500,20 @@ def _engines_to_render(engine_list: str, node_modules: Path | None) -> tuple[str
     return names
 
 
-def _report_engine_renders(reports: list, names: tuple[str, ...], node_modules: Path | None) -> None:
-    """Render each linted source in the real engines and print what differs from transformers."""
+def _render_in_engines(reports: list, names: tuple[str, ...], node_modules: Path | None) -> None:
+    """Render each linted source in the real engines; each report keeps its comparisons."""
     from .engines import EngineUnavailable
-    from .engines.compare import compare_engines, format_comparisons
+    from .engines.compare import compare_engines
 
     options = _engine_options(node_modules)
     for report in reports:
         if report.error or not report.templates:
             continue
         try:
-            comparisons = compare_engines(report.path, engines=names, diagnostics=report.diagnostics,
-                                          engine_options=options)
+            report.engine_renders = compare_engines(report.path, engines=names, diagnostics=report.diagnostics,
+                                                    engine_options=options)
         except EngineUnavailable as exc:
             _fail_input(str(exc))
-        click.echo(format_comparisons(comparisons))
 
 
 def _split_selectors(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -538,7 +605,7 @@ def fuzz(source: str, examples: int, seed: int | None, template_name: str | None
 
 
 @main.command()
-@click.option("--format", "output_format", type=click.Choice(["text", "markdown", "json"]), default="text",
+@click.option("--format", "output_format", type=_Choice(["text", "markdown", "json"]), default="text",
               show_default=True)
 def rules(output_format: str) -> None:
     """List every lint rule."""
@@ -581,9 +648,9 @@ def rule(code: str) -> None:
                    "fixture the template supports that ends with a turn for the assistant to answer.")
 @click.option("--probes/--no-probes", default=True, show_default=True,
               help="Also generate after the built-in short-answer prompts.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+@click.option("--device", type=_Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="auto: CUDA when torch sees a GPU, else the CPU.")
-@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True,
+@click.option("--dtype", type=_Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True,
               help="auto: bfloat16 on a GPU that supports it, else float32.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True,
               help="Tokens generated per prompt at most.")
@@ -593,7 +660,7 @@ def rule(code: str) -> None:
               help="Fail when fewer than this fraction of prompts get a non-empty answer ending with end-of-turn.")
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
               help="Prompts per generate call (default: all in one batch).")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "output_format", type=_Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--color/--no-color", default=None, help="Colour the text output (default: when a terminal).")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr while loading and generating (default: when stderr is a terminal).")

@@ -332,3 +332,19 @@ def test_a_config_path_that_is_a_directory_says_so(project):
     result = run("--config", str(project), "bad.jinja")
     assert result.exit_code == 2
     assert "is a directory, not a config file" in result.output
+
+
+def test_the_readme_config_example_is_a_valid_config(tmp_path) -> None:
+    import re
+
+    from templatekit.lint.registry import find_rule
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"### Configuration.*?```toml\n(.*?)```", readme, re.S).group(1)
+    config_file = tmp_path / "templatekit.toml"
+    config_file.write_text(example, encoding="utf-8")
+    config = load_config(config_file)
+    assert config.fail_on == "warning"
+    # Every [rules.CODE] table names an option that rule has, with the value given.
+    for code, option, value in re.findall(r"\[rules\.(TK\d+)\][^\n]*\n([\w-]+) = (\[[^\]]*\])", example):
+        assert config.options_for(find_rule(code))[option] == json.loads(value)

@@ -15,8 +15,8 @@ the file, the key and the closest valid spelling.
     static-only = false                   # true: skip behavioural rules (TK6xx), which render
     jobs = 0                              # processes for many files; 0 = one per CPU, 1 = none
 
-    [tool.templatekit.rules.TK301]        # options of one rule
-    extra-roles = ["ipython"]
+    [tool.templatekit.rules.TK006]        # options of one rule (`templatekit rule CODE` lists them)
+    extra-inputs = ["system_date"]
 """
 
 from __future__ import annotations

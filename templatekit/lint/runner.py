@@ -41,35 +41,77 @@ class FileReport:
     diff: str = ""  # unified diff of the fixes, when asked for
     notes: list[str] = dataclasses.field(default_factory=list)
     templates: int = 0
+    # ``engines.compare.EngineComparison``s, when the source was also rendered in real engines.
+    engine_renders: list | None = None
 
 
 def discover(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Each path as given; directories that are not model directories are searched for sources."""
+    """Each path as given; directories that are not model directories holding a chat template
+    are searched for sources (see ``_search``)."""
     for raw in paths:
         path = Path(raw)
-        if not path.is_dir() or _is_model_dir(path):
+        if not path.is_dir() or _holds_chat_template(path):
             yield path
             continue
-        found = False
-        for child in sorted(path.rglob("*")):
-            if any(part.startswith(".") for part in child.relative_to(path).parts):
-                continue
-            if child.is_dir() and _is_model_dir(child):
-                found = True
-                yield child
-            elif child.is_file() and child.suffix in TEMPLATE_SUFFIXES and not _inside_model_dir(child, path):
-                found = True
-                yield child
-        if not found:
-            yield path  # load_source explains why there is nothing to lint
+        found = sorted(_search(path), key=lambda source: source.parts)
+        yield from found or [path]  # with nothing found, lint_path says why there is nothing to lint
+
+
+# Directories a search never enters: installed packages and caches hold other projects' templates.
+SKIPPED_DIRECTORIES = frozenset({"node_modules", "site-packages", "dist-packages", "__pycache__"})
+
+
+def _search(root: Path) -> Iterator[Path]:
+    """The sources below ``root``: model directories that hold a chat template
+    (as one source each) and template files (.jinja, .j2, .gguf) that are not such a directory's
+    own template files. Hidden directories, virtual environments and package folders are left out."""
+    for directory, subdirectories, files in os.walk(root):
+        here = Path(directory)
+        subdirectories[:] = sorted(name for name in subdirectories if _searched(here / name))
+        if here != root and _holds_chat_template(here):
+            yield here
+        owner = _owning_model_dir(here, root)
+        for name in sorted(files):
+            file = here / name
+            if file.suffix in TEMPLATE_SUFFIXES and not name.startswith(".") and not _owned_template(file, owner):
+                yield file
+
+
+def _searched(directory: Path) -> bool:
+    return (not directory.name.startswith(".") and directory.name not in SKIPPED_DIRECTORIES
+            and not (directory / "pyvenv.cfg").is_file())
 
 
 def _is_model_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in MODEL_FILES)
 
 
-def _inside_model_dir(file: Path, root: Path) -> bool:
-    return any(_is_model_dir(parent) for parent in file.parents if parent != root and root in parent.parents)
+def _holds_chat_template(path: Path) -> bool:
+    """A model directory with a chat template where transformers looks for one (a base model's
+    directory has tokenizer files but none). A JSON file that does not parse counts, so that
+    loading it explains the problem."""
+    if not path.is_dir() or not _is_model_dir(path):
+        return False
+    if (path / "chat_template.jinja").is_file() or any((path / "additional_chat_templates").glob("*.jinja")):
+        return True
+    return any((path / name).is_file() and _has_chat_template_key(path / name)
+               for name in ("tokenizer_config.json", "chat_template.json"))
+
+
+def _owning_model_dir(directory: Path, root: Path) -> Path | None:
+    """The model directory (holding a chat template) that ``directory`` is, or is the
+    additional_chat_templates folder of."""
+    for candidate in (directory, directory.parent):
+        if (candidate == root or root in candidate.parents) and _holds_chat_template(candidate):
+            return candidate
+    return None
+
+
+def _owned_template(file: Path, owner: Path | None) -> bool:
+    """Whether ``file`` is one of ``owner``'s own templates, linted with the directory."""
+    if owner is None or file.suffix != ".jinja":
+        return False
+    return file == owner / "chat_template.jinja" or file.parent == owner / "additional_chat_templates"
 
 
 class Linter:
@@ -133,6 +175,9 @@ class Linter:
         report = FileReport(path=str(path))
         if path.suffix == ".json" and path.is_file() and not _has_chat_template_key(path):
             report.notes.append("no chat_template in this file; nothing to lint")
+            return report
+        if path.is_dir() and _is_model_dir(path) and not _holds_chat_template(path):
+            report.notes.append("a model directory without a chat template (a base model?); nothing to lint")
             return report
         try:
             source = load_source(path)

@@ -34,15 +34,20 @@ def diagnostic_json(diagnostic) -> dict:
     }
 
 
+def _file_json(report) -> dict:
+    entry = {"path": report.path, "templates": report.templates, "error": report.error, "fixed": report.fixed,
+             "notes": report.notes}
+    if report.engine_renders is not None:  # only when --engines asked for real-engine renders
+        entry["engine_renders"] = [comparison.to_dict() for comparison in report.engine_renders]
+    return entry
+
+
 def format_json(reports: list) -> str:
     diagnostics = [d for report in reports for d in report.diagnostics]
     payload = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "templatekit", "version": __version__},
-        "files": [
-            {"path": r.path, "templates": r.templates, "error": r.error, "fixed": r.fixed, "notes": r.notes}
-            for r in reports
-        ],
+        "files": [_file_json(r) for r in reports],
         "diagnostics": [diagnostic_json(d) for d in diagnostics],
         "summary": {
             "sources": len(reports),
