@@ -672,7 +672,7 @@ def validate(model: str, template_spec: str | None, template_name: str | None, f
 
     MODEL is a model directory, a GGUF file or a Hugging Face Hub id (downloaded only when the
     environment allows it). Structural checks on the tokenizer run first, then one batched greedy
-    generation over the fixtures and short-answer prompts. Needs: pip install 'templatekit[validate]'.
+    generation over the fixtures and short-answer prompts. Needs torch and accelerate (the validate extra).
 
     Exit codes: 0 pass, 1 fail, 2 input error.
     """

@@ -248,7 +248,7 @@ def test_minijinja_missing_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_minijinja)
     with pytest.raises(EngineUnavailable) as caught:
         get_engine("minijinja")
-    assert "pip install 'templatekit[engines]'" in str(caught.value)
+    assert "pip install 'minijinja>=2'" in str(caught.value)
     assert "\n" not in str(caught.value)
     # compare_engines fails up front with the same message, before rendering anything.
     with pytest.raises(EngineUnavailable, match=r"templatekit\[engines\]"):

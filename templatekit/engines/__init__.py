@@ -5,8 +5,8 @@ measures it. Each engine renders a template with exactly the variables transform
 (see ``compare.py``) and reports one ``EngineResult`` per job; ``compare_engines`` classifies the
 results against the reference render.
 
-Engines are optional: the minijinja Python package (``pip install 'templatekit[engines]'``) and
-@huggingface/jinja run by node. When one is missing, ``get_engine`` raises ``EngineUnavailable``
+Engines are optional: the minijinja Python package (``pip install minijinja``, the ``engines``
+extra) and @huggingface/jinja run by node. When one is missing, ``get_engine`` raises ``EngineUnavailable``
 with a one-line message saying how to install it.
 """
 

@@ -27,7 +27,9 @@ from typing import Any
 from ..environment import tojson as transformers_tojson
 from . import OK, PARSE_ERROR, RAISED, RUNTIME_ERROR, EngineJob, EngineResult, EngineUnavailable, one_line
 
-INSTALL_HINT = "the minijinja engine needs the minijinja Python package: pip install 'templatekit[engines]'"
+# Named by package, not by templatekit's extra: "templatekit" on PyPI is an unrelated project.
+INSTALL_HINT = ("the minijinja engine needs the minijinja Python package: pip install 'minijinja>=2' "
+                "(in a templatekit checkout: pip install -e '.[engines]')")
 # Instruction budget per render: far above any real chat template (the largest corpus templates use
 # well under a million), low enough that a runaway loop ends in seconds instead of hanging the run.
 FUEL = 50_000_000

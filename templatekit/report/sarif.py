@@ -63,8 +63,9 @@ def format_sarif(reports: list) -> str:
         for report in reports if report.error
     ]
     run = {
-        "tool": {"driver": {"name": "templatekit", "version": __version__,
-                            "informationUri": "https://pypi.org/project/templatekit/", "rules": descriptors}},
+        # No informationUri: templatekit has no published home yet ("templatekit" on PyPI is
+        # another project), and the field is optional.
+        "tool": {"driver": {"name": "templatekit", "version": __version__, "rules": descriptors}},
         "results": results,
         "invocations": [{"executionSuccessful": not notifications, "toolExecutionNotifications": notifications}],
     }
