@@ -403,7 +403,8 @@ def embed(jinja_file: Path, target: Path, name: str | None) -> None:
               show_default=True, help="Output format.")
 @click.option("--fix", is_flag=True, help="Apply safe fixes (rendered output stays byte-identical).")
 @click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes that change what the template renders.")
-@click.option("--diff", "show_diff", is_flag=True, help="With --fix/--unsafe-fixes: show the changes, write nothing.")
+@click.option("--diff", "show_diff", is_flag=True, help="Show what --fix (or --unsafe-fixes) would change, as a diff, and write nothing (for a template "
+                   "inside JSON, a diff of the template's own lines).")
 @click.option("--select", "selects", multiple=True, metavar="RULES",
               help="Only these rules (codes, prefixes like TK2, names; comma-separated or repeated).")
 @click.option("--ignore", "ignores", multiple=True, metavar="RULES", help="Skip these rules (added to the config's).")

@@ -225,6 +225,20 @@ def test_diff_shows_fixes_and_writes_nothing(project):
     assert result.exit_code == 1
 
 
+def test_diff_of_a_template_inside_json_shows_the_template_lines(project):
+    config = project / "tokenizer_config.json"
+    template = "{% for m in messages %}\n" + FIXABLE + "\n{% endfor %}"
+    original = json.dumps({"bos_token": "<s>", "chat_template": template}, indent=2)
+    config.write_text(original, encoding="utf-8")
+    result = run("tokenizer_config.json", "--diff", "--select", "TK207")
+    assert config.read_text(encoding="utf-8") == original
+    assert "--- a/tokenizer_config.json[default]" in result.output
+    # The changed template line, not the file's one long JSON line holding the whole template.
+    changed = [line for line in result.output.splitlines() if line.startswith(("-", "+")) and line[1:2] not in "-+"]
+    assert changed == ["-" + FIXABLE, "+" + FIXABLE.replace("tojson(ensure_ascii=False)", "tojson")]
+    assert result.exit_code == 1
+
+
 def test_fix_inside_json_changes_only_the_template_string(project):
     config = project / "tokenizer_config.json"
     original = (

@@ -253,9 +253,15 @@ class Linter:
             if after is None:
                 return False
         if diff_only:
+            label = str(path)
+            if template.kind != "jinja":
+                # The file holds the template as one JSON string: a diff of that line would show the
+                # whole template twice, so the template text's own lines are compared instead.
+                before, after = template.text, fixed_text
+                label = f"{path}[{template.name}]"
             report.diff += "".join(difflib.unified_diff(
                 before.splitlines(keepends=True), after.splitlines(keepends=True),
-                fromfile=f"a/{path}", tofile=f"b/{path}"))
+                fromfile=f"a/{label}", tofile=f"b/{label}"))
             return False
         write_atomically(path, after.encode("utf-8"))
         return True
