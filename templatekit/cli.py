@@ -196,9 +196,20 @@ def _conversations(fixtures: tuple[str, ...], messages_file: str | None) -> list
     return chosen or builtin_fixtures()
 
 
+# The standard input as a source: read once through its device path, as any pipe is.
+STDIN_SOURCE = "/dev/stdin"
+
+
+def _source_path(spec: str) -> str:
+    """``-`` means a template read from standard input."""
+    return STDIN_SOURCE if spec == "-" else spec
+
+
 def _load_source(spec: str | None) -> Any:
     from .sources import load_source
 
+    if spec is not None:
+        spec = _source_path(spec)
     if spec is None:
         from importlib import resources
 
@@ -243,9 +254,10 @@ def render(
 ) -> None:
     """Render SOURCE (default: the bundled ChatML template) as transformers would.
 
-    SOURCE is a .jinja file, tokenizer_config.json, chat_template.json, a model directory or a GGUF
-    file. Spaces (·), tabs (→), newlines (↵) and invisible characters are shown; use --raw for the
-    exact text. Exits 1 when a render fails (including the template's own raise_exception).
+    SOURCE is a .jinja file, tokenizer_config.json, chat_template.json, a model directory, a
+    GGUF file, or - for a template read from standard input. Spaces (·), tabs (→), newlines (↵)
+    and invisible characters are shown; use --raw for the exact text. Exits 1 when a render
+    fails (including the template's own raise_exception).
     """
     from .rendering import render_template
     from .visible import make_visible
@@ -455,7 +467,8 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     # Checked before linting, which can take minutes on a directory: a misspelt engine or a
     # missing node should not wait for the whole report.
     engine_names = _engines_to_render(render_engines, node_modules) if render_engines else ()
-    reports = lint_paths(paths or (".",), config, fix=fix, unsafe_fixes=unsafe_fixes, diff=show_diff,
+    sources = [_source_path(path) for path in paths] or ["."]
+    reports = lint_paths(sources, config, fix=fix, unsafe_fixes=unsafe_fixes, diff=show_diff,
                          use_cache=not no_cache, jobs=jobs)
     if engine_names:
         _render_in_engines(reports, engine_names, node_modules)
@@ -536,7 +549,7 @@ def capabilities(source: str) -> None:
     from .sources import load_source
 
     config = load_config(None)
-    loaded = load_source(Path(source))
+    loaded = load_source(Path(_source_path(source)))
     out_of_time = False
     for template in loaded.templates.values():
         # Every probe of a template that does not compile fails: a table of "no" would say
@@ -577,7 +590,7 @@ def fuzz(source: str, examples: int, seed: int | None, template_name: str | None
     from .lint.config import load_config
 
     config = load_config(None)
-    result = fuzz_template(source, examples=examples, seed=seed, template_name=template_name,
+    result = fuzz_template(_source_path(source), examples=examples, seed=seed, template_name=template_name,
                            config_capabilities=config.capabilities)
     click.echo(f"fuzzing {result.source} (template {result.template_name}): {result.examples} examples, "
                f"seed {result.seed}")

@@ -101,3 +101,16 @@ def test_without_engines_the_json_has_no_engine_renders(run, tmp_path) -> None:
     template.write_text("{{ messages[0].content }}", encoding="utf-8")
     payload = json.loads(run("lint", str(template), "--format", "json", "--static", "--no-cache").output)
     assert "engine_renders" not in payload["files"][0]
+
+
+def test_a_dash_reads_the_template_from_standard_input() -> None:
+    template = "{% for m in messages %}[{{ m.role }}] {{ m.content|trim }}{% endfor %}"
+    rendered = _cli("render", "-", "-f", "basic", "--raw", input=template)
+    assert rendered.returncode == 0
+    assert rendered.stdout.startswith("[user] What is the capital")
+    linted = _cli("lint", "-", "--select", "TK201", "--no-cache", input=template.replace("|trim", ".strip()"))
+    assert linted.returncode == 0  # TK201 is an info finding, below the default --fail-on
+    assert "TK201" in linted.stdout
+    empty = _cli("render", "-", input="")
+    assert empty.returncode == 2
+    assert empty.stderr.count("\n") == 1 and "empty" in empty.stderr
