@@ -272,6 +272,11 @@ def test_package_missing_messages(monkeypatch, tmp_path):
         get_engine("hf-jinja", node_modules=empty)
     assert f"not installed in {empty}" in str(caught.value)
     assert f"npm install --prefix {empty.parent} @huggingface/jinja" in str(caught.value)
+    # A directory not named node_modules: npm --prefix would install into a node_modules inside it.
+    other = tmp_path / "js"
+    with pytest.raises(EngineUnavailable) as caught:
+        get_engine("hf-jinja", node_modules=other)
+    assert f"npm install --prefix {other} @huggingface/jinja and give {other / 'node_modules'}" in str(caught.value)
     # The environment variable is the configured place when no option is given.
     monkeypatch.setenv("TEMPLATEKIT_NODE_MODULES", str(empty))
     with pytest.raises(EngineUnavailable, match="TEMPLATEKIT_NODE_MODULES"):

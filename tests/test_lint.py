@@ -129,7 +129,7 @@ def test_pyproject_config_is_found_from_the_working_directory(project):
         ({"ignore": ["unused-supression"]}, "'ignore': unknown rule 'unused-supression' (did you mean 'unused-suppression'?)"),
         ({"fail-on": "warn"}, "fail-on must be one of error, warning, info, never, got 'warn' (did you mean 'warning'?)"),
         ({"engines": ["minijnja"]}, "'engines': unknown engine 'minijnja' (did you mean 'minijinja'?)"),
-        ({"severity": {"TK090": "fatal"}}, "'severity.TK090': unknown level 'fatal'"),
+        ({"severity": {"TK090": "fatal"}}, "'severity.TK090': unknown level 'fatal'; levels: info, warning, error"),
         ({"capabilities": {"tool": False}}, "'capabilities': unknown capability 'tool' (did you mean 'tools'?)"),
         ({"rules": {"TK090": {"limit": 1}}}, "'rules.TK090': TK090 has no option 'limit'"),
         ({"cache": "yes"}, "'cache' must be true or false"),

@@ -168,8 +168,15 @@ def find_package(node_modules: str | os.PathLike | None = None) -> Path:
     if node_modules is not None or os.environ.get(NODE_MODULES_VARIABLE):
         where = str(searched[0])
         source = "the node_modules option" if node_modules is not None else NODE_MODULES_VARIABLE
-        return _missing(f"{PACKAGE} is not installed in {where} (from {source}); "
-                        f"install it there: npm install --prefix {searched[0].parent} {PACKAGE}")
+        given = searched[0]
+        if given.name == "node_modules":
+            install = f"install it there: npm install --prefix {given.parent} {PACKAGE}"
+        else:
+            # npm --prefix DIR installs into DIR/node_modules, so a directory of another name
+            # can only be reached through a node_modules folder inside it.
+            install = (f"install it with npm install --prefix {given} {PACKAGE} and give "
+                       f"{given / 'node_modules'}")
+        return _missing(f"{PACKAGE} is not installed in {where} (from {source}); {install}")
     return _missing(f"{PACKAGE} not found in any node_modules from the working directory up, nor in "
                     f"{CACHE_PREFIX}/node_modules; install it: {INSTALL_COMMAND} "
                     f"(or point {NODE_MODULES_VARIABLE} at a node_modules that has it)")

@@ -216,7 +216,8 @@ def config_from_mapping(data: Mapping[str, Any], path: Path | None = None) -> Li
         for selector, level in table.items():
             _check_selectors((selector,), "severity", where)
             if level not in SEVERITIES:
-                raise ConfigError(where, f"'severity.{selector}': unknown level '{level}'{_suggest(level, SEVERITIES)}")
+                raise ConfigError(where, f"'severity.{selector}': unknown level '{level}'{_suggest(level, SEVERITIES)}; "
+                                        f"levels: {', '.join(SEVERITIES)}")
             config.severity[selector] = level
     if "capabilities" in data:
         table = data["capabilities"]
