@@ -14,7 +14,8 @@ from templatekit.lint.config import ConfigError, config_from_mapping, load_confi
 from templatekit.lint.runner import Linter, lint_paths
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-BAD = "{# templatekit: disable-next-line #}\n{{ messages[0]['content'] }}\n  {# templatekit: disabel #}\n"
+# Line 2 is one no rule flags, so the suppression before it is unused whichever rules run.
+BAD = "{# templatekit: disable-next-line #}\n{{ 'Hello.' }}\n  {# templatekit: disabel #}\n"
 
 
 @pytest.fixture(autouse=True)
@@ -105,6 +106,21 @@ def test_statistics_and_quiet(project):
     assert "     1  TK090  unused-suppression" in stats
     quiet = run("bad.jinja", "--select", "TK09", "--quiet").output
     assert "|" not in quiet and "Found" not in quiet and "TK091" in quiet
+
+
+def test_statistics_list_a_rule_once_whether_or_not_each_finding_is_fixable(project):
+    # TK404 renames a read of 'thinking' unless the line also says 'thinking' elsewhere: one row
+    # for the rule, saying how many of its findings are fixable.
+    (project / "fixable.jinja").write_text("{% for message in messages %}{{ message.thinking }}{% endfor %}",
+                                           encoding="utf-8")
+    (project / "unfixable.jinja").write_text(
+        "{% for message in messages %}{{ message.thinking }}{{ message.content[0].thinking }}{% endfor %}",
+        encoding="utf-8")
+    stats = run("fixable.jinja", "unfixable.jinja", "--select", "TK404", "--statistics", "--quiet").output
+    rows = [line for line in stats.splitlines() if "TK404" in line and ":" not in line]
+    assert rows == ["     2  TK404  reasoning-field-alias  [1 fixable]"]
+    fixable_only = run("fixable.jinja", "--select", "TK404", "--statistics", "--quiet").output
+    assert "     1  TK404  reasoning-field-alias  [fixable]" in fixable_only
 
 
 def test_config_file_select_severity_and_per_file_ignores(project):

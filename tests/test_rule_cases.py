@@ -83,3 +83,15 @@ def test_every_rule_has_a_case_file_with_passing_and_failing_cases():
         cases = (yaml.safe_load(path.read_text(encoding="utf-8")).get("cases") or {}).values()
         assert any("pass" in case for case in cases), f"{rule.code}: no passing case"
         assert any("fail" in case for case in cases), f"{rule.code}: no failing case"
+
+
+def test_unused_suppression_is_not_judged_for_rendering_rules_under_static_only():
+    # A case file cannot set the configuration: static-only renders nothing, so whether the
+    # TK611 suppression silences anything is unknown there; a full run knows it does not.
+    from templatekit.lint.config import LintConfig
+
+    text = "{# templatekit: disable=TK611 #}\n{% for m in messages %}{{ m.content }}{% endfor %}"
+    unused = find_rule("TK090")
+    static = LintTarget(text, config=LintConfig(static_only=True))
+    assert [d.code for d in run_rules(static, [unused()])] == []
+    assert [f"{d.line}:{d.column}:{d.code}" for d in run_rules(LintTarget(text), [unused()])] == ["1:1:TK090"]

@@ -13,10 +13,25 @@ from .target import LintTarget
 def run_rules(target: LintTarget, rules: Iterable[Rule]) -> list[Diagnostic]:
     """Every diagnostic the rules find in ``target`` that no suppression comment silences
     (plus unused/invalid suppressions when TK090/TK091 are among ``rules``), in position order."""
-    from .suppressions import apply_suppressions
+    from .suppressions import UnusedSuppression, apply_suppressions, parse_suppressions, rules_to_judge
 
     rules = list(rules)
+    selected = {rule.code for rule in rules}
+    found, checked = _check(target, rules)
+    parsed = parse_suppressions(target)
+    hidden: list[Diagnostic] = []
+    if UnusedSuppression.code in selected and parsed[0]:
+        # Whether a suppression is used must not depend on --select: run what it names, unreported.
+        hidden, also_checked = _check(target, rules_to_judge(target, parsed[0], selected))
+        checked |= also_checked
+    found = apply_suppressions(target, found, selected, parsed=parsed, hidden=hidden, checked=checked)
+    return sorted(found, key=lambda d: (d.line, d.column, d.code))
+
+
+def _check(target: LintTarget, rules: list[Rule]) -> tuple[list[Diagnostic], set[str]]:
+    """The rules' diagnostics, and the codes of the rules that looked at the whole template."""
     found: list[Diagnostic] = []
+    checked: set[str] = set()
     for rule in rules:
         if rule.needs_tree and target.tree is None:
             continue
@@ -24,8 +39,9 @@ def run_rules(target: LintTarget, rules: Iterable[Rule]) -> list[Diagnostic]:
             found.extend(rule.check(target))
         except RecursionError:
             found.append(_not_checked(rule))
-    found = apply_suppressions(target, found, {rule.code for rule in rules})
-    return sorted(found, key=lambda d: (d.line, d.column, d.code))
+            continue
+        checked.add(rule.code)
+    return found, checked
 
 
 def _not_checked(rule: Rule) -> Diagnostic:

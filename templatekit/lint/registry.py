@@ -4,7 +4,8 @@ A rule is a small class registered with ``@register``. Its docstring is its docu
 is parsed here; ``templatekit rule CODE``, the generated rule table and the doc tests all read
 the same parsed text. The format::
 
-    One-line summary: what is wrong (also the default message).
+    Summary: what is wrong, one sentence (also the default message); it may wrap over
+    several lines, up to the first blank line.
 
     Why: why it matters, for whom (may span lines and paragraphs).
 
@@ -54,6 +55,9 @@ FAMILIES = {
 }
 
 
+_SECTION = re.compile(r"^(Why|Bad|Good|Fix):\s*(.*)$")
+
+
 @dataclasses.dataclass(frozen=True)
 class RuleDoc:
     summary: str
@@ -68,11 +72,20 @@ def parse_rule_doc(docstring: str | None, owner: str = "rule") -> RuleDoc:
     text = inspect.cleandoc(docstring or "")
     if not text:
         raise ValueError(f"{owner} has no docstring")
-    summary, _, rest = text.partition("\n")
+    lines = text.split("\n")
+    # The summary is the whole first paragraph: a sentence wrapped to the docstring's width must
+    # not lose its end in `templatekit rules`, the README table or SARIF.
+    summary_lines = []
+    for line in lines:
+        if not line.strip() or _SECTION.match(line):
+            break
+        summary_lines.append(line)
+    # Lines are joined with one space; spaces inside a line stay (``'  ' * depth`` is code).
+    summary = " ".join(line.strip() for line in summary_lines)
     sections: dict[str, list[str]] = {}
     current = None
-    for line in rest.split("\n"):
-        heading = re.match(r"^(Why|Bad|Good|Fix):\s*(.*)$", line)
+    for line in lines[len(summary_lines):]:
+        heading = _SECTION.match(line)
         if heading:
             current = heading.group(1).lower()
             sections[current] = [heading.group(2)] if heading.group(2) else []
@@ -88,7 +101,7 @@ def parse_rule_doc(docstring: str | None, owner: str = "rule") -> RuleDoc:
     def code(name: str) -> str:
         return inspect.cleandoc("\n".join(sections[name])).strip("\n")
 
-    return RuleDoc(summary=summary.strip(), why=prose("why"), bad=code("bad"), good=code("good"), fix=prose("fix"))
+    return RuleDoc(summary=summary, why=prose("why"), bad=code("bad"), good=code("good"), fix=prose("fix"))
 
 
 class Rule:

@@ -199,7 +199,9 @@ class Linter:
 
     def _vocabulary(self, source) -> object:
         """The source's tokenizer (``vocabulary.load_vocabulary``), read only when a selected rule uses it."""
-        if not any(getattr(rule, "needs_vocabulary", False) and self.config.is_selected(rule, Path(template.path))
+        if not any((getattr(rule, "needs_vocabulary", False)
+                    or (getattr(rule, "judges_other_rules", False) and not self.config.static_only))
+                   and self.config.is_selected(rule, Path(template.path))
                    for template in source.templates.values() for rule in all_rules()):
             return None
         from ..vocabulary import load_vocabulary

@@ -8,7 +8,14 @@
     {# templatekit: disable #}                   no list: every rule
 
 Selectors are codes, code prefixes or rule names. A suppression that silences nothing is itself
-reported (TK090), and so is one that cannot be understood (TK091).
+reported (TK090), and so is one that cannot be understood (TK091: an unknown directive or rule,
+an enable without a disable). A suppression with no list is valid: it silences every rule.
+
+Whether a suppression silences anything is a fact about the template, not about which rules a
+run selects: when TK090 runs, the rules a suppression names that were not selected run too (their
+findings only mark suppressions used), and a suppression naming a rule that could not look at the
+template here (a rendering rule under ``static-only``, a rule that reads the syntax tree of a
+template that does not parse) is not judged at all.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import re
 from collections.abc import Iterable
 
 from .model import Diagnostic
-from .registry import Rule, find_rule, is_known_selector, matches, register
+from .registry import Rule, all_rules, find_rule, is_known_selector, matches, register
 from .target import LintTarget
 
 _DIRECTIVE = re.compile(r"^\s*templatekit\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
@@ -34,6 +41,10 @@ class Suppression:
     first_line: int
     last_line: int
     used: bool = False
+
+    def names(self, rule: type[Rule]) -> bool:
+        """Whether this suppression applies to ``rule`` (a suppression naming no rule names them all)."""
+        return not self.selectors or any(matches(rule, selector) for selector in self.selectors)
 
     def covers(self, diagnostic: Diagnostic) -> bool:
         if not self.first_line <= diagnostic.line <= self.last_line:
@@ -112,13 +123,28 @@ def _alone_on_line(target: LintTarget, start: int, end: int) -> bool:
 
 
 def apply_suppressions(
-    target: LintTarget, diagnostics: Iterable[Diagnostic], selected_codes: set[str]
+    target: LintTarget,
+    diagnostics: Iterable[Diagnostic],
+    selected_codes: set[str],
+    *,
+    parsed: tuple[list[Suppression], list[Problem]] | None = None,
+    hidden: Iterable[Diagnostic] = (),
+    checked: set[str] | None = None,
 ) -> list[Diagnostic]:
-    """Drop suppressed diagnostics; add TK090/TK091 findings when those rules are selected."""
-    suppressions, problems = parse_suppressions(target)
+    """Drop suppressed diagnostics; add TK090/TK091 findings when those rules are selected.
+
+    ``hidden`` are findings of rules that ran only so TK090 can tell whether a suppression is used:
+    they mark suppressions used and are never reported. ``checked`` holds the codes of every rule
+    that looked at the template (selected or hidden; None: the selected ones); a suppression naming
+    a rule outside it is not reported as unused, since nothing says what that rule would find.
+    """
+    suppressions, problems = parsed if parsed is not None else parse_suppressions(target)
     diagnostics = list(diagnostics)
+    invalid = [InvalidSuppression().diagnostic(p.line, p.column, p.message) for p in problems]
     if InvalidSuppression.code in selected_codes:
-        diagnostics += [InvalidSuppression().diagnostic(p.line, p.column, p.message) for p in problems]
+        diagnostics += invalid
+    else:
+        hidden = [*hidden, *invalid]
     kept = []
     for diagnostic in diagnostics:
         covering = [s for s in suppressions if s.covers(diagnostic)]
@@ -126,13 +152,35 @@ def apply_suppressions(
             suppression.used = True
         if not covering:
             kept.append(diagnostic)
-    if UnusedSuppression.code in selected_codes:
+    for diagnostic in hidden:
         for suppression in suppressions:
-            if not suppression.used:
-                what = ", ".join(suppression.selectors) or "all rules"
-                kept.append(UnusedSuppression().diagnostic(
-                    suppression.line, suppression.column, f"suppression of {what} silences nothing here; remove it"))
+            if suppression.covers(diagnostic):
+                suppression.used = True
+    if UnusedSuppression.code in selected_codes:
+        looked = (set(selected_codes) if checked is None else set(checked)) | _ALWAYS_CHECKED
+        for suppression in suppressions:
+            if suppression.used or not all(rule.code in looked for rule in all_rules() if suppression.names(rule)):
+                continue
+            what = ", ".join(suppression.selectors) or "all rules"
+            kept.append(UnusedSuppression().diagnostic(
+                suppression.line, suppression.column, f"suppression of {what} silences nothing here; remove it"))
     return kept
+
+
+def rules_to_judge(target: LintTarget, suppressions: list[Suppression], selected_codes: set[str]) -> list[Rule]:
+    """The rules TK090 runs besides the selected ones: every rule a suppression names that can
+    look at ``target`` here (with the configured options)."""
+    config = target.config
+    judging = []
+    for rule in all_rules():
+        if rule.code in selected_codes or rule.code in _ALWAYS_CHECKED:
+            continue
+        if config is not None and config.static_only and getattr(rule, "behavioural", False):
+            continue  # static-only promises no rendering
+        if not any(suppression.names(rule) for suppression in suppressions):
+            continue
+        judging.append(rule(config.options_for(rule) if config is not None else None))
+    return judging
 
 
 @register
@@ -141,17 +189,24 @@ class UnusedSuppression(Rule):
 
     Why: a stale `disable` hides the next real problem on that line and tells readers a rule
     fires where it no longer does; like ruff's RUF100, remove suppressions once they are unused.
+    Every rule a suppression names is checked, whichever rules the run selects, so
+    ``--select TK090`` reports exactly the suppressions a full run does; one naming a rendering
+    rule is not judged under ``static-only``, which renders nothing.
 
     Bad:
-        {# templatekit: disable-next-line #}
-        {{ message['content'] }}
+        {# templatekit: disable-next-line=TK201 #}
+        {% for m in messages %}{{ m.content|trim }}{% endfor %}
 
     Good:
-        {{ message['content'] }}
+        {# templatekit: disable-next-line=TK201 #}
+        {% for m in messages %}{{ m.content.strip() }}{% endfor %}
     """
 
     code, name, severity = "TK090", "unused-suppression", "warning"
     needs_tree = False
+    # It runs the rules a suppression names, the special-token ones too: the runner reads the
+    # model's tokenizer for it (except under static-only, where those rules never run).
+    judges_other_rules = True
     # Found by apply_suppressions from the other rules' results, not by check().
 
 
@@ -160,7 +215,9 @@ class InvalidSuppression(Rule):
     """A suppression comment that cannot be understood.
 
     Why: a misspelled directive or rule code silences nothing, so the finding it was meant to
-    silence keeps firing, or worse, the author believes a rule is off when it is not.
+    silence keeps firing, or worse, the author believes a rule is off when it is not. Reported:
+    an unknown directive, a rule code or name that no rule has, an ``enable`` with no
+    ``disable`` before it. A directive with no rule list is valid and silences every rule.
 
     Bad:
         {# templatekit: disabel=TK090 #}
@@ -172,3 +229,6 @@ class InvalidSuppression(Rule):
     code, name, severity = "TK091", "invalid-suppression", "error"
     needs_tree = False
 
+
+# Found by apply_suppressions itself, from the comments and the other rules' results.
+_ALWAYS_CHECKED = frozenset({UnusedSuppression.code, InvalidSuppression.code})

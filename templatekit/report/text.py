@@ -60,13 +60,23 @@ def format_text(reports: list, *, color: bool = False, statistics: bool = False,
             blocks += [f"{one_line(report.path)}: note: {one_line(note)}" for note in report.notes]
         blocks += [format_diagnostic(d, color=color, excerpt=not quiet) for d in report.diagnostics]
     if statistics:
-        counts = Counter((d.code, d.name, d.fix is not None) for d in diagnostics)
-        rows = [f"{count:6d}  {code}  {name}{'  [fixable]' if fixable else ''}"
-                for (code, name, fixable), count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
-        blocks.append("\n".join(rows) if rows else "no findings")
+        blocks.append(format_statistics(diagnostics))
     if not quiet:
         blocks.append(summary_line(reports))
     return "\n\n".join(block for block in blocks if block)
+
+
+def format_statistics(diagnostics: list) -> str:
+    """One row per rule: how many findings, and how many of them a fix removes. A rule whose
+    fix applies to some findings only (TK404 fixes some shapes, not others) stays one row."""
+    counts = Counter((d.code, d.name) for d in diagnostics)
+    fixable = Counter((d.code, d.name) for d in diagnostics if d.fix is not None)
+    rows = []
+    for (code, name), count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        fixes = fixable[(code, name)]
+        mark = "" if not fixes else "  [fixable]" if fixes == count else f"  [{fixes} fixable]"
+        rows.append(f"{count:6d}  {code}  {name}{mark}")
+    return "\n".join(rows) if rows else "no findings"
 
 
 def summary_line(reports: list) -> str:

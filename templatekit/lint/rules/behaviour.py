@@ -5,13 +5,17 @@ Every rule here renders the built-in fixtures (and small variants of them) throu
 result between rules. Fixtures needing a capability the template lacks (probed, or declared in
 config or a ``{# templatekit: capabilities ... #}`` comment) are skipped; TK614 lists them as not
 evaluated. Each rule reports at most one finding per template, naming the fixture and the place
-the invariant breaks; it sits on line 1 unless a line of the template is clearly responsible.
+the invariant breaks. Where it sits: on the line a failing render stopped at, when a render
+failed; otherwise on the first place in the template's code (tags and expressions, never the text
+it prints or the prose inside its string literals) that reads what the rule is about (its
+``anchors``); otherwise on line 1.
 
 These rules are marked ``behavioural``: ``static-only`` in the config skips them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from typing import ClassVar
@@ -37,9 +41,10 @@ from ...behaviour import (
     with_typed_text,
 )
 from ...conversation import REASONING_FIELDS, Conversation
+from ...errors import RenderFailure
 from ..model import Diagnostic
 from ..registry import Rule, register
-from ..target import LintTarget
+from ..target import LintTarget, Token
 from ..walk import find_all
 
 # Words that mark a span of a render as reasoning display (think blocks, analysis channels).
@@ -53,13 +58,39 @@ _REPR_PATTERNS = (
     ("None", re.compile(r"\bNone\b")),
 )
 _NONE = re.compile(r"\bNone\b")
+# How far into a cut a reasoning display's opening may start (after a shared header such as
+# "<|im_start|>assistant\n").
+_DISPLAY_OPENING = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Broken:
+    """A finding's message and, when a render failed, the template line it failed on."""
+
+    message: str
+    line: int | None = None
+
+
+def failed(what: str, failure: RenderFailure) -> Broken:
+    """``what`` went wrong because of ``failure``: the finding sits on the line the render stopped at."""
+    return Broken(f"{what}: {failure_text(failure)}", failure.line)
+
+
+def failure_text(failure: RenderFailure) -> str:
+    """A render failure described without its location. Behaviour renders the template text on its
+    own, so the location would name Jinja's internal template name (``<template>:15``), and a
+    line in a message can disagree with the finding's own location (an embedded template's
+    lines are not its file's): the finding carries the line instead."""
+    return RenderFailure(failure.kind, failure.message, exception_type=failure.exception_type).describe()
 
 
 class BehaviourRule(Rule):
     """A rule that renders: reports at most one finding, from ``findings``."""
 
     behavioural: ClassVar[bool] = True
-    # Words whose first line in the template is where the finding is shown.
+    # What the rule is about, in the template's code, most telling first: an identifier (a
+    # variable, attribute or filter name, or a subscript key such as 'arguments'), optionally
+    # followed by the operator that must come next ("messages[" is ``messages`` indexed).
     anchors: ClassVar[tuple[str, ...]] = ()
     # Whether the rule still runs on a template whose capability probe ran out of time (only the
     # rule that says what was not evaluated does).
@@ -69,22 +100,56 @@ class BehaviourRule(Rule):
         behaviour = behaviour_of(target)
         if behaviour.out_of_time is not None and not self.checks_templates_out_of_time:
             return []
-        for message in self.findings(behaviour, target):
-            line, column = _anchor(target, self.anchors)
-            return [self.diagnostic(line, column, message)]
+        for found in self.findings(behaviour, target):
+            broken = found if isinstance(found, Broken) else Broken(found)
+            line, column = finding_position(target, self.anchors, broken.line)
+            return [self.diagnostic(line, column, broken.message)]
         return []
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
-        """Messages for each broken instance of the invariant (only the first is reported)."""
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
+        """Messages for each broken instance of the invariant (only the first is reported); a
+        ``Broken`` carries the line a failing render stopped at."""
         return iter(())
 
 
-def _anchor(target: LintTarget, words: tuple[str, ...]) -> tuple[int, int]:
-    for number, line in enumerate(target.lines, start=1):
-        for word in words:
-            if word in line:
-                return number, line.index(word) + 1
-    return 1, 1
+# Tokens that are not template code: printed text, comments and the whitespace between tokens.
+_NOT_CODE = frozenset({"data", "comment_begin", "comment", "comment_end", "linecomment_begin", "linecomment",
+                       "linecomment_end", "whitespace"})
+_ANCHOR = re.compile(r"(\w+)(.*)")
+
+
+def finding_position(target: LintTarget, anchors: tuple[str, ...], failure_line: int | None = None) -> tuple[int, int]:
+    """Where a behavioural finding sits: on ``failure_line`` when a render failed there (at an
+    anchor on that line, else at its first code), else at the first anchor in the template's
+    code, else at 1:1."""
+    if failure_line is not None and 1 <= failure_line <= len(target.lines):
+        on_line = [token for token in _code_tokens(target) if token.line == failure_line]
+        found = _first_anchor(on_line, anchors)
+        if found is not None:
+            return found
+        if on_line:
+            return failure_line, on_line[0].column
+        text = target.lines[failure_line - 1]
+        return failure_line, len(text) - len(text.lstrip()) + 1
+    return _first_anchor(_code_tokens(target), anchors) or (1, 1)
+
+
+def _code_tokens(target: LintTarget) -> list[Token]:
+    return target.shared("behaviour:code-tokens",
+                         lambda target: [token for token in target.tokens if token.type not in _NOT_CODE])
+
+
+def _first_anchor(tokens: list[Token], anchors: tuple[str, ...]) -> tuple[int, int] | None:
+    for anchor in anchors:
+        word, following = _ANCHOR.fullmatch(anchor).groups()
+        for index, token in enumerate(tokens):
+            # A string literal counts only when it is exactly the word: a subscript key such as
+            # tc['arguments'] is code; prose that mentions "arguments" is not.
+            named = token.value == word if token.type == "name" else (
+                token.type == "string" and token.value[1:-1] == word)
+            if named and (not following or (index + 1 < len(tokens) and tokens[index + 1].value == following)):
+                return token.line, token.column + (token.type == "string")  # a key: at its word, past the quote
+    return None
 
 
 def template_literals(target: LintTarget) -> list[str]:
@@ -221,7 +286,14 @@ def _classify_break(behaviour: Behaviour, fixture: Conversation, j: int, earlier
     if segment is not None:
         # A little context before the cut: "<|START_T" may be shared and "HINKING|>" dropped.
         dropped = earlier[max(0, segment[0] - 16):segment[1]]
-        if _REASONING_MARKERS.search(dropped) or any(text and text in dropped for text in reasoning_texts):
+        if any(text and text in dropped for text in reasoning_texts):
+            return "reasoning"
+        # A reasoning display is what the cut starts with (<think>, a thinking token, an analysis
+        # channel); a marker word further in is prose of a rewritten tail ("well-reasoned", a
+        # guard model's instructions), not reasoning dropped from a turn.
+        opening = earlier[max(0, segment[0] - 16):min(segment[1], segment[0] + _DISPLAY_OPENING)]
+        if _REASONING_MARKERS.search(opening) and not _unrequested_tail(behaviour, fixture, j, earlier, segment,
+                                                                        prompted):
             return "reasoning"
     if reasoning_texts:
         # The history without reasoning must then re-render as a prefix for this to be policy only.
@@ -230,6 +302,19 @@ def _classify_break(behaviour: Behaviour, fixture: Conversation, j: int, earlier
         if again.ok and later.startswith(again.text):
             return "reasoning"
     return "unstable"
+
+
+def _unrequested_tail(behaviour: Behaviour, fixture: Conversation, j: int, earlier: str, segment: tuple[int, int],
+                      prompted: bool) -> bool:
+    """Whether the dropped text is the end of a render made without add_generation_prompt that
+    asking for the prompt does not change: an assistant header the template always appends (an
+    empty think block in it is part of the header, not reasoning shown on a turn). Dropping it
+    once the next turn arrives breaks the history like any other rewrite."""
+    if prompted or segment[1] != len(earlier):
+        return False
+    conversation = fixture.replace(messages=fixture.messages[:j], add_generation_prompt=None)
+    with_prompt = behaviour.render(f"{fixture.name}[:{j}]", conversation, True)
+    return with_prompt.ok and with_prompt.text == earlier
 
 
 def _history(behaviour: Behaviour, target: LintTarget) -> list[tuple[str, str]]:
@@ -365,16 +450,16 @@ class ToolArgumentsShape(BehaviourRule):
     severity = "warning"
     anchors = ("arguments",)
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         for fixture in behaviour.evaluated(["tool-call"]):
             as_object = behaviour.fixture_render(fixture)
             string_fixture = with_string_arguments(fixture)
             as_string = behaviour.render("tool-call:arguments-string", string_fixture)
             if as_object.ok and not as_string.ok:
-                yield f"tool-call arguments as a JSON string fail: {as_string.error.describe()}"
+                yield failed("tool-call arguments as a JSON string fail", as_string.error)
                 return
             if as_string.ok and not as_object.ok:
-                yield f"tool-call arguments as an object fail: {as_object.error.describe()}"
+                yield failed("tool-call arguments as an object fail", as_object.error)
                 return
             if not as_string.ok:
                 return
@@ -414,7 +499,7 @@ class NullContentOnToolCall(BehaviourRule):
     severity = "warning"
     anchors = ("content",)
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         for fixture in behaviour.evaluated(["tool-call"]):
             messages = [dict(message) for message in fixture.messages]
             for message in messages:
@@ -425,7 +510,7 @@ class NullContentOnToolCall(BehaviourRule):
                          behaviour.render("tool-call:content-empty", fixture.replace(messages=messages)))]
             for label, conversation, rendering in variants:
                 if not rendering.ok:
-                    yield f"a tool-call turn with {label} fails: {rendering.error.describe()}"
+                    yield failed(f"a tool-call turn with {label} fails", rendering.error)
                     return
                 match = _NONE.search(rendering.text)
                 if match and not _from_input("None", conversation, behaviour, target):
@@ -455,7 +540,7 @@ class EmptyToolsDiffer(BehaviourRule):
     severity = "warning"
     anchors = ("tools",)
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         basic = next(behaviour.evaluated(["basic"]), None)
         if basic is None:
             return
@@ -467,7 +552,7 @@ class EmptyToolsDiffer(BehaviourRule):
                                                       lambda _target: render_without_tools(behaviour, basic)))]
         for label, rendering in variants:
             if not rendering.ok:
-                yield f"{label} fails where tools=None renders: {rendering.error.describe()}"
+                yield failed(f"{label} fails where tools=None renders", rendering.error)
                 return
             if rendering.text != reference.text:
                 at = common_prefix_length(rendering.text, reference.text)
@@ -498,7 +583,7 @@ class TypedTextDiffers(BehaviourRule):
     severity = "warning"
     anchors = ("content",)
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         if not behaviour.capabilities.supports("typed_content"):
             return
         fixture = next(behaviour.evaluated(["multi-turn"]), None)
@@ -509,7 +594,7 @@ class TypedTextDiffers(BehaviourRule):
         if not as_string.ok:
             return
         if not as_parts.ok:
-            yield f"typed text parts fail where strings render: {as_parts.error.describe()}"
+            yield failed("typed text parts fail where strings render", as_parts.error)
         elif as_parts.text != as_string.text:
             at = common_prefix_length(as_parts.text, as_string.text)
             yield (f"typed text parts render differently from strings at offset {at}: "
@@ -535,13 +620,13 @@ class ContinueFinalMessageBroken(BehaviourRule):
     name = "continue-final-message-broken"
     severity = "warning"
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         for fixture in behaviour.evaluated(["prefill"]):
             rendering = behaviour.fixture_render(fixture)
             final = fixture.messages[-1]["content"]
             if not rendering.ok:
                 if rendering.error.kind != "raised":
-                    yield f"continue_final_message fails: {rendering.error.describe()}"
+                    yield failed("continue_final_message fails", rendering.error)
             elif not rendering.text.endswith(final):
                 yield (f"with continue_final_message the render does not end with the final content verbatim; "
                        f"it ends {excerpt(rendering.text, len(rendering.text))}")
@@ -621,10 +706,10 @@ class EmptyConversationCrash(BehaviourRule):
     severity = "info"
     anchors = ("messages[",)
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         rendering = behaviour.render("empty", Conversation([]), True, allow_empty=True)
         if not rendering.ok and rendering.error.kind not in ("raised", "budget"):
-            yield f"an empty conversation crashes the template: {rendering.error.describe()}"
+            yield failed("an empty conversation crashes the template", rendering.error)
 
 
 @register
@@ -648,7 +733,7 @@ class ReasoningDroppedFromHistory(BehaviourRule):
     code = "TK613"
     name = "reasoning-dropped-from-history"
     severity = "info"
-    anchors = ("reasoning_content", "thinking")
+    anchors = ("reasoning_content", "reasoning", "thinking", "enable_thinking")
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
         for kind, message in _history(behaviour, target):
@@ -680,11 +765,12 @@ class ChecksNotEvaluated(BehaviourRule):
     severity = "info"
     checks_templates_out_of_time = True
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         if behaviour.out_of_time is not None:
-            yield (f"not evaluated: every behavioural check (TK6xx), because the capability probe's render "
-                   f"'{behaviour.out_of_time_probe}' failed: {behaviour.out_of_time.error.describe()}; every render "
-                   f"of this template would spend its whole time budget")
+            failure = behaviour.out_of_time.error
+            yield Broken(f"not evaluated: every behavioural check (TK6xx), because the capability probe's render "
+                         f"'{behaviour.out_of_time_probe}' failed: {failure_text(failure)}; every render "
+                         f"of this template would spend its whole time budget", failure.line)
             return
         capabilities = behaviour.capabilities
         # Declared gaps are the author's decision: only undeclared (probed) gaps are news.
@@ -758,7 +844,7 @@ def _whitespace_difference(behaviour: Behaviour, settings: tuple[bool, bool]) ->
             continue
         variant = behaviour.render_with_settings(fixture, *settings, reference=reference)
         if not variant.ok:
-            return f"fixture '{fixture.name}' fails: {variant.error.describe()}"
+            return f"fixture '{fixture.name}' fails: {failure_text(variant.error)}"
         if variant.text != reference.text:
             at = common_prefix_length(variant.text, reference.text)
             return (f"fixture '{fixture.name}' renders {visible_excerpt(variant.text, at)} where transformers "
