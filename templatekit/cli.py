@@ -564,7 +564,7 @@ def capabilities(source: str) -> None:
         if behaviour.out_of_time is not None:
             # The "no"s above only mean the probing stopped, not that the template lacks them.
             click.echo(f"templatekit: {template.location()}: probing stopped at '{behaviour.out_of_time_probe}': "
-                       f"{behaviour.out_of_time.error.describe()}", err=True)
+                       f"{behaviour.out_of_time.error.placed(template.location).describe()}", err=True)
             out_of_time = True
     if out_of_time:
         sys.exit(EXIT_FAILED)

@@ -8,6 +8,7 @@ prints or exits.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # Line breaks that str.splitlines() honours besides "\n": a message holding one would print as
 # two lines, and terminals honour some of them too.
@@ -90,6 +91,13 @@ class RenderFailure(TemplatekitError):
         self.location = location
         self.line = line
         super().__init__(self.describe())
+
+    def placed(self, locate: Any) -> "RenderFailure":
+        """This failure located by ``locate(line)`` (``ChatTemplate.location``): renders of a
+        template's bare text only know it as ``<template>``."""
+        location = locate(self.line) if self.line else self.location
+        return RenderFailure(self.kind, self.message, exception_type=self.exception_type, location=location,
+                             line=self.line)
 
     def describe(self) -> str:
         """One line: where, what kind, and the message (newlines shown as spaces)."""

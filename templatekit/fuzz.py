@@ -109,12 +109,13 @@ class Checker:
     """Evaluates every invariant of one template on a given conversation."""
 
     def __init__(self, text: str, special_tokens: dict[str, str] | None = None,
-                 config_capabilities: dict[str, bool] | None = None) -> None:
+                 config_capabilities: dict[str, bool] | None = None, locate: Any = None) -> None:
         from .lint.registry import all_rules
         from .lint.rules.behaviour import BehaviourRule, template_literals
         from .lint.target import LintTarget
 
         self.text = text
+        self.locate = locate  # line -> where, in the user's file (ChatTemplate.location)
         self.special_tokens = dict(special_tokens or {})
         self.behaviour = Behaviour(text, self.special_tokens, config_capabilities)
         self._target_type = LintTarget
@@ -143,7 +144,8 @@ class Checker:
         if not base.ok:
             if base.error.kind in _DECLINED_KINDS:
                 return False
-            return RENDER_ERROR, RENDER_ERROR_SUMMARY, base.error.describe()
+            error = base.error.placed(self.locate) if self.locate is not None else base.error
+            return RENDER_ERROR, RENDER_ERROR_SUMMARY, error.describe()
         # A fresh target per conversation: rules cache variant renders on it. The renders and the
         # template's literals are handed over instead of being recomputed.
         target = self._target_type(self.text, special_tokens=self.special_tokens)
@@ -272,7 +274,7 @@ def fuzz_template(
     failure = compile_failure(template)
     if failure is not None:
         raise InputError(template.location(failure.line), f"the template does not compile: {failure.message}")
-    checker = Checker(template.text, loaded.special_tokens, config_capabilities)
+    checker = Checker(template.text, loaded.special_tokens, config_capabilities, locate=template.location)
     options = strategy_options(checker.capabilities)
     # Templates for typed content only (vision models) print nothing for a plain string.
     typed_only = checker.capabilities.facts.get("typed_content", "").startswith("requires typed content")

@@ -180,3 +180,4 @@ def test_capabilities_says_when_probing_stopped(run, tmp_path):
     result = run("capabilities", str(template))
     assert result.exit_code == 1
     assert f"templatekit: {template}: probing stopped at 'probe:" in result.output
+    assert f"': {template}:1: " in result.output and "<template>" not in result.output

@@ -149,6 +149,9 @@ def test_a_template_that_crashes_on_valid_input_is_reported(template):
     result = fuzz_template(template(crashing), examples=200, seed=1)
     assert result.failures[0].invariant == "render-error"
     assert "render error" in result.failures[0].explanation
+    # Placed in the user's file, not in Jinja's name for a template made from text.
+    assert result.failures[0].explanation.startswith(f"{template(crashing)}:")
+    assert "<template>" not in result.failures[0].explanation
 
 
 def test_same_seed_same_report(template, run):
