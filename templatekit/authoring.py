@@ -14,6 +14,7 @@ with ``chat_template.jinja``, which transformers would start loading instead of 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -21,13 +22,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, RenderFailure
 from .sources import (
     PROCESSOR_TEMPLATE_FILE,
     ChatTemplate,
     JsonDocument,
     JsonMember,
     TemplateSource,
+    is_gguf,
     load_source,
     read_json_file,
     read_template_file,
@@ -138,22 +140,43 @@ def _holds_template(path: Path, text: str, overwrite: bool) -> bool:
         return True
     if overwrite:
         return False
-    raise InputError(path, "already exists with different content; pass overwrite=True to replace it")
+    raise InputError(path, "already exists with different content; not replaced (use --force, or overwrite=True "
+                           "from Python)")
 
 
 # --- embed ---------------------------------------------------------------------------------
 
 
-def embed(jinja_path: str | os.PathLike, target: str | os.PathLike, name: str | None = None) -> bool:
+def embed(jinja_path: str | os.PathLike, target: str | os.PathLike, name: str | None = None,
+          force: bool = False) -> bool:
     """Write the template in ``jinja_path`` into the JSON file ``target``; return whether it changed.
 
     The template is stored as transformers would read the .jinja file (newlines translated).
     For a list of named templates, ``name`` says which one to replace; without it the .jinja file's
     stem is used when it names an existing template. A file without a template gets the key
-    appended at the end of its top-level object, in the file's own layout.
+    appended at the end of its top-level object, in the file's own layout. A template that does
+    not compile is refused (every tokenizer loading ``target`` would then fail to apply it)
+    unless ``force`` is set.
     """
     jinja_path = Path(jinja_path)
-    return embed_text(read_template_file(jinja_path), target, name, stem=jinja_path.stem)
+    text = read_template_file(jinja_path)
+    if not force:
+        _refuse_uncompilable(text, jinja_path)
+    return embed_text(text, target, name, stem=jinja_path.stem)
+
+
+def _refuse_uncompilable(text: str, jinja_path: Path) -> None:
+    from .guards import DEFAULT_BUDGET
+    from .rendering import compile_failure
+
+    # Only what transformers' own compile would reject: templatekit's size guard is no reason to refuse.
+    budget = dataclasses.replace(DEFAULT_BUDGET, max_template=max(len(text), DEFAULT_BUDGET.max_template))
+    failure = compile_failure(text, budget)
+    if failure is None:
+        return
+    where = f"{jinja_path}:{failure.line}" if failure.line else str(jinja_path)
+    problem = RenderFailure(failure.kind, failure.message, exception_type=failure.exception_type).describe()
+    raise InputError(where, f"{problem}; not embedded (--force embeds it anyway)")
 
 
 def embed_text(text: str, target: str | os.PathLike, name: str | None = None, *, stem: str = "") -> bool:
@@ -170,6 +193,10 @@ def embed_text(text: str, target: str | os.PathLike, name: str | None = None, *,
 def embedded_file_text(text: str, target: str | os.PathLike, name: str | None = None, *, stem: str = "") -> str | None:
     """What ``embed_text`` would write to ``target`` (None when it already holds ``text``)."""
     target = Path(target)
+    if target.is_file() and is_gguf(target):
+        raise InputError(target, "GGUF files are not supported as embed targets (embed writes tokenizer_config.json "
+                                 "or chat_template.json); gguf's own tool writes a copy with a new template: "
+                                 "gguf-new-metadata IN.gguf OUT.gguf --chat-template-file TEMPLATE.jinja")
     raw, config = read_json_file(target)
     if not isinstance(config, dict):
         raise InputError(target, "expected a JSON object at the top level")

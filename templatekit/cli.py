@@ -396,12 +396,14 @@ def extract(source: str, output: Path | None, force: bool) -> None:
 @click.argument("jinja_file", type=click.Path(path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--name", "-n", metavar="NAME", help="Which named template of TARGET to replace.")
-def embed(jinja_file: Path, target: Path, name: str | None) -> None:
+@click.option("--force", is_flag=True, help="Embed the template even when it does not compile.")
+def embed(jinja_file: Path, target: Path, name: str | None, force: bool) -> None:
     """Write JINJA_FILE back into TARGET (tokenizer_config.json or chat_template.json), keeping
-    every other byte of TARGET as it was."""
+    every other byte of TARGET as it was. A template that does not compile is refused unless
+    --force is given. GGUF files are not supported as targets."""
     from .authoring import embed as embed_template
 
-    changed = embed_template(jinja_file, target, name=name)
+    changed = embed_template(jinja_file, target, name=name, force=force)
     click.echo(f"updated {target}" if changed else f"{target} already up to date")
 
 
@@ -443,7 +445,8 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
          no_cache: bool, statistics: bool, quiet: bool, color: bool | None, static_only: bool,
          render_engines: str | None, node_modules: Path | None, jobs: int | None) -> None:
     """Lint chat templates: .jinja files, tokenizer_config.json, chat_template.json, model
-    directories and GGUF files (default: the current directory).
+    directories and GGUF files (default: the current directory; - reads a template from standard
+    input).
 
     Exit codes: 0 clean, 1 findings at or above --fail-on, 2 unreadable input or bad configuration.
     """
@@ -672,6 +675,9 @@ def rule(code: str) -> None:
               help="A prompt fails when P(first generated token is a turn token) is at least this.")
 @click.option("--min-answered", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Fail when fewer than this fraction of prompts get a non-empty answer ending with end-of-turn.")
+@click.option("--min-role-margin", type=float, default=0.05, show_default=True,
+              help="Fail when the replies are not at least this much likelier (median nats per token) after the "
+                   "generation prompt than at the start of the user's next turn.")
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
               help="Prompts per generate call (default: all in one batch).")
 @click.option("--format", "output_format", type=_Choice(["text", "json"]), default="text", show_default=True)
@@ -680,8 +686,8 @@ def rule(code: str) -> None:
               help="Progress bar on stderr while loading and generating (default: when stderr is a terminal).")
 def validate(model: str, template_spec: str | None, template_name: str | None, fixtures: tuple[str, ...],
              probes: bool, device: str, dtype: str, max_new_tokens: int, max_turn_probability: float,
-             min_answered: float, batch_size: int | None, output_format: str, color: bool | None,
-             show_progress: bool | None) -> None:
+             min_answered: float, min_role_margin: float, batch_size: int | None, output_format: str,
+             color: bool | None, show_progress: bool | None) -> None:
     """Generate with MODEL to prove its chat template makes it answer as the assistant and stop.
 
     MODEL is a model directory, a GGUF file or a Hugging Face Hub id (downloaded only when the
@@ -694,7 +700,8 @@ def validate(model: str, template_spec: str | None, template_name: str | None, f
     from .validate import Thresholds, report_text, validate as validate_model
 
     chosen = [load_fixture(name) for name in fixtures] or None
-    thresholds = Thresholds(max_turn_probability=max_turn_probability, min_answered_fraction=min_answered)
+    thresholds = Thresholds(max_turn_probability=max_turn_probability, min_answered_fraction=min_answered,
+                            min_role_margin=min_role_margin)
     enabled = sys.stderr.isatty() if show_progress is None else show_progress
     progress = _ProgressLine() if enabled else None
     try:

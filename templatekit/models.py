@@ -37,7 +37,8 @@ from .sources import check_gguf, is_gguf
 
 # Overrides where converted GGUF models are kept (default: <cache root>/models, next to the lint cache).
 MODEL_CACHE_ENV = "TEMPLATEKIT_MODEL_CACHE_DIR"
-INSTALL_HINT = "pip install 'templatekit[validate]'"
+# Named by package, not by templatekit's extra: "templatekit" on PyPI is an unrelated project.
+INSTALL_HINT = "pip install -e '.[validate]' in a templatekit checkout"
 # What the validate extra brings; transformers and gguf are core dependencies but checked anyway.
 _REQUIRED_MODULES = ("torch", "accelerate", "transformers", "gguf")
 # owner/name as the Hub spells repository ids.
@@ -107,14 +108,22 @@ def require_validate_extra() -> None:
     """Raise ``InputError`` naming the missing packages and the install command; prepare torch."""
     missing = [name for name in _REQUIRED_MODULES if importlib.util.find_spec(name) is None]
     if missing:
-        raise InputError(None, f"templatekit validate needs {', '.join(missing)}, which is not installed; "
-                               f"install it with: {INSTALL_HINT}")
+        raise InputError(None, f"templatekit validate needs {_missing_packages(missing)}; install "
+                               f"{'it' if len(missing) == 1 else 'them'} with: pip install {' '.join(missing)} "
+                               f"(or {INSTALL_HINT})")
     if "torch" not in sys.modules:
         # OpenMP threads spin while they wait by default. On a machine whose cores are shared (CI
         # runners, a busy laptop) spinning threads starve each other: measured on 2 shared cores,
         # 16 greedy tokens of a 135M model took 14 s spinning and 2 s with passive waiting. The
         # variable is read once, when torch loads its OpenMP runtime; a user's setting wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _missing_packages(names: list[str]) -> str:
+    """'torch, which is not installed' or 'torch and accelerate, which are not installed'."""
+    if len(names) == 1:
+        return f"{names[0]}, which is not installed"
+    return f"{', '.join(names[:-1])} and {names[-1]}, which are not installed"
 
 
 def model_cache_directory() -> Path:
@@ -170,7 +179,7 @@ def _download(repo_id: str) -> Path:
         from huggingface_hub import constants, snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:
-        raise InputError(repo_id, f"downloading from the Hub needs huggingface_hub; {INSTALL_HINT}") from None
+        raise InputError(repo_id, f"downloading from the Hub needs huggingface_hub: pip install huggingface_hub") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True))
     except LocalEntryNotFoundError:

@@ -11,13 +11,28 @@ the user, or never stop. ``validate`` closes that loop in two stages:
 2. One batched greedy ``generate`` (left padding) over the fixture conversations and a built-in
    set of short-answer prompts. Per prompt: the reply with special tokens visible, whether and
    where it stopped, the probability that the first generated token is a turn token (end of turn,
-   BOS, the template's role-header tokens), and turn markers written inside the reply.
+   BOS, the template's role-header tokens), turn markers written inside the reply, and the role
+   margin: how much likelier the reply's first tokens are after the generation prompt than at the
+   start of the user's next turn (one scoring pass over the conversation closed and the
+   template's user header opened).
 
-Measured on SmolLM2-135M-Instruct: P(first token is a turn token) is about 1e-5 with the right
-template and at least 0.1 when the generation prompt is missing or the markers are foreign, so a
-0.01 threshold separates them with margin. A missing end-of-turn token, or a generation prompt
-that opens a user turn, do not show in behaviour on such a model: only the structural checks
-catch them.
+Measured on SmolLM2-135M-Instruct (its own template, ChatML variants, Llama 3 headers, the broken
+variants in tests/test_validate.py):
+
+- P(first token is a turn token) is about 1e-5 with the right template, and at least 0.1 when the
+  generation prompt is missing (the model writes the assistant header itself) or when the
+  template's format makes the model end its turn at once (Mistral's ``[INST]``). It stays low,
+  1e-5 to 3e-3, when foreign markers are split into plain-text pieces (Llama 3 headers): the
+  model then reads them as text, does not stop at once, and often asks the user's question back.
+- The role margin catches that case and a generation prompt that opens a user turn: its median
+  over a run is 0.28 to 0.42 nats per token with ChatML templates, -0.03 with Llama 3 headers and
+  0 (within rounding) when the generation prompt is the user header. Single replies are noisier (0.05 to
+  1.2 with ChatML, up to 0.21 with Llama 3 headers), so the run's median decides.
+- A missing end-of-turn token does not show in behaviour on such a model: only the structural
+  checks catch it.
+
+A template that does not compile is an input error found before the model loads; a prompt the
+template cannot render fails without generating (only successful renders reach the tokenizer).
 
 The prompt is tokenized as ``apply_chat_template(..., tokenize=True)`` does: the text rendered
 with the tokenizer's ``special_tokens_map`` as template variables, then encoded with
@@ -27,13 +42,15 @@ with the tokenizer's ``special_tokens_map`` as template variables, then encoded 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .conversation import Conversation
-from .errors import InputError
+from .errors import InputError, RenderFailure
 from .models import (
     LoadedModel,
     ProgressCallback,
@@ -42,8 +59,8 @@ from .models import (
     locate_model,
     require_validate_extra,
 )
-from .rendering import Rendering, render_template
-from .sources import TemplateSource, load_source
+from .rendering import Rendering, compile_failure, render_template
+from .sources import ChatTemplate, TemplateSource, load_source
 from .visible import make_visible, special_token_pattern
 
 SCHEMA_VERSION = 1
@@ -51,6 +68,10 @@ SCHEMA_VERSION = 1
 DEFAULT_MAX_NEW_TOKENS = 48
 DEFAULT_MAX_TURN_PROBABILITY = 0.01
 DEFAULT_MIN_ANSWERED_FRACTION = 0.5
+DEFAULT_MIN_ROLE_MARGIN = 0.05
+# Reply tokens the role margin reads: whose voice a reply is in shows in its first tokens; later
+# ones follow from the reply's own words in either context and pull every margin towards 0.
+ROLE_WINDOW = 8
 # How much of the rendered prompt the report shows: the generation prompt and a little before it.
 PROMPT_TAIL_CHARACTERS = 60
 # The reply every structural check appends as the assistant's message.
@@ -82,16 +103,21 @@ class Thresholds:
     ``max_turn_probability``: a prompt fails when P(first generated token is a turn token) is at
     least this. ``min_answered_fraction``: the run fails when fewer prompts than this fraction give
     a non-empty answer that ends with an end-of-turn token within ``max_new_tokens``.
+    ``min_role_margin``: the run fails when the median role margin of its replies (see
+    ``PromptResult``) is below this; the prompts below it then fail too.
     """
 
     max_turn_probability: float = DEFAULT_MAX_TURN_PROBABILITY
     min_answered_fraction: float = DEFAULT_MIN_ANSWERED_FRACTION
+    min_role_margin: float = DEFAULT_MIN_ROLE_MARGIN
 
     def __post_init__(self) -> None:
         if not 0 < self.max_turn_probability <= 1:
             raise InputError(None, f"--max-turn-probability must be in (0, 1], got {self.max_turn_probability}")
         if not 0 <= self.min_answered_fraction <= 1:
             raise InputError(None, f"--min-answered must be in [0, 1], got {self.min_answered_fraction}")
+        if not math.isfinite(self.min_role_margin):
+            raise InputError(None, f"--min-role-margin must be a finite number, got {self.min_role_margin}")
 
 
 @dataclasses.dataclass
@@ -114,6 +140,10 @@ class PromptResult:
     ``reply`` keeps special tokens (up to and including the end-of-turn token); ``answer`` is the
     reply's text without special tokens or reasoning. ``stop_index`` is the position of the
     end-of-turn token among the generated tokens (None when the model did not stop).
+    ``role_margin`` is how much more likely the reply's first ``ROLE_WINDOW`` tokens are as the
+    assistant's turn than as the user's next one, in mean nats per token (None when there is no
+    reply or no user header to compare with). A prompt the template could not render has ``render_error`` set, no
+    generation, and fails.
     """
 
     name: str
@@ -126,15 +156,21 @@ class PromptResult:
     stopped: bool
     stop_index: int | None
     first_token: str
-    turn_probability: float
+    turn_probability: float | None
     markers: list[str]
     reasoning: bool
     verdict: str
     reasons: list[str]
+    role_margin: float | None = None
+    render_error: str | None = None
 
     @property
     def answered(self) -> bool:
         return self.stopped and bool(self.answer.strip())
+
+    @property
+    def generated(self) -> bool:
+        return self.render_error is None
 
     def prompt_tail(self, characters: int = PROMPT_TAIL_CHARACTERS) -> str:
         return ("…" if len(self.prompt) > characters else "") + self.prompt[-characters:]
@@ -170,6 +206,7 @@ class ValidationReport:
     prompts: list[PromptResult]
     skipped: list[SkippedConversation]
     reasons: list[str]
+    role_margin: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -177,7 +214,10 @@ class ValidationReport:
 
     @property
     def answered_fraction(self) -> float:
-        counted = [prompt for prompt in self.prompts if not _still_reasoning(prompt)]
+        """Of the prompts the model generated after (a prompt the template could not render has
+        failed already), the fraction answered and stopped; a reply still thinking at the limit
+        is left out."""
+        counted = [prompt for prompt in self.prompts if prompt.generated and not _still_reasoning(prompt)]
         return sum(prompt.answered for prompt in counted) / len(counted) if counted else 0.0
 
     def summary(self) -> str:
@@ -203,6 +243,7 @@ class ValidationReport:
             "passed": self.passed,
             "reasons": self.reasons,
             "answered_fraction": round(self.answered_fraction, 4),
+            "role_margin": None if self.role_margin is None else round(self.role_margin, 4),
             "summary": self.summary(),
             "structural": [check.to_json() for check in self.structural],
             "prompts": [prompt.to_json() for prompt in self.prompts],
@@ -235,7 +276,9 @@ def validate(
     ``fixtures`` are the conversations to generate after (default: the built-in fixtures that end
     with a turn the assistant answers and whose requirements the template meets); ``probes`` adds
     the built-in short-answer prompts. ``batch_size`` splits the generation (default: one batch).
-    Raises ``InputError`` for unusable input; a template that fails is a report with ``passed`` False.
+    Raises ``InputError`` for unusable input, a template that does not compile among it (before
+    the model loads); a template that fails, renders that raise included, is a report with
+    ``passed`` False.
     """
     require_validate_extra()
     progress = progress or _no_progress
@@ -247,25 +290,29 @@ def validate(
     if isinstance(model, LoadedModel):
         loaded = model
         source = _template_source(template, loaded.location)
+        refuse_uncompilable(source, template_name)
     else:
         location = locate_model(model)
-        # The template is read before the model loads, so a bad template costs no loading time.
+        # The template is read and compiled before the model loads, so a bad one costs no loading time.
         source = _template_source(template, location)
+        refuse_uncompilable(source, template_name)
         loaded = load_model(location, device=device, dtype=dtype, cache_dir=cache_dir, progress=progress)
     session = _Session(loaded, source, template_name)
-    conversations, skipped, reasons = session.conversations(fixtures, probes)
-    if not conversations:
+    entries, skipped = session.conversations(fixtures, probes)
+    if not entries:
         raise InputError(source.path, "no conversation to validate with: every fixture was skipped ("
                          + "; ".join(f"{item.name}: {item.reason}" for item in skipped) + ")")
-    structural = session.structural_checks(conversations)
+    rendered = [conversation for conversation, rendering in entries if rendering.ok]
+    structural = session.structural_checks(rendered) if rendered else []
     started = time.perf_counter()
-    prompts = session.generate(conversations, max_new_tokens, thresholds, batch_size, progress)
+    prompts = session.generate(entries, max_new_tokens, thresholds, batch_size, progress)
     generate_seconds = time.perf_counter() - started
+    role_margin = judge_roles(prompts, thresholds)
     report = ValidationReport(
         model=loaded.location.label, template=session.template_label, device=loaded.device, dtype=loaded.dtype,
         load_seconds=loaded.load_seconds, loaded_from=loaded.loaded_from, generate_seconds=generate_seconds,
         max_new_tokens=max_new_tokens, thresholds=thresholds, special_tokens=sorted(session.special_strings),
-        structural=structural, prompts=prompts, skipped=skipped, reasons=reasons,
+        structural=structural, prompts=prompts, skipped=skipped, reasons=[], role_margin=role_margin,
     )
     report.reasons.extend(_verdict_reasons(report))
     return report
@@ -283,15 +330,64 @@ def _template_source(template: Any, location: Any) -> TemplateSource:
         raise InputError(error.location or location.spec, f"{error.problem}; give a template with --template") from None
 
 
+def refuse_uncompilable(source: TemplateSource, template_name: str | None) -> None:
+    """Raise ``InputError`` naming the file when a template validate would render does not compile.
+
+    Nothing can be generated after a template that does not parse, so this is bad input, found
+    before any model loads; a template that compiles but raises is judged per prompt instead.
+    """
+    chosen = [source.select(template_name, None)]
+    with_tools = source.select(template_name, [])
+    if with_tools is not chosen[0]:
+        chosen.append(with_tools)
+    for template in chosen:
+        failure = compile_failure(template)
+        if failure is not None:
+            # The failure without its location: InputError puts the file first itself.
+            problem = RenderFailure(failure.kind, failure.message, exception_type=failure.exception_type).describe()
+            raise InputError(failure.location or template.location(),
+                             f"the template does not compile, so nothing can be generated: {problem}")
+
+
+def judge_roles(prompts: list[PromptResult], thresholds: Thresholds) -> float | None:
+    """The median role margin of ``prompts`` (None when none was measured); when it is below the
+    threshold, each prompt below it fails.
+
+    One reply's margin is noisy (on SmolLM2-135M with right templates single replies go down to
+    0.05, with Llama 3 markers single replies reach 0.21), the median over a run is not (0.28 and
+    up against -0.03), so the run decides and the prompts then show which replies say so.
+    """
+    margins = [prompt.role_margin for prompt in prompts if prompt.role_margin is not None]
+    if not margins:
+        return None
+    median = statistics.median(margins)
+    if median < thresholds.min_role_margin:
+        for prompt in prompts:
+            if prompt.role_margin is not None and prompt.role_margin < thresholds.min_role_margin:
+                prompt.verdict = FAIL
+                prompt.reasons.insert(0, f"the model would write this reply as readily in the user's next turn "
+                                         f"(role margin {prompt.role_margin:.2f} < {thresholds.min_role_margin:g})")
+    return median
+
+
 def _verdict_reasons(report: ValidationReport) -> list[str]:
     reasons = [f"structural check {check.name} failed: {check.message}" for check in report.structural
                if check.status == FAIL]
-    failed = [prompt for prompt in report.prompts if prompt.verdict == FAIL]
+    if report.role_margin is not None and report.role_margin < report.thresholds.min_role_margin:
+        reasons.append(f"the replies are about as likely as the user's next message as they are as the assistant's "
+                       f"(median role margin {report.role_margin:.2f} < {report.thresholds.min_role_margin:g} nats "
+                       f"per token): the generation prompt does not put the model in the assistant's turn")
+    unrendered = [prompt for prompt in report.prompts if not prompt.generated]
+    if unrendered:
+        names = ", ".join(prompt.name for prompt in unrendered[:5]) + (" …" if len(unrendered) > 5 else "")
+        reasons.append(f"the template cannot render {len(unrendered)} of {len(report.prompts)} prompts ({names}): "
+                       f"{unrendered[0].render_error}")
+    failed = [prompt for prompt in report.prompts if prompt.verdict == FAIL and prompt.generated]
     if failed:
         names = ", ".join(prompt.name for prompt in failed[:5]) + (" …" if len(failed) > 5 else "")
         reasons.append(f"{len(failed)} of {len(report.prompts)} prompts failed ({names})")
     fraction = report.answered_fraction
-    if fraction < report.thresholds.min_answered_fraction:
+    if any(prompt.generated for prompt in report.prompts) and fraction < report.thresholds.min_answered_fraction:
         unfinished = sum(1 for prompt in report.prompts if not prompt.stopped and not prompt.markers)
         hint = (f"; {unfinished} were still writing a plain answer at the limit, so a larger --max-new-tokens may "
                 f"let them finish" if unfinished else "")
@@ -335,12 +431,19 @@ class _Session:
 
     # -- conversations ------------------------------------------------------------------------
     def conversations(self, fixtures: list[Conversation] | None,
-                      probes: bool) -> tuple[list[Conversation], list[SkippedConversation], list[str]]:
-        """The conversations to generate after, those skipped and why, and failures to report
-        (a conversation the user chose that the template cannot render)."""
+                      probes: bool) -> tuple[list[tuple[Conversation, Rendering]], list[SkippedConversation]]:
+        """The conversations to report on, each with its prompt rendering, and those skipped and why.
+
+        A rendering that failed stays in the list (the prompt fails, nothing is generated) for a
+        conversation the user chose and for the probes, which every chat template must render. A
+        built-in fixture the template cannot render is skipped, as one needing a feature it lacks
+        is, unless no conversation renders at all: a template that renders nothing is broken.
+        """
         explicit = fixtures is not None
         candidates = list(fixtures) if explicit else _default_fixtures()
-        chosen, skipped, reasons = [], [], []
+        entries: list[tuple[Conversation, Rendering]] = []
+        skipped: list[SkippedConversation] = []
+        unrenderable: list[tuple[Conversation, Rendering, SkippedConversation]] = []
         missing = self._missing_capabilities() if not explicit else (lambda requires: [])
         for conversation in candidates:
             name = conversation.name or "conversation"
@@ -353,16 +456,19 @@ class _Session:
                 skipped.append(SkippedConversation(name, f"the template does not support {', '.join(lacking)}"))
                 continue
             rendering = self.render(conversation, True)
-            if not rendering.ok:
-                why = f"the template cannot render it: {rendering.error.describe()}"
-                skipped.append(SkippedConversation(name, why))
-                if explicit:
-                    reasons.append(f"{name}: {why}")
+            if not rendering.ok and not explicit:
+                skip = SkippedConversation(name, f"the template cannot render it: {rendering.error.describe()}")
+                skipped.append(skip)
+                unrenderable.append((conversation, rendering, skip))
                 continue
-            chosen.append(conversation)
+            entries.append((conversation, rendering))
         if probes:
-            chosen.extend(probe_conversations())
-        return chosen, skipped, reasons
+            entries.extend((probe, self.render(probe, True)) for probe in probe_conversations())
+        if unrenderable and not any(rendering.ok for _, rendering in entries):
+            reported = {id(skip) for _, _, skip in unrenderable}
+            skipped = [item for item in skipped if id(item) not in reported]
+            entries = [(conversation, rendering) for conversation, rendering, _ in unrenderable] + entries
+        return entries, skipped
 
     def _missing_capabilities(self):
         from .behaviour import Behaviour
@@ -556,23 +662,83 @@ class _Session:
         return checks
 
     # -- generation ---------------------------------------------------------------------------
-    def generate(self, conversations: list[Conversation], max_new_tokens: int, thresholds: Thresholds,
+    def generate(self, entries: list[tuple[Conversation, Rendering]], max_new_tokens: int, thresholds: Thresholds,
                  batch_size: int | None, progress: ProgressCallback) -> list[PromptResult]:
-        texts = [self.render(conversation, True).text for conversation in conversations]
-        encoded = [self.encode(text) for text in texts]
-        outputs = generate_greedy(self.loaded, encoded, max_new_tokens, batch_size, progress)
-        results = []
-        for conversation, text, ids, (generated, first_probabilities) in zip(conversations, texts, encoded, outputs):
+        """One result per entry, in order: a generation judged for each rendered prompt, a failed
+        result for each rendering that failed (only successful renders reach the tokenizer)."""
+        ready = [(index, conversation, rendering.text) for index, (conversation, rendering) in enumerate(entries)
+                 if rendering.ok]
+        encoded = [self.encode(text) for _, _, text in ready]
+        outputs = generate_greedy(self.loaded, encoded, max_new_tokens, batch_size, progress) if encoded else []
+        bodies = [self._body(output.ids) for output in outputs]
+        margins = self.role_margins([conversation for _, conversation, _ in ready], bodies,
+                                    [output.logprobs for output in outputs], batch_size)
+        results: list[PromptResult | None] = [None] * len(entries)
+        for (index, conversation, text), ids, output, margin in zip(ready, encoded, outputs, margins):
             markers, turn_ids = self.turn_markers(conversation)
-            in_vocabulary = [token_id for token_id in turn_ids if token_id < first_probabilities.shape[0]]
-            turn_probability = float(first_probabilities[in_vocabulary].sum()) if in_vocabulary else 0.0
-            results.append(self._judge(conversation, text, len(ids), generated, turn_probability, markers, turn_ids,
-                                       max_new_tokens, thresholds))
+            probabilities = output.first_probabilities
+            in_vocabulary = [token_id for token_id in turn_ids if token_id < probabilities.shape[0]]
+            turn_probability = float(probabilities[in_vocabulary].sum()) if in_vocabulary else 0.0
+            results[index] = self._judge(conversation, text, len(ids), output.ids, turn_probability, markers,
+                                         turn_ids, max_new_tokens, thresholds, margin)
+        for index, (conversation, rendering) in enumerate(entries):
+            if not rendering.ok:
+                results[index] = _unrendered(conversation, rendering.error)
         return results
+
+    def _body(self, generated: list[int]) -> list[int]:
+        """The reply's tokens before its end-of-turn token."""
+        stop_index = next((index for index, token_id in enumerate(generated) if token_id in self.eos_ids), None)
+        return generated[:stop_index] if stop_index is not None else list(generated)
+
+    # -- answering as the assistant, not as the user ------------------------------------------
+    def user_turn_context(self, conversation: Conversation) -> str | None:
+        """The conversation closed and the user's next turn opened: the template's rendering
+        without a generation prompt (less what it writes only at a conversation's end), then its
+        user header. None when the template has no clear, non-empty user header."""
+        from .comparison import WRAPPER_OK
+
+        wrappers = self.wrappers(conversation)
+        user = wrappers.roles.get("user")
+        if user is None or user.status != WRAPPER_OK or not user.prefix:
+            return None
+        closed = self.render(conversation, False)
+        if not closed.ok:
+            return None
+        text = closed.text
+        if wrappers.end and text.endswith(wrappers.end):
+            text = text[:-len(wrappers.end)]
+        return text + user.prefix
+
+    def role_margins(self, conversations: list[Conversation], bodies: list[list[int]],
+                     assistant_logprobs: list[list[float]], batch_size: int | None) -> list[float | None]:
+        """Per reply, mean over its first ``ROLE_WINDOW`` tokens of log P(token | generation prompt)
+        − log P(token | the user's next turn opened instead).
+
+        A template that puts the model in the assistant's turn makes the model's own reply far
+        likelier there than as the user's next message; where the two are about as likely, the
+        generation prompt did not tell the model whose turn it is (foreign markers it reads as
+        plain text, a generation prompt that opens a user turn), whatever the reply looks like.
+        """
+        contexts: list[list[int]] = []
+        positions: list[int] = []
+        bodies = [body[:ROLE_WINDOW] for body in bodies]
+        for position, (conversation, body) in enumerate(zip(conversations, bodies)):
+            text = self.user_turn_context(conversation) if body else None
+            if text is not None:
+                contexts.append(self.encode(text))
+                positions.append(position)
+        margins: list[float | None] = [None] * len(conversations)
+        user_logprobs = score_continuations(self.loaded, contexts, [bodies[position] for position in positions],
+                                            batch_size)
+        for position, as_user in zip(positions, user_logprobs):
+            as_assistant = assistant_logprobs[position][:len(bodies[position])]
+            margins[position] = (sum(as_assistant) - sum(as_user)) / len(as_user)
+        return margins
 
     def _judge(self, conversation: Conversation, prompt: str, prompt_tokens: int, generated: list[int],
                turn_probability: float, markers: list[str], turn_ids: set[int], max_new_tokens: int,
-               thresholds: Thresholds) -> PromptResult:
+               thresholds: Thresholds, role_margin: float | None = None) -> PromptResult:
         stop_index = next((index for index, token_id in enumerate(generated) if token_id in self.eos_ids), None)
         reply_ids = generated[:stop_index + 1] if stop_index is not None else generated
         body_ids = reply_ids[:stop_index] if stop_index is not None else reply_ids
@@ -603,13 +769,27 @@ class _Session:
         elif not answer.strip():
             verdict = WARN
             reasons.append("ended its turn without answering (empty reply)")
-        kind = "probe" if (conversation.name or "").startswith("probe-") else "fixture"
         return PromptResult(
-            name=conversation.name or "conversation", kind=kind, prompt=prompt, prompt_tokens=prompt_tokens,
+            name=conversation.name or "conversation", kind=_prompt_kind(conversation), prompt=prompt, prompt_tokens=prompt_tokens,
             reply=reply, reply_token_ids=list(reply_ids), answer=answer.strip(), stopped=stop_index is not None,
             stop_index=stop_index, first_token=first_token, turn_probability=turn_probability, markers=found,
-            reasoning=reasoning, verdict=verdict, reasons=reasons,
+            reasoning=reasoning, verdict=verdict, reasons=reasons, role_margin=role_margin,
         )
+
+
+def _prompt_kind(conversation: Conversation) -> str:
+    return "probe" if (conversation.name or "").startswith("probe-") else "fixture"
+
+
+def _unrendered(conversation: Conversation, error: RenderFailure) -> PromptResult:
+    """The failed result of a conversation the template cannot render: nothing was generated."""
+    why = error.describe()
+    return PromptResult(
+        name=conversation.name or "conversation", kind=_prompt_kind(conversation), prompt="", prompt_tokens=0,
+        reply="", reply_token_ids=[], answer="", stopped=False, stop_index=None, first_token="",
+        turn_probability=None, markers=[], reasoning=False, verdict=FAIL,
+        reasons=[f"the template cannot render it: {why}"], render_error=why,
+    )
 
 
 # A run of reasoning markers with the whitespace after them ("<think>\n", "<think>\n\n</think>\n\n").
@@ -690,6 +870,17 @@ def length_batches(lengths: list[int], batch_size: int | None = None) -> list[li
     return batches
 
 
+class Generation(NamedTuple):
+    """One greedy continuation: its ids (up to and including an end-of-turn token), a CPU tensor
+    with the probability of every vocabulary entry as the first token, and the log-probability
+    of each generated id given everything before it (softmax of the raw logits, before any
+    logits processor)."""
+
+    ids: list[int]
+    first_probabilities: Any
+    logprobs: list[float]
+
+
 def generate_greedy(
     loaded: LoadedModel,
     prompts: list[list[int]],
@@ -698,14 +889,12 @@ def generate_greedy(
     progress: ProgressCallback = _no_progress,
     *,
     batches: list[list[int]] | None = None,
-) -> list[tuple[list[int], Any]]:
-    """Greedy continuations of token-id prompts, batched with left padding.
+) -> list[Generation]:
+    """Greedy continuations of token-id prompts, batched with left padding, one per prompt in the
+    given order (see ``Generation``; padding after an end-of-turn token removed).
 
-    Returns, per prompt in the given order, the generated ids (up to ``max_new_tokens``, padding
-    after an end-of-turn token removed) and a CPU tensor holding the probability of every vocabulary
-    entry as the first generated token (softmax of the raw logits, before any logits processor). Prompts are grouped
-    by length so batches hold little padding; greedy output with left padding and an attention
-    mask equals generating each prompt alone.
+    Prompts are grouped by length so batches hold little padding; greedy output with left
+    padding and an attention mask equals generating each prompt alone.
     """
     import torch
     from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -720,7 +909,7 @@ def generate_greedy(
                               eos_token_id=eos_ids or None, pad_token_id=pad_id, return_dict_in_generate=True,
                               output_logits=True)
     device = model.get_input_embeddings().weight.device
-    results: dict[int, tuple[list[int], Any]] = {}
+    results: dict[int, Generation] = {}
     label_total = len(batches)
 
     class _Ticker(StoppingCriteria):
@@ -751,13 +940,67 @@ def generate_greedy(
                 stopping_criteria=StoppingCriteriaList([_Ticker(label)]),
             )
         first = torch.softmax(output.logits[0].float(), dim=-1).cpu()
-        sequences = output.sequences[:, width:].cpu().tolist()
+        new_ids = output.sequences[:, width:]
+        # One step at a time: the whole [rows, steps, vocabulary] block in float32 can be large.
+        chosen = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(1, new_ids[:, at:at + 1].to(step.device))
+                              .squeeze(1).cpu() for at, step in enumerate(output.logits)], dim=1)
+        sequences = new_ids.cpu().tolist()
         for row, index in enumerate(batch):
             generated = sequences[row]
             stop = next((position for position, token_id in enumerate(generated) if token_id in eos_ids), None)
-            results[index] = (generated[:stop + 1] if stop is not None else generated, first[row])
+            kept = generated[:stop + 1] if stop is not None else generated
+            results[index] = Generation(kept, first[row], chosen[row, :len(kept)].tolist())
         progress(label, max_new_tokens, max_new_tokens)
     return [results[index] for index in range(len(prompts))]
+
+
+def score_continuations(
+    loaded: LoadedModel,
+    contexts: list[list[int]],
+    continuations: list[list[int]],
+    batch_size: int | None = None,
+) -> list[list[float]]:
+    """log P(each continuation token | its context and the continuation before it), per pair.
+
+    One forward pass per length batch, left-padded, with positions counted from each row's first
+    real token as ``generate`` counts them; only the last positions' logits are computed where
+    the model supports ``logits_to_keep``.
+    """
+    if not contexts:
+        return []
+    import torch
+
+    model = loaded.model
+    pad_id = loaded.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = loaded.eos_token_ids[0] if loaded.eos_token_ids else 0
+    device = model.get_input_embeddings().weight.device
+    rows = [context + continuation for context, continuation in zip(contexts, continuations)]
+    scores: dict[int, list[float]] = {}
+    for batch in length_batches([len(row) for row in rows], batch_size):
+        width = max(len(rows[index]) for index in batch)
+        keep = max(len(continuations[index]) for index in batch) + 1
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, index in enumerate(batch):
+            input_ids[row, width - len(rows[index]):] = torch.tensor(rows[index], dtype=torch.long)
+            attention[row, width - len(rows[index]):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        arguments = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device),
+                     "position_ids": positions.to(device)}
+        with torch.inference_mode():
+            try:
+                logits = model(**arguments, logits_to_keep=keep).logits
+            except TypeError:
+                logits = model(**arguments).logits
+            logits = logits[:, -keep:]
+            for row, index in enumerate(batch):
+                count = len(continuations[index])
+                # The logits at kept position k predict the token at kept position k + 1.
+                predicting = torch.log_softmax(logits[row, keep - count - 1:keep - 1].float(), dim=-1)
+                targets = torch.tensor(continuations[index], dtype=torch.long, device=predicting.device)
+                scores[index] = predicting.gather(1, targets.unsqueeze(1)).squeeze(1).cpu().tolist()
+    return [scores[index] for index in range(len(rows))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -794,24 +1037,34 @@ def report_text(report: ValidationReport, *, color: bool = False) -> str:
             shown = ", ".join(check.fixtures[:4]) + (f", +{len(check.fixtures) - 4}" if len(check.fixtures) > 4 else "")
             where = f" [{shown}]"
         lines.append(_paint(f"  {_MARKS[check.status]} {check.name}: ", check.status, color) + check.message + where)
+    if not report.structural:
+        lines.append("  (none: the template rendered no conversation to check)")
     lines.append(f"generations ({len(report.prompts)} prompts, greedy, at most {report.max_new_tokens} new tokens, "
                  f"{report.generate_seconds:.1f} s):")
     for prompt in report.prompts:
         lines.append(_paint(f"── {prompt.name} ({prompt.kind}) · {prompt.verdict.upper()} ──", prompt.verdict, color))
+        if not prompt.generated:
+            lines.append(_paint(f"  {prompt.verdict}: ", prompt.verdict, color) + "; ".join(prompt.reasons))
+            continue
         lines.append("  prompt: " + _indented_visible(prompt.prompt_tail(), tokens, color, "          "))
         lines.append("  reply:  " + (_indented_visible(prompt.reply, tokens, color, "          ") or "(nothing)"))
         stop = f"stopped at token {prompt.stop_index}" if prompt.stopped else \
             f"did not stop within {report.max_new_tokens} tokens"
         markers = ", ".join(prompt.markers) if prompt.markers else "none"
         first = make_visible(prompt.first_token) if prompt.first_token else "(none)"
+        margin = "n/a" if prompt.role_margin is None else f"{prompt.role_margin:.2f}"
         lines.append(f"  signals: {stop} · P(first token is a turn token) = {prompt.turn_probability:.2g} · "
-                     f"first token {first!r} · turn markers in reply: {markers}"
+                     f"role margin {margin} · first token {first!r} · turn markers in reply: {markers}"
                      + (" · opens with reasoning" if prompt.reasoning else ""))
         if prompt.reasons:
             lines.append(_paint(f"  {prompt.verdict}: ", prompt.verdict, color) + "; ".join(prompt.reasons))
     if report.skipped:
         lines.append("skipped:")
         lines.extend(f"  {item.name}: {item.reason}" for item in report.skipped)
+    if report.role_margin is not None:
+        lines.append(f"role margin (median over the replies' first {ROLE_WINDOW} tokens of log P as the assistant's "
+                     f"turn − log P as the user's next turn): {report.role_margin:.2f} nats/token (fails below "
+                     f"{report.thresholds.min_role_margin:g})")
     status = PASS if report.passed else FAIL
     lines.append(_paint(report.summary(), status, color))
     lines.extend(f"  - {reason}" for reason in report.reasons)

