@@ -245,7 +245,8 @@ def _use_color(option: bool | None) -> bool:
 @click.option("--raw", is_flag=True, help="Print the prompt exactly, without markers (with several conversations, "
               "each after a '==> NAME <==' line).")
 @click.option("--color/--no-color", default=None, help="Highlight special tokens (default: when a terminal).")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Wall-time budget per render (default 2).")
+@click.option("--timeout", type=float, metavar="SECONDS",
+              help="Wall-time budget per render (default 2 s, more for long conversations).")
 @click.option("--max-output", type=int, metavar="CHARS", help="Output-size budget per render (default 8 MiB).")
 def render(
     source: str | None, fixtures: tuple[str, ...], messages_file: str | None, add_generation_prompt: bool | None,

@@ -16,10 +16,11 @@ that is over budget.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from datetime import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache, update_wrapper
 from typing import Any
 
@@ -330,12 +331,12 @@ def _check_call(guard: guards.RenderGuard, func: Any, args: tuple, kwargs: dict)
     elif name == "expandtabs":
         tabsize = args[0] if args and _is_count(args[0]) else kwargs.get("tabsize", 8)
         if _is_count(tabsize):
-            guard.check_text(len(owner) + owner.count("\t") * max(tabsize, 0), "str.expandtabs() result")
+            # a tab becomes 0 to tabsize spaces
+            guard.check_text(len(owner) + owner.count("\t") * max(tabsize - 1, 0), "str.expandtabs() result")
     elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
         guard.check_text(_replace_size(owner, args[0], args[1], args[2] if len(args) > 2 else -1), "str.replace() result")
-    elif name == "translate" and args and hasattr(args[0], "values"):
-        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
-        guard.check_text(len(owner) * max(longest, 1), "str.translate() result")
+    elif name == "translate" and args and isinstance(args[0], Mapping):
+        guard.check_text(guards.translated_size(owner, args[0], limit), "str.translate() result")
     elif name == "join" and args:
         items = args[0] if isinstance(args[0], (list, tuple)) else list(_iterate_with_ticks(iter(args[0]), guard))
         guard.check_items(len(items), "str.join() input")
@@ -375,7 +376,7 @@ def _replace_size(text: str, old: str, new: str, count: Any) -> int:
 _STRINGIFYING_FILTERS = frozenset(
     {
         "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower",
-        "pprint", "replace", "safe", "string", "striptags", "title", "tojson", "trim", "truncate",
+        "pprint", "replace", "safe", "string", "striptags", "title", "trim", "truncate",
         "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr",
     }
 )
@@ -439,7 +440,8 @@ def _check_indent_filter(guard: guards.RenderGuard, value: Any, args: tuple, at:
     if isinstance(value, str):
         width = _argument(args, kwargs, at + 1, "width", 4)
         pad = width if _is_count(width) else len(width) if isinstance(width, str) else 0
-        guard.check_text(len(value) + (value.count("\n") + 1) * max(pad, 0), "|indent result")
+        first = bool(_argument(args, kwargs, at + 2, "first", False))
+        guard.check_text(guards.indented_size(value, pad, first), "|indent result")
 
 
 def _check_replace_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
@@ -456,19 +458,37 @@ def _check_format_filter(guard: guards.RenderGuard, value: Any, args: tuple, at:
 
 def _check_wordwrap_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
     if isinstance(value, str):
+        width = _argument(args, kwargs, at + 1, "width", 79)
         wrapstring = _argument(args, kwargs, at + 3, "wrapstring", None)
-        guard.check_text(len(value) * (1 + (len(wrapstring) if isinstance(wrapstring, str) else 1)), "|wordwrap result")
+        wrap = len(wrapstring) if isinstance(wrapstring, str) else 1  # None: the newline sequence
+        guard.check_text(guards.wrapped_size(value, width, wrap), "|wordwrap result")
 
 
-def _check_serialising_filter(name: str) -> Any:
-    def check(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
-        indent = _argument(args, kwargs, at + 2, "indent", None) if name == "tojson" else 1
-        ensure_ascii = _argument(args, kwargs, at + 1, "ensure_ascii", False) if name == "tojson" else False
-        compact = guard.estimate(value) * (6 if ensure_ascii else 1)
-        step = indent if _is_count(indent) else len(indent) if isinstance(indent, str) else 0
-        guard.check_text(compact * (1 + max(step, 0) * _nesting_depth(value)) if step else compact, f"|{name} result")
+def _check_pprint_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
+    # pprint breaks the repr into lines indented by one space per level of nesting.
+    guard.check_text(guard.estimate(value) * (1 + _nesting_depth(value)), "|pprint result")
 
-    return check
+
+def _check_tojson_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> tuple | None:
+    # transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # its JSON is measured exactly (what |string would print of the same value is no bound on it).
+    separators = _argument(args, kwargs, at + 3, "separators", None)
+    if separators is not None and not isinstance(separators, (tuple, list, str)):
+        # json.dumps unpacks any iterable into two separators; read an iterator once, here, so
+        # the separators measured are the ones json.dumps then gets.
+        try:
+            separators = tuple(itertools.islice(iter(separators), 3))
+        except TypeError:
+            separators = None  # json.dumps refuses it before writing anything
+        else:
+            if len(args) > at + 3:
+                args = _with_value(args, at + 3, separators)
+            else:
+                kwargs["separators"] = separators
+    ensure_ascii = _argument(args, kwargs, at + 1, "ensure_ascii", False)
+    indent = _argument(args, kwargs, at + 2, "indent", None)
+    guard.check_text(guard.json_size(value, ensure_ascii, indent, separators), "|tojson result")
+    return args
 
 
 def _check_join_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> tuple:
@@ -512,8 +532,8 @@ _FILTER_CHECKS = {
     "replace": _check_replace_filter,
     "format": _check_format_filter,
     "wordwrap": _check_wordwrap_filter,
-    "tojson": _check_serialising_filter("tojson"),
-    "pprint": _check_serialising_filter("pprint"),
+    "tojson": _check_tojson_filter,
+    "pprint": _check_pprint_filter,
     "join": _check_join_filter,
     "batch": _check_count_filter("batch", "linecount"),
     "slice": _check_count_filter("slice", "slices"),

@@ -8,8 +8,9 @@ path runs through one of the hooks in ``environment.py``, and each hook asks the
 
 - ``tick()`` on every loop iteration and call: wall-time deadline, and periodically memory;
 - ``check_text(n)`` / ``check_items(n)`` before a string or container of that size is built;
-- ``text_size_estimate(value)`` to bound what ``str()``/``repr()``/``json.dumps`` would produce
-  without producing it (memoised by identity, so shared references cost nothing to measure).
+- ``text_size_estimate(value)`` and ``json_size_estimate(value, ...)`` to measure what ``str()``
+  or ``json.dumps`` would produce without producing it (memoised by identity, so shared
+  references cost nothing to measure).
 
 The limits sit far above anything a real prompt needs, so a benign template renders exactly as in
 transformers; a hostile one ends with ``BudgetExceeded`` and one clear message.
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import itertools
 import os
 import re
 import sys
 import time
 from collections.abc import Mapping
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 from .errors import BudgetExceeded, OutOfTime
@@ -35,8 +38,9 @@ MiB = 1024 * 1024
 class Budget:
     """Limits for one render. Defaults are far above any real prompt and far below harm."""
 
-    seconds: float = 2.0
-    """Wall time for the render itself (compilation excluded)."""
+    seconds: float | None = None
+    """Wall time for the render itself (compilation excluded). None: ``render_seconds`` for the
+    size of the conversation, so a long conversation gets the time a long conversation needs."""
     max_output: int = 8 * MiB
     """Characters of rendered output; also the size of any single string a template builds."""
     max_items: int = 1_000_000
@@ -50,8 +54,40 @@ class Budget:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            if getattr(self, field.name) <= 0:
+            value = getattr(self, field.name)
+            if value is not None and value <= 0:
                 raise ValueError(f"budget {field.name} must be positive")
+
+    def seconds_for(self, parts: int = 0, characters: int = 0) -> float:
+        """The wall time for rendering a conversation of ``parts`` messages, tools and documents
+        holding ``characters`` characters of text."""
+        return self.seconds if self.seconds is not None else render_seconds(parts, characters)
+
+
+# A fixed time budget either stops benign renders of long conversations or lets an endless loop
+# on a short one run for minutes. What real templates need grows two ways, measured here (2 cores)
+# over the 786 corpus templates, with transformers taking about as long:
+# - with the square of the number of messages, since templates look through the whole
+#   conversation again for every message (for the last user turn, the last tool call): the
+#   slowest, a gpt-oss template, takes 1.5 s for 1,000 messages, 7 s for 2,000, 19 s for 3,000,
+#   and 27 s for 2,000 while the full test suite ran alongside;
+# - with the length of the text, since some templates loop over a string's characters (content
+#   they expected to be a list of parts): 7-8 us per character.
+# The default is a short base plus about six times the first (renders run several times slower on
+# a busy machine) and two to three times the second, capped.
+BASE_SECONDS = 2.0
+SECONDS_PER_THOUSAND_PARTS_SQUARED = 12.0
+SECONDS_PER_MILLION_CHARACTERS = 20.0
+MAX_DEFAULT_SECONDS = 120.0
+
+
+def render_seconds(parts: int = 0, characters: int = 0) -> float:
+    """The default time budget of a render whose conversation has ``parts`` messages, tools and
+    documents holding ``characters`` characters of text: 2 s for an ordinary conversation, 14 s
+    for 1,000 short messages, 50 s for 2,000, 22 s for 1 MB of text; never more than 120 s."""
+    allowance = (SECONDS_PER_THOUSAND_PARTS_SQUARED * (max(parts, 0) / 1000) ** 2
+                 + SECONDS_PER_MILLION_CHARACTERS * max(characters, 0) / 1_000_000)
+    return min(BASE_SECONDS + allowance, MAX_DEFAULT_SECONDS)
 
 
 DEFAULT_BUDGET = Budget()
@@ -76,9 +112,11 @@ def resident_memory() -> int:
 class RenderGuard:
     """The budget state of one render: a deadline, counters, and the memory baseline."""
 
-    def __init__(self, budget: Budget = DEFAULT_BUDGET, *, timed: bool = True) -> None:
+    def __init__(self, budget: Budget = DEFAULT_BUDGET, *, timed: bool = True, parts: int = 0,
+                 characters: int = 0) -> None:
         self.budget = budget
-        self.deadline = time.monotonic() + budget.seconds if timed else float("inf")
+        self.seconds = budget.seconds_for(parts, characters)
+        self.deadline = time.monotonic() + self.seconds if timed else float("inf")
         self.ticks = 0
         self.allocated_since_sample = 0
         # Measured at the first memory sample, not here: reading it costs more than most renders.
@@ -99,9 +137,11 @@ class RenderGuard:
 
     def check_clock(self) -> None:
         if time.monotonic() > self.deadline:
+            # Not "the template loops forever": a long conversation takes long too. The commands
+            # that render with a fixed budget (lint) report this too, hence the command's name.
             raise OutOfTime(
-                f"render took longer than {self.budget.seconds:g} s (time budget; "
-                "nested loops or recursion that never finishes?)"
+                f"render took longer than {self.seconds:.3g} s (the time budget; allow more with "
+                "templatekit render --timeout SECONDS, or budget=templatekit.Budget(seconds=...) in Python)"
             )
         if self.ticks % _MEMORY_SAMPLE_TICKS == 0:
             self._sample_memory()
@@ -157,6 +197,11 @@ class RenderGuard:
         """``text_size_estimate`` with this render's memo and output limit."""
         return text_size_estimate(value, self.budget.max_output, self.sizes)
 
+    def json_size(self, value: Any, ensure_ascii: Any = False, indent: Any = None, separators: Any = None) -> int:
+        """``json_size_estimate`` with this render's memo and output limit."""
+        return json_size_estimate(value, self.budget.max_output, self.sizes, ensure_ascii=ensure_ascii,
+                                  indent=indent, separators=separators)
+
     def output_exceeded(self) -> BudgetExceeded:
         return BudgetExceeded(f"rendered output exceeds the output budget of {self.budget.max_output:,} characters")
 
@@ -183,6 +228,18 @@ def deactivate(token: contextvars.Token) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # size estimation
+#
+# Each estimate is the exact length of what Python would print, or a few characters more, so a
+# value whose text fits the budget is never refused; and each stops counting as soon as the count
+# passes the limit, so refusing an astronomically large value costs no more than the limit's worth
+# of counting. Neither builds the text it measures (strings that need escaping are escaped a chunk
+# at a time).
+
+# Characters escaped at once when measuring a string that needs escapes: small enough that the
+# escaped chunk (at most ten times longer) costs little memory, large enough to run at C speed.
+_ESCAPE_CHUNK = 1 << 16
+# Strings this long are remembered once measured (the same message text is often printed twice).
+_REMEMBERED_STRING = 4096
 
 
 def text_size_estimate(value: Any, limit: int, memo: "SizeMemo | None" = None) -> int:
@@ -193,18 +250,36 @@ def text_size_estimate(value: Any, limit: int, memo: "SizeMemo | None" = None) -
     characters. Cycles count as a short placeholder (Python prints ``[...]`` for them). A
     ``SizeMemo`` carries measurements from one call to the next within a render.
     """
-    kind = type(value)
-    if kind is str or isinstance(value, str):
+    if isinstance(value, str):
         return len(value)
-    if value is None or kind is bool or kind is float:
-        return 24
-    if kind is int:
-        return _int_digits(value) + 1
+    size = _REPR.leaf_size(value)
+    if size is not None:
+        return size
     return (memo if memo is not None else SizeMemo()).measure(value, limit)
 
 
+def json_size_estimate(
+    value: Any, limit: int, memo: "SizeMemo | None" = None, *, ensure_ascii: Any = False,
+    indent: Any = None, separators: Any = None,
+) -> int:
+    """An upper bound on ``len(json.dumps(value, ensure_ascii=..., indent=..., separators=...))``
+    that stops counting once it passes ``limit``; for a value ``json.dumps`` refuses (an object it
+    cannot serialise, a cycle), a bound on what it would have built before refusing.
+
+    ``separators`` must be None or a sequence of two (a caller holding some other iterable
+    materialises it first, so that measuring does not consume what ``json.dumps`` then reads).
+    """
+    style = _JsonStyle.of(ensure_ascii, indent, separators)
+    if isinstance(value, str):
+        return _json_str_size(value, style.ensure_ascii, limit)
+    size = style.leaf_size(value)
+    if size is not None:
+        return size
+    return (memo if memo is not None else SizeMemo()).measure(value, limit, style)
+
+
 class SizeMemo:
-    """Repr sizes of containers, remembered for the rest of a render.
+    """Printed sizes of containers, remembered for the rest of a render, per way of printing.
 
     Sound because the immutable sandbox cannot change a list, dict or tuple, and every measured
     object is kept alive here so its id cannot be reused by another object. Namespaces are the
@@ -212,79 +287,381 @@ class SizeMemo:
     """
 
     def __init__(self) -> None:
-        self.sizes: dict[int, int] = {}
+        # style key -> id -> (size at nesting level 0, size added per level of nesting)
+        self.tables: dict[Any, dict[int, tuple[int, int]]] = {}
         self.pinned: list[Any] = []
 
-    def measure(self, value: Any, limit: int) -> int:
-        return self._repr_size(value, 0, limit, set())[0]
+    def measure(self, value: Any, limit: int, style: "_Style | None" = None) -> int:
+        return _measure(value, style or _REPR, limit, self)
 
-    def _repr_size(self, item: Any, depth: int, limit: int, in_progress: set[int]) -> tuple[int, bool]:
-        """(size, stable): stable is False when the size may change later (a namespace inside)."""
-        kind = type(item)
+
+class _Frame:
+    """A container being measured: what it adds at its own nesting level (``own``) and per level
+    below the top (``per_level``), both relative to where it sits; and what each of its parts
+    adds besides the part itself (``part_own``, ``part_level``; for a keyed part, also its key)."""
+
+    __slots__ = ("item", "parts", "keyed", "part_own", "part_level", "depth", "own", "per_level", "count",
+                 "stable")
+
+    def __init__(self, item: Any, style: "_Style", depth: int) -> None:
+        self.item = item
+        self.parts, self.keyed, self.part_own, self.part_level, self.stable = style.parts(item)
+        self.depth = depth
+        self.own = 0
+        self.per_level = 0
+        self.count = 0
+
+
+_DONE = object()
+
+
+def _measure(root: Any, style: "_Style", limit: int, memo: SizeMemo) -> int:
+    """The printed size of the container ``root`` in ``style``; or, as soon as the running count
+    passes ``limit``, that count. Iterative, so any nesting depth is measured exactly."""
+    table = memo.tables.setdefault(style.key, {})
+    known = table.get(id(root))
+    if known is not None:
+        return known[0]
+    leaf_size, key_size = style.leaf_size, style.key_size
+    in_progress = {id(root)}
+    stack = [_Frame(root, style, 0)]
+    # What has been counted so far, at each part's real nesting level: the early-stop test.
+    running = 0
+    while True:
+        frame = stack[-1]
+        child = next(frame.parts, _DONE)
+        if child is _DONE:
+            own, per_level = style.closing(frame.count)
+            frame.own += own
+            frame.per_level += per_level
+            running += own + per_level * frame.depth
+            stack.pop()
+            in_progress.discard(id(frame.item))
+            if frame.stable:
+                table[id(frame.item)] = (frame.own, frame.per_level)
+                memo.pinned.append(frame.item)
+            if not stack:
+                return frame.own
+            parent = stack[-1]
+            parent.own += frame.own + frame.per_level
+            parent.per_level += frame.per_level
+            parent.stable = parent.stable and frame.stable
+            if running > limit:
+                return running
+            continue
+        frame.count += 1
+        own = frame.part_own
+        if frame.keyed:
+            key, child = child
+            own += key_size(key)
+        frame.own += own
+        frame.per_level += frame.part_level
+        running += own + frame.part_level * frame.depth
+        size = leaf_size(child)
+        if size is None and type(child) is str:  # a long string that needs escaping
+            remembered = table.get(id(child))
+            if remembered is None:
+                size = style.string_size(child, limit - running)
+                if size <= limit - running:
+                    table[id(child)] = (size, 0)
+                    memo.pinned.append(child)
+            else:
+                size = remembered[0]
+        if size is not None:
+            frame.own += size
+            running += size
+        else:
+            known = table.get(id(child))
+            if known is None and id(child) not in in_progress:
+                in_progress.add(id(child))
+                stack.append(_Frame(child, style, frame.depth + 1))
+                continue
+            if known is None:  # a cycle: Python prints "[...]", json.dumps refuses
+                known = (style.cycle_size, 0)
+                frame.stable = False
+            frame.own += known[0] + known[1]
+            frame.per_level += known[1]
+            running += known[0] + known[1] * (frame.depth + 1)
+        if running > limit:
+            return running
+
+
+class _Style:
+    """How Python prints a value; subclasses say how each kind of value prints."""
+
+    cycle_size = 5
+    key: Any = None
+    """Tells this way of printing apart from others in a ``SizeMemo``."""
+
+    def leaf_size(self, value: Any) -> int | None:
+        """The printed size of a value with no parts to measure; None for containers and for
+        long strings that need escaping (measured by ``string_size``, and remembered)."""
+        raise NotImplementedError
+
+    def string_size(self, text: str, limit: int) -> int:
+        raise NotImplementedError
+
+    def parts(self, container: Any) -> tuple[Any, bool, int, int, bool]:
+        """(iterator over the parts, whether each is a (key, value) pair whose key ``key_size``
+        measures, what each part adds besides itself at the container's level and per level,
+        whether the size can be remembered)."""
+        raise NotImplementedError
+
+    def key_size(self, key: Any) -> int:
+        raise NotImplementedError
+
+    def closing(self, count: int) -> tuple[int, int]:
+        """What a container of ``count`` parts adds besides its parts and what ``parts`` said."""
+        raise NotImplementedError
+
+
+class _ReprStyle(_Style):
+    """``str()`` of a container, that is ``repr()`` of everything inside it.
+
+    Brackets and type names are counted generously (16 characters per container: ``frozenset({``
+    ... ``})``), separators exactly (2 per part; a mapping's key and value are two parts)."""
+
+    key = "repr"
+
+    def leaf_size(self, value: Any) -> int | None:
+        kind = type(value)
         if kind is str:
-            return _quoted_str_size(item), True
-        if item is None or kind is bool or kind is float:
-            return 24, True
+            if len(value) <= _REMEMBERED_STRING or value.isprintable():
+                return _repr_str_size(value, sys.maxsize)
+            return None
         if kind is int:
-            return _int_digits(item) + 1, True
-        key = id(item)
-        known = self.sizes.get(key)
-        if known is not None:
-            return known, True
-        if key in in_progress or depth > 200:
-            return 5, False
-        in_progress.add(key)
-        try:
-            size, stable, complete = self._container_size(item, depth, limit, in_progress)
-        finally:
-            in_progress.discard(key)
-        if stable and complete:
-            self.sizes[key] = size
-            self.pinned.append(item)
-        return size, stable
+            return _int_size(value)
+        if value is None or kind is bool:
+            return 5
+        if kind is float:
+            return len(float.__repr__(value))
+        if kind in _CONTAINERS or isinstance(value, (Mapping, list, tuple, set, frozenset)):
+            return None
+        if kind.__name__ in _DICT_VIEWS or _namespace_attrs(value) is not None:
+            return None
+        if isinstance(value, str):  # str subclasses such as Markup print as Markup('...')
+            return _repr_str_size(value, sys.maxsize) + 16
+        return 128
 
-    def _container_size(self, item: Any, depth: int, limit: int, in_progress: set[int]) -> tuple[int, bool, bool]:
-        """(size, stable, complete): complete is False when counting stopped at ``limit``."""
-        stable = True
-        if isinstance(item, Mapping):
-            total = 2
-            for key, val in item.items():
-                key_size, key_stable = self._repr_size(key, depth + 1, limit, in_progress)
-                val_size, val_stable = self._repr_size(val, depth + 1, limit, in_progress)
-                total += key_size + val_size + 4
-                stable = stable and key_stable and val_stable
-                if total > limit:
-                    return total, stable, False
-            return total, stable, True
-        if isinstance(item, (list, tuple, set, frozenset)) or type(item).__name__ in (
-            "dict_keys", "dict_values", "dict_items",
-        ):
-            total = 16
-            for element in item:
-                size, element_stable = self._repr_size(element, depth + 1, limit, in_progress)
-                total += size + 2
-                stable = stable and element_stable
-                if total > limit:
-                    return total, stable, False
-            return total, stable, True
-        attrs = _namespace_attrs(item)
-        if attrs is not None:
-            return 16 + self._repr_size(attrs, depth + 1, limit, in_progress)[0], False, True
-        if isinstance(item, str):  # str subclasses such as Markup
-            return _quoted_str_size(item), True, True
-        return 128, True, True
+    def string_size(self, text: str, limit: int) -> int:
+        return _repr_str_size(text, limit)
+
+    def parts(self, container: Any) -> tuple[Any, bool, int, int, bool]:
+        if not isinstance(container, (Mapping, list, tuple)):
+            attrs = _namespace_attrs(container)
+            if attrs is not None:  # a namespace prints <Namespace {...}> and can change later
+                return itertools.chain.from_iterable(attrs.items()), False, 2, 0, False
+        if isinstance(container, Mapping):
+            return itertools.chain.from_iterable(container.items()), False, 2, 0, True
+        return iter(container), False, 2, 0, True
+
+    def closing(self, count: int) -> tuple[int, int]:
+        return 16, 0
 
 
-def _quoted_str_size(text: str) -> int:
-    if text.isascii() and text.isprintable():
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+_DICT_VIEWS = ("dict_keys", "dict_values", "dict_items")
+_REPR = _ReprStyle()
+
+
+class _JsonStyle(_Style):
+    """``json.dumps`` with given ``ensure_ascii``, ``indent`` and ``separators``: exact.
+
+    With an indent, a container's size grows with the level it sits at (every line inside it is
+    indented once more), so sizes are kept as (size at level 0, growth per level)."""
+
+    cycle_size = 0  # json.dumps refuses a cycle
+
+    def __init__(self, ensure_ascii: bool, indent: int | None, item_separator: int, key_separator: int) -> None:
+        self.ensure_ascii = ensure_ascii
+        self.indent = indent  # characters per level of indentation; None: no line breaks at all
+        self.item_separator = item_separator
+        self.key_separator = key_separator
+        self.key = ("json", ensure_ascii, indent, item_separator, key_separator)
+        # Before each part: a separator (one fewer than parts: see closing) and, indented, a line
+        # break and one more level of indentation than the container's own.
+        self.part_level = 0 if indent is None else indent
+        self.part_own = item_separator + (0 if indent is None else 1 + indent)
+
+    @classmethod
+    def of(cls, ensure_ascii: Any, indent: Any, separators: Any) -> "_JsonStyle":
+        if indent is None:
+            width = None
+        elif isinstance(indent, str):
+            width = len(indent)
+        elif isinstance(indent, int):
+            width = max(indent, 0)  # json indents with " " * indent
+        else:
+            width = 0  # json.dumps refuses it before writing anything
+        item, key = (", " if width is None else ","), ": "
+        if isinstance(separators, (tuple, list, str)) and len(separators) == 2:
+            item, key = separators
+        return cls(bool(ensure_ascii), width, _text_length(item), _text_length(key))
+
+    def leaf_size(self, value: Any) -> int | None:
+        kind = type(value)
+        if kind is str:
+            if len(value) <= _REMEMBERED_STRING or value.isprintable():
+                return _json_str_size(value, self.ensure_ascii, sys.maxsize)
+            return None
+        if kind is int:
+            return _int_size(value)
+        if kind is list or kind is dict or kind is tuple:
+            return None
+        if value is None or value is True:
+            return 4
+        if value is False:
+            return 5
+        if isinstance(value, str):
+            return _json_str_size(value, self.ensure_ascii, sys.maxsize)
+        if isinstance(value, int):
+            return _int_size(value)
+        if isinstance(value, float):
+            return len(_json_float(value))
+        if isinstance(value, (list, tuple, dict)):
+            return None
+        return 0  # json.dumps refuses it (TypeError) before writing it
+
+    def string_size(self, text: str, limit: int) -> int:
+        return _json_str_size(text, self.ensure_ascii, limit)
+
+    def parts(self, container: Any) -> tuple[Any, bool, int, int, bool]:
+        if isinstance(container, dict):
+            return iter(container.items()), True, self.part_own + self.key_separator, self.part_level, True
+        return iter(container), False, self.part_own, self.part_level, True
+
+    def key_size(self, key: Any) -> int:
+        if type(key) is str:
+            return _json_str_size(key, self.ensure_ascii, sys.maxsize)
+        if key is None or key is True:
+            return 6
+        if key is False:
+            return 7
+        if isinstance(key, str):
+            return _json_str_size(key, self.ensure_ascii, sys.maxsize)
+        if isinstance(key, int):
+            return _int_size(key) + 2
+        if isinstance(key, float):
+            return len(_json_float(key)) + 2
+        return 0  # json.dumps refuses the key
+
+    def closing(self, count: int) -> tuple[int, int]:
+        if not count:
+            return 2, 0
+        if self.indent is None:
+            return 2 - self.item_separator, 0
+        # The closing bracket sits on its own line at the container's level.
+        return 2 - self.item_separator + 1, self.indent
+
+
+def _text_length(separator: Any) -> int:
+    # A separator that is not text makes json.dumps fail; it never adds characters.
+    return len(separator) if isinstance(separator, str) else 0
+
+
+def _json_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+def _repr_str_size(text: str, limit: int) -> int:
+    """``len(repr(text))``, or up to one character per quote more; stops past ``limit``."""
+    if text.isprintable():
         return len(text) + 2 + text.count("\\") + text.count("'")
-    # Non-printable characters repr as escapes of up to 10 characters.
-    return 10 * len(text) + 2
+    total = 2
+    for start in range(0, len(text), _ESCAPE_CHUNK):
+        piece = str(text[start : start + _ESCAPE_CHUNK])
+        quoted = str.__repr__(piece)
+        total += len(quoted) - 2
+        if quoted[0] == '"':  # the piece alone needed no escaped ', the whole string may
+            total += piece.count("'")
+        if total > limit:
+            break
+    return total
 
 
-def _int_digits(number: int) -> int:
-    # bit_length * log10(2), rounded up; never materialises the digits.
-    return number.bit_length() * 30103 // 100000 + 2
+def _json_str_size(text: str, ensure_ascii: bool, limit: int) -> int:
+    """``len(json.dumps(text, ensure_ascii=ensure_ascii))``, exactly; stops past ``limit``."""
+    if text.isprintable() and (text.isascii() or not ensure_ascii):
+        return len(text) + 2 + text.count('"') + text.count("\\")
+    escape = encode_basestring_ascii if ensure_ascii else encode_basestring
+    total = 2
+    for start in range(0, len(text), _ESCAPE_CHUNK):
+        total += len(escape(str(text[start : start + _ESCAPE_CHUNK]))) - 2
+        if total > limit:
+            break
+    return total
+
+
+def _int_size(number: int) -> int:
+    if number.bit_length() <= 4096:  # printing it is cheap: measure exactly
+        return len(int.__repr__(number))
+    # bit_length * log10(2), rounded up, and a sign; never materialises the digits.
+    return number.bit_length() * 30103 // 100000 + 3
+
+
+# Where str.splitlines breaks a line ("\r\n" counts once).
+_LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
+_WIDE_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+def line_breaks(text: str) -> int:
+    """How many line breaks ``text.splitlines()`` sees in ``text`` (not only newlines)."""
+    breaks = sum(text.count(mark) for mark in _LINE_BREAKS) - text.count("\r\n")
+    if not text.isascii():
+        breaks += sum(text.count(mark) for mark in _WIDE_LINE_BREAKS)
+    return breaks
+
+
+def indented_size(text: str, indentation: int, first: bool) -> int:
+    """A bound on the length of Jinja's ``text|indent``: every line but the first (the first too
+    with ``first``) gains the indentation; line breaks become one newline each."""
+    return len(text) + (line_breaks(text) + (1 if first else 0)) * max(indentation, 0)
+
+
+def wrapped_size(text: str, width: Any, wrapstring: int) -> int:
+    """A bound on the length of Jinja's ``text|wordwrap(width, wrapstring=...)``.
+
+    Jinja wraps each line of ``text`` with textwrap and joins every wrapped line with the
+    wrapstring. textwrap ends a line only when the next piece does not fit, so any two consecutive
+    wrapped lines span more than ``width`` characters of input (whitespace dropped at the break
+    included), or the first alone fills ``width``: a line of n characters wraps into at most
+    2n/width + 1 lines. Without a usable width, at most one line per character.
+    """
+    at_most_one_per_character = len(text) * (1 + wrapstring)
+    if type(width) is not int or width < 1:
+        return at_most_one_per_character
+    lines = 2 * (len(text) // width) + 2 * (line_breaks(text) + 1)
+    return min(len(text) + lines * wrapstring, at_most_one_per_character)
+
+
+# Up to this many growing entries of a str.translate table are counted one by one (one pass over
+# the text each); more, and the text's characters are tallied once instead.
+_TRANSLATE_COUNTS = 32
+
+
+def translated_size(text: str, table: Mapping, limit: int) -> int:
+    """``len(text.translate(table))``, or more for a table that also deletes; exact where the
+    cheap bound (every character mapped to the longest replacement) would pass ``limit``."""
+    growth: dict[int, int] = {}
+    for key, value in table.items():
+        if isinstance(value, str) and len(value) > 1 and isinstance(key, (int, float)):
+            # translate looks up ord(character): a float key equal to it is found too
+            if key == key and abs(key) != float("inf") and key == int(key) and 0 <= key <= sys.maxunicode:
+                growth[int(key)] = max(growth.get(int(key), 0), len(value) - 1)
+    if not growth:
+        return len(text)
+    cheap = len(text) * (1 + max(growth.values()))
+    if cheap <= limit:
+        return cheap
+    if len(growth) <= _TRANSLATE_COUNTS:
+        return len(text) + sum(text.count(chr(code)) * extra for code, extra in growth.items())
+    from collections import Counter
+
+    return len(text) + sum(count * growth.get(ord(character), 0) for character, count in Counter(text).items())
 
 
 def _namespace_attrs(item: Any) -> Mapping | None:

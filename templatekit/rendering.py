@@ -293,7 +293,9 @@ def _compile(template: Any, text: str, budget: Budget, trim_blocks: bool = True,
 def _run(
     template: Any, compiled: jinja2.Template, variables: dict, budget: Budget, now: datetime | None
 ) -> tuple[str, list[tuple[int, int]]]:
-    guard = RenderGuard(budget)
+    # Only a budget without a fixed time scales with the conversation (lint's renders have one).
+    parts, characters = _conversation_size(variables) if budget.seconds is None else (0, 0)
+    guard = RenderGuard(budget, parts=parts, characters=characters)
     guard.now = now
     token = guards.activate(guard)
     chunks: list[str] = []
@@ -314,6 +316,25 @@ def _run(
     finally:
         guards.deactivate(token)
     return "".join(chunks), guard.generation_spans
+
+
+def _conversation_size(variables: dict) -> tuple[int, int]:
+    """How many messages, tools and documents the template gets, and the characters of text in
+    their fields and content parts: what the default time budget scales with."""
+    parts = characters = 0
+    for name in ("messages", "tools", "documents"):
+        entries = variables.get(name)
+        if not isinstance(entries, (list, tuple)):
+            continue
+        parts += len(entries)
+        for entry in entries:
+            for field in entry.values() if isinstance(entry, dict) else ():
+                if isinstance(field, str):
+                    characters += len(field)
+                elif isinstance(field, list):
+                    characters += sum(len(text) for part in field if isinstance(part, dict)
+                                      for text in part.values() if isinstance(text, str))
+    return parts, characters
 
 
 def _classify(template: Any, exc: BaseException) -> RenderFailure:

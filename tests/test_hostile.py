@@ -64,6 +64,11 @@ HOSTILE = {
     "expandtabs": ("{{ ('\t' * 100000).expandtabs(100000) }}", "budget"),
     "wordwrap-wrapstring": ("{{ ('a ' * 1000000)|wordwrap(1, wrapstring='x' * 1000) }}", "budget"),
     "dict-fromkeys-print": ("{{ dict.fromkeys(range(100000), 'x' * 1000000)|string|length }}", "budget"),
+    "tojson-separators": ("{{ ([0] * 1000000)|tojson(separators=('x' * 1000, ':')) }}", "budget"),
+    "indent-at-every-line-break": ("{{ ('a\\r' * 15000)|indent(100000) }}", "budget"),
+    "namespace-grown-after-printing": (
+        "{% set ns = namespace(x='a') %}{{ [ns] }}{% set ns.x = 'b' * 1500000 %}{{ ([ns] * 1000)|length }}"
+        "{{ ([ns] * 1000)|string|length }}", "budget"),
     "output-flood": ("{% for i in range(100000) %}{% for j in range(100) %}{{ 'x' * 1000 }}{% endfor %}{% endfor %}", "budget"),
 }
 
