@@ -1,5 +1,10 @@
 """templatekit: author, render, lint, diff and validate LLM chat templates.
 
+``templatekit.render`` gives what ``tokenizer.apply_chat_template(..., tokenize=False)`` gives,
+with one different default: ``add_generation_prompt`` is on unless the conversation ends with an
+assistant message (transformers' text-generation pipeline rule, as in the CLI and fixture files);
+pass ``add_generation_prompt=False`` for ``apply_chat_template``'s own default.
+
 The public API is imported lazily so that ``import templatekit`` stays cheap (the lint path must
 not pull in transformers, torch or hypothesis).
 """

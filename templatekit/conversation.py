@@ -32,6 +32,62 @@ REQUEST_BODY_KEYS = frozenset(
     }
 )
 
+# apply_chat_template's own parameters (transformers 5.23.0). templatekit renders what
+#     tokenizer.apply_chat_template(messages, tools=..., documents=..., chat_template=<the template>,
+#                                   add_generation_prompt=..., continue_final_message=..., tokenize=False,
+#                                   **kwargs)
+# returns, so a template variable (``Conversation.kwargs``) with one of these names never reaches
+# the template. The self and conversation slots are already filled positionally, the keyword
+# ones by templatekit itself: Python refuses a second value for either (TypeError).
+APPLY_CHAT_TEMPLATE_POSITIONAL = ("self", "conversation")
+APPLY_CHAT_TEMPLATE_KEYWORDS = (
+    "tools", "documents", "chat_template", "add_generation_prompt", "continue_final_message", "tokenize",
+)
+# These only steer tokenizing, which a text render skips, so a value is swallowed unread, except
+# that a truthy return_assistant_tokens_mask or sanitize_control_tokens needs tokenize=True and
+# raises (ValueError, see rendering._prepare).
+APPLY_CHAT_TEMPLATE_TOKENIZING = (
+    "sanitize_control_tokens", "padding", "truncation", "max_length", "return_tensors", "return_dict",
+    "return_assistant_tokens_mask", "tokenizer_kwargs",
+)
+# apply_chat_template passes these to render_jinja_template by name, next to the template
+# variables (special tokens and kwargs); a variable with one of the names is a second value.
+RENDER_JINJA_TEMPLATE_KEYWORDS = (
+    "conversations", "tools", "documents", "chat_template", "return_assistant_tokens_mask",
+    "continue_final_message", "add_generation_prompt",
+)
+# Python's names for the two functions in its "got multiple values" messages.
+_APPLY_CHAT_TEMPLATE_QUALNAME = "PreTrainedTokenizerBase.apply_chat_template()"
+_APPLY_CHAT_TEMPLATE_FULL_NAME = "transformers.tokenization_utils_base." + _APPLY_CHAT_TEMPLATE_QUALNAME
+_RENDER_JINJA_TEMPLATE_FULL_NAME = "transformers.utils.chat_template_utils.render_jinja_template()"
+
+
+def split_apply_chat_template_kwargs(kwargs: Mapping) -> tuple[dict, dict]:
+    """``(arguments apply_chat_template keeps, template variables)`` for a conversation's kwargs.
+
+    Raises the TypeError Python raises when a kwarg gives a second value for a parameter
+    templatekit already passes: keyword ones first, in the kwargs' order, as Python merges the
+    keyword arguments before it binds the positional ones.
+    """
+    for name in kwargs:
+        if name in APPLY_CHAT_TEMPLATE_KEYWORDS:
+            raise TypeError(f"{_APPLY_CHAT_TEMPLATE_FULL_NAME} got multiple values for keyword argument '{name}'")
+    for name in kwargs:
+        if name in APPLY_CHAT_TEMPLATE_POSITIONAL:
+            raise TypeError(f"{_APPLY_CHAT_TEMPLATE_QUALNAME} got multiple values for argument '{name}'")
+    arguments = {name: value for name, value in kwargs.items() if name in APPLY_CHAT_TEMPLATE_TOKENIZING}
+    variables = {name: value for name, value in kwargs.items() if name not in APPLY_CHAT_TEMPLATE_TOKENIZING}
+    return arguments, variables
+
+
+def check_render_jinja_template_call(template_kwargs: Mapping) -> None:
+    """Raise the TypeError of apply_chat_template's call to render_jinja_template when a template
+    variable (a kwarg, or a special token named in ``extra_special_tokens``) takes one of its names."""
+    for name in template_kwargs:
+        if name in RENDER_JINJA_TEMPLATE_KEYWORDS:
+            raise TypeError(f"{_RENDER_JINJA_TEMPLATE_FULL_NAME} got multiple values for keyword argument '{name}'")
+
+
 # Where transformers keeps a message's reasoning, in the priority it reads them.
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 

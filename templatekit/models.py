@@ -179,7 +179,7 @@ def _download(repo_id: str) -> Path:
         from huggingface_hub import constants, snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:
-        raise InputError(repo_id, f"downloading from the Hub needs huggingface_hub: pip install huggingface_hub") from None
+        raise InputError(repo_id, "downloading from the Hub needs huggingface_hub: pip install huggingface_hub") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True))
     except LocalEntryNotFoundError:

@@ -22,7 +22,9 @@ from .conversation import (
     REASONING_FIELDS,
     Conversation,
     alias_reasoning_fields,
+    check_render_jinja_template_call,
     plain_template_data,
+    split_apply_chat_template_kwargs,
     tool_schemas,
 )
 from .environment import RAISED_BY_TEMPLATE, compile_template, compile_variant, compile_with_text_slots
@@ -130,6 +132,10 @@ def _prepare(
     messages = conversation.messages
     continue_final = conversation.continue_final_message
     try:
+        # kwargs named like apply_chat_template's own parameters are its arguments, not variables.
+        arguments, kwargs = split_apply_chat_template_kwargs(conversation.kwargs)
+        if arguments.get("return_assistant_tokens_mask"):
+            raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
         if not messages and not allow_empty:
             raise ValueError("Cannot apply chat template to an empty conversation. Provide at least one message.")
         messages = [{key: value for key, value in message.items() if value is not None} for message in messages]
@@ -139,7 +145,13 @@ def _prepare(
                 "when you want the model to continue the final message, and add_generation_prompt when you want "
                 "to add a header that will prompt it to start a new assistant message instead."
             )
-        template_kwargs = {**special_tokens, **conversation.kwargs}
+        if arguments.get("sanitize_control_tokens"):
+            raise ValueError(
+                "`sanitize_control_tokens=True` requires `tokenize=True` and is not compatible with "
+                "`return_assistant_tokens_mask=True`."
+            )
+        template_kwargs = {**special_tokens, **kwargs}
+        check_render_jinja_template_call(template_kwargs)
         tools = tool_schemas(conversation.tools)
         documents = conversation.documents
         if documents is not None:
@@ -405,15 +417,32 @@ def render(
     template variables as keyword arguments) or a whole ``conversation``. The source's special
     tokens are passed like transformers passes them; ``special_tokens`` adds or overrides some.
 
+    The one default that differs from ``apply_chat_template``: ``add_generation_prompt=None`` (the
+    default here; the conversation's own setting when one is given) turns the generation prompt
+    on unless the conversation ends with an assistant message or continues its final message, as
+    transformers' text-generation pipeline, the CLI and fixture files decide it.
+    ``apply_chat_template`` defaults to False: pass ``add_generation_prompt=False`` for its output.
+
+    Extra keyword arguments are what ``apply_chat_template`` gets as ``**kwargs`` besides
+    ``tools``, ``documents``, ``chat_template``, ``add_generation_prompt``,
+    ``continue_final_message`` and ``tokenize=False``, which templatekit passes itself (a kwarg with
+    one of those names fails as a second value would). One named like a tokenizing parameter
+    (``padding``, ``max_length``, ``return_dict``, ...) is taken by transformers and never reaches
+    the template.
+
     Returns a ``Rendering``; a template that fails does not raise, its ``error`` says why. Bad
     paths raise ``templatekit.InputError``.
 
     >>> import templatekit
-    >>> result = templatekit.render(templatekit.template_from_text(
-    ...     "{% for m in messages %}{{ m.role }}: {{ m.content }}\\n{% endfor %}"),
-    ...     [{"role": "user", "content": "Hi"}])
-    >>> result.text
+    >>> template = templatekit.template_from_text(
+    ...     "{% for m in messages %}{{ m.role }}: {{ m.content }}\\n{% endfor %}"
+    ...     "{% if add_generation_prompt %}assistant:{% endif %}")
+    >>> templatekit.render(template, [{"role": "user", "content": "Hi"}]).text
+    'user: Hi\\nassistant:'
+    >>> templatekit.render(template, [{"role": "user", "content": "Hi"}], add_generation_prompt=False).text
     'user: Hi\\n'
+    >>> templatekit.render(template, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]).text
+    'user: Hi\\nassistant: Hello\\n'
     """
     from .sources import TemplateSource, load_source
 

@@ -22,9 +22,14 @@ Special tokens mirror the tokenizer-independent part of loading: ``tokenizer_con
 ``*_token`` keys, the ``extra_special_tokens`` dict form, ``{"__type": "AddedToken"}`` objects),
 the legacy ``special_tokens_map.json`` (read only when the config has no
 ``added_tokens_decoder``), and the ``pad_token`` that ``tokenizer.json``'s padding section supplies
-when the config has no ``pad_token`` key. Defaults that a model-specific tokenizer class puts in its
-own ``__init__`` (for example a class defaulting ``unk_token`` to ``"<unk>"``) need that class's code
+when the config has no ``pad_token`` key. Token lists that transformers' tokenizers backend refuses
+at load time are refused too. Defaults that a model-specific tokenizer class puts in its own
+``__init__`` (for example a class defaulting ``unk_token`` to ``"<unk>"``) need that class's code
 and are not reproduced.
+
+A config file (``tokenizer_config.json``, ``chat_template.json``) or a ``.jinja`` file that sits in
+a tokenizer directory takes its special tokens from that directory's files, so rendering
+``model/chat_template.jinja`` gives what rendering ``model/`` gives.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import mmap
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,7 @@ ADDITIONAL_TEMPLATES_DIR = "additional_chat_templates"
 PROCESSOR_TEMPLATE_FILE = "chat_template.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 TOKENIZER_FILE = "tokenizer.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 MODEL_CONFIG_FILE = "config.json"
 
@@ -308,7 +314,27 @@ def _json_type(value: Any) -> str:
 
 def _load_jinja_file(path: Path) -> TemplateSource:
     template = ChatTemplate(read_template_file(path), "default", path, "jinja", embedded=False)
-    return TemplateSource(path=path, kind="jinja", templates={"default": template}, single=True, special_tokens={})
+    tokenizer_dir = _template_file_tokenizer_dir(path)
+    special_tokens = _directory_special_tokens(tokenizer_dir) if tokenizer_dir is not None else {}
+    return TemplateSource(path, "jinja", {"default": template}, True, special_tokens, tokenizer_dir)
+
+
+def _template_file_tokenizer_dir(path: Path) -> Path | None:
+    """The tokenizer directory a ``.jinja`` file sits in, if any.
+
+    A template file next to tokenizer files (``chat_template.jinja``, or a draft beside it) is
+    rendered with that tokenizer's special tokens, as the tokenizer would render it; so is one
+    in the directory's ``additional_chat_templates/``. Other files read as Jinja (``.txt``,
+    pipes) and ``.jinja`` files elsewhere have no tokenizer.
+    """
+    if path.suffix.lower() != ".jinja":
+        return None
+    directory = path.parent
+    if directory.name == ADDITIONAL_TEMPLATES_DIR:
+        directory = directory.parent
+    if (directory / TOKENIZER_CONFIG_FILE).is_file() or (directory / TOKENIZER_FILE).is_file():
+        return directory
+    return None
 
 
 def _load_json_file(path: Path) -> TemplateSource:
@@ -455,6 +481,29 @@ class _AddedToken:
         return self.content
 
 
+@dataclass(frozen=True, eq=False)
+class _ListEntry:
+    """An entry of a special-token list that is neither a string nor an AddedToken, and where it is written.
+
+    transformers keeps such an entry in ``extra_special_tokens`` and refuses it only when the
+    tokens are added to the backend, so it rides through the loading steps until then. It compares
+    by value, as the raw entry does when transformers drops repeated entries.
+    """
+
+    value: Any
+    path: Path | str
+    field: str
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ListEntry) and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# The two spellings of the list of unnamed special tokens (transformers 5 renames the first).
+_TOKEN_LIST_KEYS = ("additional_special_tokens", "extra_special_tokens")
+
+
 def _directory_special_tokens(directory: Path, config: dict | None = None) -> dict[str, str]:
     """The special tokens a tokenizer loaded from ``directory`` passes into its templates."""
     config_path = directory / TOKENIZER_CONFIG_FILE
@@ -463,7 +512,16 @@ def _directory_special_tokens(directory: Path, config: dict | None = None) -> di
     legacy_path = directory / SPECIAL_TOKENS_MAP_FILE
     legacy = read_json_object(legacy_path) if legacy_path.is_file() else None
     padding_token = _tokenizer_json_pad_token(directory / TOKENIZER_FILE) if "pad_token" not in config else None
-    return named_special_tokens(config, config_path, legacy, legacy_path, padding_token)
+
+    def backend_added_tokens() -> set[str]:
+        contents = _tokenizer_json_added_tokens(directory / TOKENIZER_FILE)
+        added_file = directory / ADDED_TOKENS_FILE
+        # transformers reads the legacy added_tokens.json only when the config has no added_tokens_decoder.
+        if "added_tokens_decoder" not in config and added_file.is_file():
+            contents.update(str(token) for token in read_json_object(added_file))
+        return contents
+
+    return named_special_tokens(config, config_path, legacy, legacy_path, padding_token, backend_added_tokens)
 
 
 def named_special_tokens(
@@ -472,17 +530,25 @@ def named_special_tokens(
     legacy_map: dict | None = None,
     legacy_path: Path | str = SPECIAL_TOKENS_MAP_FILE,
     padding_token: str | None = None,
+    backend_added_tokens: Callable[[], set[str]] | None = None,
 ) -> dict[str, str]:
     """``tokenizer.special_tokens_map`` of a tokenizer built from these loaded files.
 
-    Follows transformers 5's ``_from_pretrained`` and ``PreTrainedTokenizerBase.__init__`` step by
-    step, because the order of those steps decides both which value wins and the order of the
-    model-specific names. Values transformers refuses (a TypeError at load time) are InputErrors.
+    Follows transformers 5's ``_from_pretrained``, ``PreTrainedTokenizerBase.__init__`` and the
+    token-adding step of ``TokenizersBackend.__init__`` in order, because the order of those steps
+    decides both which value wins and the order of the model-specific names. Values transformers
+    refuses (a TypeError at load time) are InputErrors. ``backend_added_tokens`` gives the contents
+    of the added tokens the tokenizer files define besides the config's ``added_tokens_decoder``
+    (tokenizer.json's ``added_tokens``, the legacy added_tokens.json); it is only called when a
+    token list holds an entry that is neither a string nor an AddedToken object.
     """
     kwargs = dict(config)
     kwargs.pop("chat_template", None)
+    _mark_list_entries(kwargs, config_path)
+    config_list_key = "extra_special_tokens"
     if "additional_special_tokens" in kwargs and not kwargs.get("extra_special_tokens"):
         kwargs["extra_special_tokens"] = kwargs.pop("additional_special_tokens")
+        config_list_key = "additional_special_tokens"
     # At this point JSON values are still plain dicts, so only string-valued names qualify here;
     # AddedToken objects are picked up later, in __init__, which puts them first.
     named = {
@@ -495,43 +561,119 @@ def named_special_tokens(
     if named:
         kwargs["model_specific_special_tokens"] = named
     legacy_keys = set(legacy_map or ()) if "added_tokens_decoder" not in kwargs else set()
+
+    def added_tokens() -> set[str]:
+        contents = _config_added_tokens(config)
+        if backend_added_tokens is not None:
+            contents |= backend_added_tokens()
+        return contents
+
     try:
         if legacy_keys:
-            _merge_legacy_map(kwargs, legacy_map)
+            _merge_legacy_map(kwargs, legacy_map, legacy_path, config_path)
         kwargs = {key: _convert_added_tokens(value, key) for key, value in kwargs.items()}
         if padding_token is not None:
             kwargs.setdefault("pad_token", padding_token)
-        return _init_special_tokens(kwargs)
+        return _init_special_tokens(kwargs, added_tokens)
     except _BadAddedToken as error:
-        where = legacy_path if error.key in legacy_keys else config_path
-        raise InputError(where, f"{error.key}: {error.problem}; transformers 5 cannot load this tokenizer") from None
+        key, where = error.key, error.path
+        if where is None:
+            where = legacy_path if key in legacy_keys else config_path
+            if key == "extra_special_tokens" and key not in legacy_keys:
+                key = config_list_key  # name the list as the config spells it
+        raise InputError(where, f"{key}: {error.problem}; transformers 5 cannot load this tokenizer") from None
 
 
 class _BadAddedToken(Exception):
-    """A value transformers would refuse with a TypeError; ``key`` says which entry, for the message."""
+    """A value transformers would refuse with a TypeError.
 
-    def __init__(self, key: str, problem: str) -> None:
+    ``key`` names the entry for the message; ``path`` is the file it is in when known here, else
+    the caller works it out from the key.
+    """
+
+    def __init__(self, key: str, problem: str, path: Path | str | None = None) -> None:
         super().__init__(problem)
         self.key = key
         self.problem = problem
+        self.path = path
 
 
-def _merge_legacy_map(kwargs: dict, legacy_map: dict) -> None:
-    """Apply ``special_tokens_map.json`` over the config, as transformers' legacy path does."""
+def _mark_list_entries(values: dict, path: Path | str) -> None:
+    """Wrap the entries of the token lists in ``values`` that transformers does not turn into tokens.
+
+    Strings stay and ``{"__type": "AddedToken"}`` objects are converted later, as transformers'
+    ``convert_added_tokens`` does; anything else (a plain object, a number, null, a nested list)
+    is kept as it is and refused at the end unless its text happens to be an added token.
+    """
+    for key in _TOKEN_LIST_KEYS:
+        entries = values.get(key)
+        if isinstance(entries, list):
+            values[key] = [
+                entry if _is_token_form(entry) else _ListEntry(entry, path, f"{key}[{index}]")
+                for index, entry in enumerate(entries)
+            ]
+
+
+def _is_token_form(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, dict) and value.get("__type") == "AddedToken")
+
+
+def _merge_legacy_map(kwargs: dict, legacy_map: dict, legacy_path: Path | str, config_path: Path | str) -> None:
+    """Apply ``special_tokens_map.json`` over the config, as transformers' legacy path does.
+
+    A named token given as an object, and each object in an ``extra_special_tokens`` list, become
+    AddedTokens; an ``extra_special_tokens`` list is appended to the config's list (skipping
+    entries already there); every other value replaces the config's.
+    """
+    # Only additional_special_tokens: its entries stay raw until __init__ (extra_special_tokens
+    # entries are converted below, as they are merged).
+    legacy_map = dict(legacy_map)
+    if isinstance(legacy_map.get("additional_special_tokens"), list):
+        marked = {"additional_special_tokens": legacy_map["additional_special_tokens"]}
+        _mark_list_entries(marked, legacy_path)
+        legacy_map["additional_special_tokens"] = marked["additional_special_tokens"]
     for key, value in legacy_map.items():
         if isinstance(value, dict) and key != "extra_special_tokens":
             fields = {field: item for field, item in value.items() if field != "special"}
             value = _added_token(fields, key)
+        elif key == "extra_special_tokens" and isinstance(value, list):
+            merged = _list_to_extend(kwargs.get(key), config_path)
+            for index, entry in enumerate(value):
+                token = _legacy_list_token(entry, legacy_path, f"{key}[{index}]")
+                if token not in merged:
+                    merged.append(token)
+            value = merged
         kwargs[key] = value
     if isinstance(kwargs.get("extra_special_tokens"), dict):
         kwargs.setdefault("model_specific_special_tokens", {}).update(kwargs.pop("extra_special_tokens"))
 
 
-def _added_token(fields: dict, key: str) -> _AddedToken:
+def _list_to_extend(value: Any, config_path: Path | str) -> list:
+    """``list(value or [])``, the config's token list that special_tokens_map.json's list extends."""
+    if not value:
+        return []
+    if isinstance(value, (str, list, tuple)):
+        return list(value)
+    raise _BadAddedToken("extra_special_tokens", "must be a list of tokens or an object of named tokens", config_path)
+
+
+def _legacy_list_token(entry: Any, path: Path | str, field: str) -> Any:
+    """An entry of special_tokens_map.json's ``extra_special_tokens`` list, as ``AddedToken(**entry, special=True)``."""
+    if isinstance(entry, str):
+        return entry
+    if not isinstance(entry, dict):
+        return _ListEntry(entry, path, field)
+    if "special" in entry:
+        # transformers passes special=True besides the object's own fields: a TypeError in Python.
+        raise _BadAddedToken(field, 'an AddedToken object in this list must not have a "special" field', path)
+    return _added_token(entry, field, path)
+
+
+def _added_token(fields: dict, key: str, path: Path | str | None = None) -> _AddedToken:
     """What ``tokenizers.AddedToken(**fields)`` makes: content defaults to "", unknown fields are ignored."""
     content = fields.get("content", "")
     if not isinstance(content, str):
-        raise _BadAddedToken(key, f"AddedToken content must be a string, found {_json_type(content)}")
+        raise _BadAddedToken(key, f"AddedToken content must be a string, found {_json_type(content)}", path)
     return _AddedToken(content)
 
 
@@ -546,16 +688,20 @@ def _convert_added_tokens(value: Any, key: str) -> Any:
     return value
 
 
-def _init_special_tokens(kwargs: dict) -> dict[str, str]:
-    """The named-token part of ``PreTrainedTokenizerBase.__init__`` and ``special_tokens_map``."""
-    if "additional_special_tokens" in kwargs and "extra_special_tokens" not in kwargs:
-        kwargs["extra_special_tokens"] = kwargs.pop("additional_special_tokens")
+def _init_special_tokens(kwargs: dict, added_tokens: Callable[[], set[str]]) -> dict[str, str]:
+    """The named-token part of ``PreTrainedTokenizerBase.__init__`` and ``special_tokens_map``,
+    then the check ``TokenizersBackend.__init__`` makes when it adds the unnamed special tokens."""
+    list_key = "extra_special_tokens"
+    if "additional_special_tokens" in kwargs and list_key not in kwargs:
+        kwargs[list_key] = kwargs.pop("additional_special_tokens")
+        list_key = "additional_special_tokens"
     explicit = kwargs.pop("model_specific_special_tokens", None) or {}
     if not isinstance(explicit, dict):
         raise _BadAddedToken("model_specific_special_tokens", "must be an object of token names to tokens")
     attributes = list(STANDARD_SPECIAL_TOKENS)
     values: dict[str, Any] = {}
     detected: dict[str, Any] = {}
+    unnamed: list | tuple = ()
     for key in list(kwargs):
         value = kwargs[key]
         if key in attributes:
@@ -564,15 +710,38 @@ def _init_special_tokens(kwargs: dict) -> dict[str, str]:
         elif key == "extra_special_tokens":
             if isinstance(value, dict):
                 _add_named_tokens(attributes, values, value)
-            elif value is not None and not isinstance(value, (list, tuple)):
-                raise _BadAddedToken(key, "must be a list of tokens or an object of named tokens")
+            elif isinstance(value, (list, tuple)):
+                unnamed = value
+            elif value is not None:
+                raise _BadAddedToken(list_key, "must be a list of tokens or an object of named tokens")
         elif key.endswith("_token") and isinstance(value, (str, _AddedToken)):
             detected[key] = value
     # transformers merges {**detected, **explicit}: detected names come first, explicit values win.
     merged = {**detected, **explicit}
     if merged:
         _add_named_tokens(attributes, values, merged)
+    _check_unnamed_tokens(unnamed, added_tokens)
     return {name: str(values[name]) for name in attributes if values.get(name) is not None}
+
+
+def _check_unnamed_tokens(entries: list | tuple, added_tokens: Callable[[], set[str]]) -> None:
+    """Refuse what ``TokenizersBackend.__init__`` cannot add to the backend tokenizer.
+
+    It hands every unnamed special token whose text (``str(entry)``) is not yet an added token to
+    ``tokenizers``' ``add_tokens``, which accepts only strings and AddedTokens ("Input must be a
+    List[Union[str, AddedToken]]"). An entry whose text already is one is skipped, so it passes.
+    """
+    odd = [entry for entry in entries if isinstance(entry, _ListEntry)]
+    if not odd:
+        return
+    known = added_tokens()
+    for entry in odd:
+        if str(entry.value) not in known:
+            found = _json_type(entry.value)
+            if isinstance(entry.value, dict):
+                found = 'an object without "__type": "AddedToken"'
+            problem = f"a special token must be a string or an AddedToken object, found {found}"
+            raise _BadAddedToken(entry.field, problem, entry.path)
 
 
 def _add_named_tokens(attributes: list[str], values: dict[str, Any], tokens: dict) -> None:
@@ -588,23 +757,48 @@ def _special_token_value(key: str, value: Any) -> str | _AddedToken:
     return value
 
 
-def _tokenizer_json_pad_token(path: Path) -> str | None:
-    """``padding.pad_token`` of a tokenizer.json, which becomes the pad token when the config has none.
+def _config_added_tokens(config: dict) -> set[str]:
+    """Contents of the config's ``added_tokens_decoder`` entries (``AddedToken(**entry)``)."""
+    decoder = config.get("added_tokens_decoder")
+    if not isinstance(decoder, dict):
+        return set()
+    return {
+        entry.get("content", "") for entry in decoder.values()
+        if isinstance(entry, dict) and isinstance(entry.get("content", ""), str)
+    }
 
-    The file can be tens of megabytes. The ``tokenizers`` library writes ``padding`` before the
-    vocabulary and rejects a repeated field, so the first ``padding`` key ends the scan early.
+
+def _tokenizer_json_member(path: Path, key: str) -> Any:
+    """The first top-level ``key`` of a tokenizer.json, or None when the file or the key is absent.
+
+    The file can be tens of megabytes. The ``tokenizers`` library writes ``padding`` and
+    ``added_tokens`` before the vocabulary and rejects a repeated field, so the scan stops at the
+    first match.
     """
     if not path.is_file():
         return None
     document = JsonDocument(_decode_utf8(_read_bytes(path), path))
     try:
-        padding = next((member for member in document.iter_members() if member.key == "padding"), None)
-        value = document.value(padding) if padding is not None else None
+        member = next((member for member in document.iter_members() if member.key == key), None)
+        return document.value(member) if member is not None else None
     except (ValueError, IndexError, RecursionError):
         raise InputError(path, "invalid JSON") from None
+
+
+def _tokenizer_json_pad_token(path: Path) -> str | None:
+    """``padding.pad_token`` of a tokenizer.json, which becomes the pad token when the config has none."""
+    value = _tokenizer_json_member(path, "padding")
     if isinstance(value, dict) and isinstance(value.get("pad_token"), str):
         return value["pad_token"]
     return None
+
+
+def _tokenizer_json_added_tokens(path: Path) -> set[str]:
+    """Contents of a tokenizer.json's ``added_tokens``."""
+    value = _tokenizer_json_member(path, "added_tokens")
+    if not isinstance(value, list):
+        return set()
+    return {entry["content"] for entry in value if isinstance(entry, dict) and isinstance(entry.get("content"), str)}
 
 
 # --- locating values in JSON text ----------------------------------------------------------

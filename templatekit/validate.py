@@ -60,7 +60,7 @@ from .models import (
     require_validate_extra,
 )
 from .rendering import Rendering, compile_failure, render_template
-from .sources import ChatTemplate, TemplateSource, load_source
+from .sources import TemplateSource, load_source
 from .visible import make_visible, special_token_pattern
 
 SCHEMA_VERSION = 1

@@ -55,3 +55,45 @@ def test_bundled_templates_match_transformers(reference, conversation):
     for entry in resources.files("templatekit.canonical").iterdir():
         if entry.name.endswith(".jinja"):
             assert compare(reference, entry.read_text("utf-8"), conversation) in ("identical", "same-error")
+
+
+# --- sources and defaults as a user of the Python API meets them ------------------------------
+
+
+@pytest.mark.parametrize("layout", ["chat_template.jinja", "additional_chat_templates/tool_use.jinja"])
+def test_a_template_file_in_a_model_directory_renders_as_the_tokenizer_renders_it(tmp_path, layout):
+    import templatekit
+
+    from .test_sources import transformers_tokenizer, write_tokenizer_dir
+
+    template = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}{{ image_token }}"
+    config = {"bos_token": "<s>", "eos_token": "</s>", "image_token": "<image>"}
+    directory = write_tokenizer_dir(tmp_path / "model", config, {layout: template})
+    messages = [{"role": "user", "content": "hi"}]
+    name = "tool_use" if "tool_use" in layout else None
+    expected = transformers_tokenizer(directory).apply_chat_template(messages, chat_template=name, tokenize=False)
+    assert expected == "<s>hi</s><image>"
+    from_file = templatekit.render(str(directory / layout), messages, add_generation_prompt=False)
+    from_directory = templatekit.render(str(directory), messages, template_name=name, add_generation_prompt=False)
+    assert from_file.text == from_directory.text == expected
+
+
+def test_render_states_its_add_generation_prompt_default_and_how_to_get_transformers(reference):
+    import doctest
+
+    import templatekit
+    from templatekit import rendering
+
+    [examples] = doctest.DocTestFinder().find(rendering.render, globs={})
+    assert doctest.DocTestRunner().run(examples).failed == 0
+    calls = [example.source for example in examples.examples]
+    assert any("add_generation_prompt=False" in call for call in calls), "the docstring shows how to match transformers"
+    text = "{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}<gen>{% endif %}"
+    user = [{"role": "user", "content": "hi"}]
+    template = templatekit.template_from_text(text)
+    transformers_default = reference.tokenizer.apply_chat_template(user, chat_template=text, tokenize=False)
+    assert transformers_default == "hi"
+    assert templatekit.render(template, user, add_generation_prompt=False).text == transformers_default
+    assert templatekit.render(template, user).text == "hi<gen>"  # the pipeline rule, as documented
+    ended = [*user, {"role": "assistant", "content": "yo"}]
+    assert templatekit.render(template, ended).text == "hiyo"

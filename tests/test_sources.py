@@ -523,6 +523,192 @@ def test_bad_added_token_in_special_tokens_map_names_that_file(tmp_path):
     )
 
 
+# --- token lists transformers refuses or accepts at load time -------------------------------
+
+# (tokenizer_config.json keys, special_tokens_map.json or None, the file and entry to blame,
+# what was found). transformers 5's tokenizers backend hands these entries to
+# tokenizers.add_tokens, which refuses them: "Input must be a List[Union[str, AddedToken]]".
+REFUSED_TOKEN_LISTS = {
+    "plain object in additional_special_tokens": (
+        {"additional_special_tokens": ["<image>", {"content": "<pad>", "special": True}]}, None,
+        "tokenizer_config.json", "additional_special_tokens[1]", 'an object without "__type": "AddedToken"'),
+    "number in additional_special_tokens": (
+        {"additional_special_tokens": [5]}, None, "tokenizer_config.json", "additional_special_tokens[0]", "a number"),
+    "null in extra_special_tokens": (
+        {"extra_special_tokens": ["<image>", None]}, None, "tokenizer_config.json", "extra_special_tokens[1]", "null"),
+    "nested list": (
+        {"additional_special_tokens": [[{"__type": "AddedToken", "content": "<pad>"}]]}, None,
+        "tokenizer_config.json", "additional_special_tokens[0]", "a list"),
+    "object of another __type": (
+        {"additional_special_tokens": [{"__type": "Token", "content": "<pad>"}]}, None,
+        "tokenizer_config.json", "additional_special_tokens[0]", 'an object without "__type": "AddedToken"'),
+    "additional list used because extra_special_tokens is empty": (
+        {"extra_special_tokens": [], "additional_special_tokens": [True]}, None,
+        "tokenizer_config.json", "additional_special_tokens[0]", "a boolean"),
+    "additional list used because extra_special_tokens names tokens": (
+        {"extra_special_tokens": {"image_token": "<image>"}, "additional_special_tokens": [1.5]}, None,
+        "tokenizer_config.json", "additional_special_tokens[0]", "a number"),
+    "plain object in special_tokens_map.json": (
+        {}, {"additional_special_tokens": [{"content": "<image>", "lstrip": False}]},
+        "special_tokens_map.json", "additional_special_tokens[0]", 'an object without "__type": "AddedToken"'),
+    "number appended by special_tokens_map.json": (
+        {"additional_special_tokens": ["<image>"]}, {"extra_special_tokens": ["<pad>", 5]},
+        "special_tokens_map.json", "extra_special_tokens[1]", "a number"),
+    "config entry kept when special_tokens_map.json appends": (
+        {"extra_special_tokens": [5]}, {"extra_special_tokens": [5, "<pad>"]},
+        "tokenizer_config.json", "extra_special_tokens[0]", "a number"),
+}
+
+# Shapes transformers loads, so templatekit must too.
+ACCEPTED_TOKEN_LISTS = {
+    "strings and AddedToken objects": ({"additional_special_tokens": [
+        "<image>", {"__type": "AddedToken", "content": "<pad>"}, {"__type": "AddedToken"}]}, None),
+    "empty list": ({"additional_special_tokens": []}, None),
+    "additional list ignored beside a non-empty extra list": (
+        {"extra_special_tokens": ["<image>"], "additional_special_tokens": [5, {}]}, None),
+    "special_tokens_map.json objects in extra_special_tokens become AddedTokens": (
+        {}, {"extra_special_tokens": [{"content": "<image>", "rstrip": False}, {"lstrip": True}]}),
+    "special_tokens_map.json additional list ignored beside the config's": (
+        {"additional_special_tokens": ["<image>"]}, {"additional_special_tokens": [{"content": "<image>"}]}),
+    "special_tokens_map.json ignored with added_tokens_decoder": (
+        {"added_tokens_decoder": {}}, {"additional_special_tokens": [{"content": "<image>"}, 5]}),
+    "an entry whose text is an added token": (
+        {"additional_special_tokens": [7], "added_tokens_decoder": {"8": {"content": "7", "special": True}}}, None),
+    "config string list extended by special_tokens_map.json": (
+        {"extra_special_tokens": "ab"}, {"extra_special_tokens": ["<image>"]}),
+}
+
+
+def token_list_dir(tmp_path: Path, config: dict, legacy: dict | None) -> Path:
+    files = {"special_tokens_map.json": legacy} if legacy is not None else {}
+    return write_tokenizer_dir(tmp_path / "model", {"bos_token": "<s>", **config, "chat_template": "x"}, files)
+
+
+@pytest.mark.parametrize("case", REFUSED_TOKEN_LISTS)
+def test_token_lists_transformers_refuses_are_input_errors(tmp_path, case):
+    config, legacy, blamed, entry, found = REFUSED_TOKEN_LISTS[case]
+    directory = token_list_dir(tmp_path, config, legacy)
+    with pytest.raises(TypeError, match=r"Input must be a List\[Union\[str, AddedToken\]\]"):
+        transformers_tokenizer(directory)
+    expected = (f"{directory / blamed}: {entry}: a special token must be a string or an AddedToken object, "
+                f"found {found}; transformers 5 cannot load this tokenizer")
+    assert input_error(directory) == expected
+    assert input_error(directory / "tokenizer_config.json") == expected
+
+
+@pytest.mark.parametrize("case", ACCEPTED_TOKEN_LISTS)
+def test_token_lists_transformers_accepts_still_load(tmp_path, case):
+    directory = token_list_dir(tmp_path, *ACCEPTED_TOKEN_LISTS[case])
+    assert load_source(directory).special_tokens == transformers_tokenizer(directory).special_tokens_map
+
+
+def test_an_entry_whose_text_is_in_tokenizer_json_added_tokens_is_accepted(tmp_path):
+    from tokenizers import Tokenizer
+
+    directory = token_list_dir(tmp_path, {"additional_special_tokens": [5]}, None)
+    with pytest.raises(TypeError):
+        transformers_tokenizer(directory)
+    backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    backend.add_tokens(["5"])
+    backend.save(str(directory / "tokenizer.json"))
+    assert load_source(directory).special_tokens == transformers_tokenizer(directory).special_tokens_map == {
+        "bos_token": "<s>"}
+
+
+def test_legacy_added_tokens_json_counts_as_added_tokens(tmp_path):
+    directory = token_list_dir(tmp_path, {"additional_special_tokens": [5]}, None)
+    (directory / "added_tokens.json").write_text(json.dumps({"5": 8}), encoding="utf-8")
+    assert load_source(directory).special_tokens == transformers_tokenizer(directory).special_tokens_map
+
+
+def test_an_added_token_object_that_sets_special_in_special_tokens_map_is_refused(tmp_path):
+    directory = token_list_dir(tmp_path, {}, {"extra_special_tokens": [{"content": "<image>", "special": True}]})
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'special'"):
+        transformers_tokenizer(directory)
+    assert input_error(directory) == (
+        f"{directory / 'special_tokens_map.json'}: extra_special_tokens[0]: an AddedToken object in this list must "
+        'not have a "special" field; transformers 5 cannot load this tokenizer')
+
+
+def test_a_token_list_of_the_wrong_shape_names_the_file_and_key_it_is_in(tmp_path):
+    in_map = token_list_dir(tmp_path / "map", {}, {"additional_special_tokens": "<image>"})
+    in_config = token_list_dir(tmp_path / "config", {"additional_special_tokens": "<image>"}, None)
+    problem = "must be a list of tokens or an object of named tokens; transformers 5 cannot load this tokenizer"
+    for directory, blamed in ((in_map, "special_tokens_map.json"), (in_config, "tokenizer_config.json")):
+        with pytest.raises(TypeError, match="extra_special_tokens must be a list/tuple"):
+            transformers_tokenizer(directory)
+        assert input_error(directory) == f"{directory / blamed}: additional_special_tokens: {problem}"
+
+
+def test_a_refused_token_list_is_exit_2_on_the_command_line(tmp_path, run):
+    directory = token_list_dir(tmp_path, {"additional_special_tokens": [{"content": "<image>"}]}, None)
+    result = run("render", str(directory), "--raw")
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "tokenizer_config.json: additional_special_tokens[0]" in result.output
+
+
+# --- .jinja files inside a tokenizer directory ----------------------------------------------
+
+
+def test_a_jinja_file_in_a_tokenizer_directory_takes_its_special_tokens(tmp_path):
+    template = "{{ bos_token }}{{ messages[0]['content'] }}{{ eos_token }}{{ image_token }}"
+    files = {"chat_template.jinja": template, "draft.jinja": template, "additional_chat_templates/rag.jinja": template,
+             "special_tokens_map.json": {"eos_token": "<pad>"}}
+    directory = write_tokenizer_dir(tmp_path / "model", {"bos_token": "<s>", "image_token": "<image>"}, files)
+    expected = transformers_tokenizer(directory).special_tokens_map
+    assert expected == {"bos_token": "<s>", "eos_token": "<pad>", "image_token": "<image>"}
+    for name in ("chat_template.jinja", "draft.jinja", "additional_chat_templates/rag.jinja"):
+        source = load_source(directory / name)
+        assert (source.kind, source.special_tokens, source.tokenizer_dir) == ("jinja", expected, directory), name
+        assert source.select().path == directory / name
+
+
+def test_a_jinja_file_beside_only_tokenizer_json_takes_its_padding_token(tmp_path):
+    directory = write_tokenizer_dir(tmp_path / "model", None, {"chat_template.jinja": "x"})
+    tokenizer_json = json.loads((directory / "tokenizer.json").read_text())
+    tokenizer_json["padding"] = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None,
+                                 "pad_id": 3, "pad_type_id": 0, "pad_token": "<pad>"}
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json))
+    source = load_source(directory / "chat_template.jinja")
+    assert (source.special_tokens, source.tokenizer_dir) == ({"pad_token": "<pad>"}, directory)
+
+
+def test_template_files_away_from_a_tokenizer_stay_bare(tmp_path):
+    directory = write_tokenizer_dir(tmp_path / "model", {"bos_token": "<s>"})
+    elsewhere = write(tmp_path / "templates" / "chat_template.jinja", "x")
+    not_jinja = write(directory / "template.txt", "x")
+    nested = write(directory / "sub" / "chat_template.jinja", "x")
+    for path in (elsewhere, not_jinja, nested):
+        source = load_source(path)
+        assert (source.special_tokens, source.tokenizer_dir) == ({}, None), path
+
+
+def test_a_jinja_file_reports_a_broken_tokenizer_config_beside_it(tmp_path):
+    directory = write_tokenizer_dir(tmp_path / "model", None, {"chat_template.jinja": "x"})
+    write(directory / "tokenizer_config.json", "{oops")
+    assert input_error(directory / "chat_template.jinja").startswith(f"{directory / 'tokenizer_config.json'}:1:2: invalid JSON")
+
+
+
+def test_linting_a_jinja_file_in_a_model_directory_runs_the_tokenizer_rules(tmp_path, monkeypatch):
+    from .test_vocabulary import ENDOFTEXT, chatml_model, lint_json
+
+    monkeypatch.setenv("TEMPLATEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = chatml_model(tmp_path / "model", {"eos_token_id": ENDOFTEXT})
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    (directory / "chat_template.jinja").write_text(config.pop("chat_template"), encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    bare = write(tmp_path / "elsewhere" / "chat_template.jinja", (directory / "chat_template.jinja").read_text())
+
+    def findings(path: Path) -> list[tuple[str, str]]:
+        return [(d["code"], d["location"]) for d in lint_json(str(path), "--select", "TK5")[1]["diagnostics"]]
+
+    # <|im_end|> ends the assistant turn but is not an end-of-generation id: TK502, found through
+    # the directory's tokenizer whichever of the two the user names.
+    expected = [("TK502", f"{directory / 'chat_template.jinja'}:2:16")]
+    assert findings(directory) == findings(directory / "chat_template.jinja") == expected
+    assert findings(bare) == []
+
 # --- links, pipes and devices -------------------------------------------------------------------
 
 
