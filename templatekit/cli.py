@@ -759,27 +759,34 @@ _BOLD, _RESET = "\x1b[1m", "\x1b[0m"
 @click.option("--wrappers", is_flag=True,
               help="Print the text each SOURCE (any number) puts around each role's content, instead of a diff.")
 @click.option("--tokens", is_flag=True, help="Also diff token ids and pieces (needs tokenizer.json on both sides).")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "output_format", type=_Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--color/--no-color", default=None, help="Colour the text output (default: when a terminal).")
 @click.option("--now", metavar="ISO-DATETIME", help="Pin the clock strftime_now() reads on both sides.")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+              help="Extra template variable for every render on every side; VALUE is JSON if it parses "
+                   "(true, 3, [..]), else a string. --var bos_token=... replaces a placeholder token.")
 def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str | None,
          template_name_a: str | None, template_name_b: str | None, side_by_side: bool, wrappers: bool,
-         tokens: bool, output_format: str, color: bool | None, now: str | None) -> None:
+         tokens: bool, output_format: str, color: bool | None, now: str | None, variables: tuple[str, ...]) -> None:
     """Compare what two templates (or two versions of one) render: diff A B.
 
     A and B are .jinja files, tokenizer_config.json, chat_template.json, model directories, GGUF
     files or git:REV:PATH (read with git show, e.g. git:origin/main:chat_template.jinja). Every
     fixture is rendered on both sides; changed ones get a unified diff with whitespace and special
     tokens visible. With --wrappers, any number of sources get a table of their role wrappers.
+    A source without special tokens (a bare .jinja file) renders with placeholders (bos_token <s>,
+    eos_token </s>, ...), named in the output.
 
-    Exit codes: 0 every fixture renders identically, 1 any differs, 2 input error.
+    Exit codes: 0 every fixture renders identically, 1 any differs or no fixture rendered on
+    either side (nothing compared), 2 input error.
     """
     from .comparison import compare_wrappers, diff as diff_sources, role_wrappers
 
     pinned = _parse_now(now) or datetime.now()
+    extra = dict(_parse_var(item) for item in variables)
     use_color = _use_color(color) and output_format == "text"
     if wrappers:
-        found = [role_wrappers(spec, template_name, now=pinned) for spec in sources]
+        found = [role_wrappers(spec, template_name, variables=extra, now=pinned) for spec in sources]
         if output_format == "json":
             payload = {"schema_version": 1, "wrappers": [item.to_json() for item in found]}
             click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
@@ -791,12 +798,12 @@ def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str
     chosen = [_diff_fixture(name) for name in fixtures] or None
     report = diff_sources(sources[0], sources[1], chosen, template_name=template_name,
                           template_name_a=template_name_a, template_name_b=template_name_b,
-                          tokens=tokens, now=pinned)
+                          tokens=tokens, variables=extra, now=pinned)
     if output_format == "json":
         click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
         click.echo(_diff_text(report, side_by_side, use_color), color=use_color)
-    sys.exit(EXIT_FAILED if report.changed else EXIT_OK)
+    sys.exit(EXIT_OK if report.identical else EXIT_FAILED)
 
 
 def _diff_fixture(name: str) -> Any:
@@ -809,15 +816,32 @@ def _paint(text: str, code: str, use_color: bool) -> str:
     return f"{code}{text}{_RESET}" if use_color else text
 
 
-def _diff_text(report: Any, side_by_side: bool, use_color: bool) -> str:
-    from .comparison import ONE_RAISED, side_by_side as side_by_side_rows
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
-    lines = [_paint(f"a: {report.a_label}", _BOLD, use_color), _paint(f"b: {report.b_label}", _BOLD, use_color)]
+
+def _placeholder_note(placeholders: dict[str, str], subject: str = "this source has") -> str:
+    named = ", ".join(f"{name}={value}" for name, value in placeholders.items())
+    return (f"{subject} no special tokens, so placeholders stand in: {named} "
+            "(--var NAME=VALUE gives the real value)")
+
+
+def _diff_text(report: Any, side_by_side: bool, use_color: bool) -> str:
+    from .comparison import BOTH_RAISED_SAME, ONE_RAISED, side_by_side as side_by_side_rows
+
+    lines = []
+    for side, label, placeholders in (("a", report.a_label, report.a_placeholders),
+                                      ("b", report.b_label, report.b_placeholders)):
+        lines.append(_paint(f"{side}: {label}", _BOLD, use_color))
+        if placeholders:
+            lines.append(f"   {_placeholder_note(placeholders)}")
     for comparison in report.comparisons:
         status = comparison.status
         if status == ONE_RAISED:
             status = f"only {comparison.raised_side} raised"
-        lines.append(f"{'=' if not comparison.changed else '≠'} {comparison.fixture}: {status}")
+        # Equal errors when nothing rendered at all are no evidence of equal prompts.
+        marker = "≠" if comparison.changed else ("=" if report.compared else "?")
+        lines.append(f"{marker} {comparison.fixture}: {status}")
         if comparison.a.raised or comparison.b.raised:
             for side, outcome in (("a", comparison.a), ("b", comparison.b)):
                 if outcome.raised and (comparison.changed or side == "a"):
@@ -838,13 +862,22 @@ def _diff_text(report: Any, side_by_side: bool, use_color: bool) -> str:
             lines.extend(_token_lines(comparison.tokens, use_color))
     summary = report.summary()
     counted = ", ".join(f"{count} {status}" for status, count in summary.items() if count and status != "total")
-    verdict = "renders differ" if report.changed else "renders identical"
-    lines.append(f"{summary['total']} fixtures: {counted or 'none'} — {verdict}")
+    if not report.compared:
+        verdict = f"nothing could be compared: {report.not_compared_reason}"
+    elif report.changed:
+        verdict = "renders differ"
+    else:
+        verdict = "renders identical"
+        if summary[BOTH_RAISED_SAME]:
+            verdict += (f" ({_counted(summary[BOTH_RAISED_SAME], 'fixture')} raised the same error on both sides, "
+                        "so only the error was compared)")
+    lines.append(f"{_counted(summary['total'], 'fixture')}: {counted or 'none'} — {verdict}")
     return "\n".join(lines)
 
 
 def _token_lines(tokens: Any, use_color: bool) -> list[str]:
-    lines = [f"    tokens: a has {len(tokens.a_ids)}, b has {len(tokens.b_ids)}; {len(tokens.changes)} change(s)"]
+    lines = [f"    tokens: a has {len(tokens.a_ids)}, b has {len(tokens.b_ids)}; "
+             f"{_counted(len(tokens.changes), 'change')}"]
     for change in tokens.changes:
         removed = " ".join(f"{piece!r}={token_id}" for piece, token_id in zip(change.a_pieces, change.a_ids))
         added = " ".join(f"{piece!r}={token_id}" for piece, token_id in zip(change.b_pieces, change.b_ids))
@@ -888,7 +921,14 @@ def _wrappers_table(found: list, outliers: dict[str, list[bool]], use_color: boo
     from .comparison import ROLES, WRAPPER_OK
 
     width = max(len(item.label) for item in found)
-    lines = [f"content is shown as …; ≠ marks a value that differs from most of the {len(found)} sources"]
+    lines = [f"content is shown as …; ≠ marks a value that differs from most of the {len(found)} sources"
+             if len(found) > 1 else "content is shown as …"]
+    with_placeholders = [item for item in found if item.placeholders]
+    if len(found) > 1 and len(with_placeholders) == len(found) and all(
+            item.placeholders == found[0].placeholders for item in found):
+        lines.append(_placeholder_note(found[0].placeholders, "every source has"))
+    else:
+        lines.extend(f"{item.label}: {_placeholder_note(item.placeholders)}" for item in with_placeholders)
     rows = [("start", lambda item: _one_line_visible(item.start) if item.start is not None else "(n/a)")]
     for role in ROLES:
         rows.append((role, lambda item, role=role: _wrapper_cell(item.roles[role], WRAPPER_OK)))

@@ -6,6 +6,9 @@ a different message). For changed fixtures it keeps a unified diff of the visibl
 space, newline and invisible character marked, so a whitespace change is a visible line change),
 the first differing character, and, when asked and both sides have a tokenizer, a diff of the
 token sequences, which shows what text cannot (a marker split into several tokens, a doubled BOS).
+When no fixture renders on either side the report says nothing was compared, rather than calling
+two equal errors identical prompts. A source without special tokens (a bare .jinja file) renders
+with lint's placeholder tokens, named in the report, so it is compared on what it prints.
 
 ``role_wrappers(source)`` renders sentinel contents in a few tiny conversations and cuts the
 output around them, giving the text a template puts before and after each role's content and its
@@ -27,9 +30,10 @@ import subprocess
 import tempfile
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .behaviour import DEFAULT_SPECIAL_TOKENS
 from .conversation import Conversation
 from .errors import InputError
 from .guards import DEFAULT_BUDGET, Budget
@@ -161,14 +165,40 @@ class DiffReport:
     comparisons: list[FixtureComparison]
     special_tokens: list[str]
     token_note: str | None = None
+    # The stand-in special tokens each side rendered with because its source has none (a bare
+    # .jinja file), limited to those its templates mention.
+    a_placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
+    b_placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
         return any(comparison.changed for comparison in self.comparisons)
 
     @property
+    def compared(self) -> bool:
+        """Whether any fixture rendered on at least one side.
+
+        When every fixture fails on both sides, equal errors say nothing about the prompts: a
+        change anywhere after the failing line would go unseen, so the two sources were not compared.
+        """
+        return any(not (comparison.a.raised and comparison.b.raised) for comparison in self.comparisons)
+
+    @property
     def identical(self) -> bool:
-        return not self.changed
+        return self.compared and not self.changed
+
+    @property
+    def not_compared_reason(self) -> str | None:
+        """Why nothing could be compared (the first fixture's errors), or None when something was."""
+        if self.compared:
+            return None
+        if not self.comparisons:
+            return "there was no fixture to render"
+        first = self.comparisons[0]
+        reason = f"every fixture failed on both sides; first error ({first.fixture}): {first.a.error_description}"
+        if first.status != BOTH_RAISED_SAME:
+            reason += f"; on b: {first.b.error_description}"
+        return reason
 
     def summary(self) -> dict[str, int]:
         """Fixtures per status (every status listed, zeros included) and the number token-different."""
@@ -187,6 +217,9 @@ class DiffReport:
             "a": self.a_label,
             "b": self.b_label,
             "changed": self.changed,
+            "compared": self.compared,
+            "not_compared_reason": self.not_compared_reason,
+            "placeholder_tokens": {"a": self.a_placeholders, "b": self.b_placeholders},
             "summary": self.summary(),
             "token_note": self.token_note,
             "fixtures": [_comparison_json(comparison) for comparison in self.comparisons],
@@ -390,8 +423,10 @@ def materialize_git_source(spec: str, destination: Path, cwd: Path | None = None
     """Write the file (or model directory) ``git:REV:path`` names into ``destination``; return its path.
 
     A file keeps its name, so .jinja / tokenizer_config.json / chat_template.json / GGUF detection
-    works as for the working copy; a config file brings its tokenizer neighbours from the same
-    revision. A directory brings only the files that affect rendering and tokenizing.
+    works as for the working copy; a config file, and a .jinja file in a model directory, bring
+    their tokenizer neighbours from the same revision (the working copy's chat_template.jinja
+    renders with its directory's special tokens, so the revision's must too). A directory brings
+    only the files that affect rendering and tokenizing.
     """
     revision, path = parse_git_spec(spec)
     cwd = Path.cwd() if cwd is None else cwd
@@ -425,13 +460,21 @@ def materialize_git_source(spec: str, destination: Path, cwd: Path | None = None
     if object_type != "blob":
         raise InputError(spec, f"{path!r} at {revision!r} is a {object_type}, not a file or directory")
     target = destination / name
-    _write_git_blob(revision, path, target, spec, cwd)
+    parent = PurePosixPath(path).parent
+    neighbours: tuple[str, ...] = ()
     if name in (TOKENIZER_CONFIG_FILE, PROCESSOR_TEMPLATE_FILE):
-        parent = str(Path(path).parent)
-        for sibling in _MODEL_DIR_FILES:
-            sibling_path = sibling if parent == "." else f"{parent}/{sibling}"
-            if sibling != name and _git_has(revision, sibling_path, spec, cwd):
-                _write_git_blob(revision, sibling_path, destination / sibling, spec, cwd)
+        neighbours = _MODEL_DIR_FILES
+    elif name.lower().endswith(".jinja"):
+        neighbours = (TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_FILE)
+        if parent.name == ADDITIONAL_TEMPLATES_DIR:
+            # The layout is kept so the template finds its model directory one level up.
+            target = destination / ADDITIONAL_TEMPLATES_DIR / name
+            parent = parent.parent
+    _write_git_blob(revision, path, target, spec, cwd)
+    for sibling in neighbours:
+        sibling_path = str(parent / sibling)
+        if sibling != name and _git_has(revision, sibling_path, spec, cwd):
+            _write_git_blob(revision, sibling_path, destination / sibling, spec, cwd)
     return target
 
 
@@ -519,6 +562,7 @@ def diff(
     template_name_b: str | None = None,
     tokens: bool = False,
     special_tokens: dict[str, str] | None = None,
+    variables: dict[str, Any] | None = None,
     now: datetime | None = None,
     budget: Budget = DEFAULT_BUDGET,
     cwd: Path | None = None,
@@ -531,9 +575,14 @@ def diff(
     every built-in). Named templates are chosen per fixture as transformers chooses them unless
     ``template_name`` (both sides) or ``template_name_a``/``template_name_b`` say otherwise.
     ``now`` pins ``strftime_now`` for both sides (default: one shared "now", so dates never differ
-    between the two renders). ``special_tokens`` adds to or overrides both sources' own (a bare
-    .jinja file has none, and many templates need ``bos_token``). ``tokens=True`` also diffs token sequences; it needs a tokenizer.json
-    on both sides and raises ``InputError`` otherwise. Bad input raises ``InputError``.
+    between the two renders). A source with no special tokens of its own (a bare .jinja file)
+    renders with the placeholders lint uses (``<s>``, ``</s>``...), since without them most
+    templates fail at ``bos_token`` on every fixture; the report lists them per side.
+    ``special_tokens`` adds to or overrides both sources' tokens, and ``variables`` are extra
+    template variables for every render of both sides (like ``apply_chat_template``'s keyword
+    arguments, they override special tokens of the same name). ``tokens=True`` also diffs token
+    sequences; it needs a tokenizer.json on both sides and raises ``InputError`` otherwise. Bad
+    input raises ``InputError``.
 
     >>> import templatekit
     >>> a = templatekit.template_from_text("{% for m in messages %}{{ m.content }}\\n{% endfor %}")
@@ -542,13 +591,16 @@ def diff(
     'whitespace-only'
     """
     conversations = _fixture_list(fixtures)
+    if variables:
+        conversations = [conversation.replace(kwargs={**conversation.kwargs, **variables})
+                         for conversation in conversations]
     pinned = now or datetime.now()
     name_a = template_name_a if template_name_a is not None else template_name
     name_b = template_name_b if template_name_b is not None else template_name
     a_label, b_label = source_label(a), source_label(b)
     with contextlib.ExitStack() as stack:
-        source_a = _with_tokens(open_source(a, stack, cwd), special_tokens)
-        source_b = _with_tokens(open_source(b, stack, cwd), special_tokens)
+        source_a, placeholders_a = _with_tokens(open_source(a, stack, cwd), special_tokens, variables)
+        source_b, placeholders_b = _with_tokens(open_source(b, stack, cwd), special_tokens, variables)
         tokenizers = _tokenizers(source_a, source_b, a_label, b_label) if tokens else None
         comparisons = []
         for index, conversation in enumerate(conversations):
@@ -562,13 +614,31 @@ def diff(
                 comparison.tokens = token_diff(a_ids, a_pieces, b_ids, b_pieces)
             comparisons.append(comparison)
     special = sorted(set(source_a.special_tokens.values()) | set(source_b.special_tokens.values()))
-    return DiffReport(a_label, b_label, comparisons, special)
+    return DiffReport(a_label, b_label, comparisons, special,
+                      a_placeholders=placeholders_a, b_placeholders=placeholders_b)
 
 
-def _with_tokens(source: TemplateSource, special_tokens: dict[str, str] | None) -> TemplateSource:
-    if not special_tokens:
-        return source
-    return dataclasses.replace(source, special_tokens={**source.special_tokens, **special_tokens})
+def _with_tokens(
+    source: TemplateSource, special_tokens: dict[str, str] | None, variables: dict[str, Any] | None = None
+) -> tuple[TemplateSource, dict[str, str]]:
+    """``source`` with the special tokens its renders get, and the placeholders among them worth naming.
+
+    A source without special tokens gets lint's placeholders, so two bare .jinja files are
+    compared on what they print rather than on both failing at ``bos_token``. The placeholders
+    named are those the caller did not supply (as a token or a variable) and that a template of
+    the source mentions: Jinja looks variables up by literal name, so an unmentioned one cannot
+    change a render.
+    """
+    tokens = dict(source.special_tokens)
+    placeholders: dict[str, str] = {}
+    if not tokens:
+        tokens = dict(DEFAULT_SPECIAL_TOKENS)
+        supplied = set(special_tokens or ()) | set(variables or ())
+        texts = [template.text for template in source.templates.values()]
+        placeholders = {name: value for name, value in DEFAULT_SPECIAL_TOKENS.items()
+                        if name not in supplied and any(name in text for text in texts)}
+    tokens.update(special_tokens or {})
+    return dataclasses.replace(source, special_tokens=tokens), placeholders
 
 
 def _render_side(
@@ -605,6 +675,8 @@ SECOND_USER_SENTINEL = "⟦USER-CONTENT-2⟧"
 ASSISTANT_SENTINEL = "⟦ASSISTANT-CONTENT-3⟧"
 TOOL_RESULT_SENTINEL = "⟦TOOL-RESULT-5⟧"
 TOOL_ARGUMENT_SENTINEL = "⟦TOOL-ARGUMENT-4⟧"
+# Stands in for bos_token in one probe render, to tell the variable from the same text written literally.
+BOS_SENTINEL = "⟦BOS-TOKEN-6⟧"
 TOOL_NAME = "sentinel_tool"
 # Nine alphanumeric characters: Mistral's templates reject any other tool call id.
 TOOL_CALL_ID = "call00001"
@@ -644,11 +716,14 @@ class RoleWrappers:
     roles: dict[str, Wrapper]
     generation_prompt: Wrapper
     error: str | None = None
+    # Stand-in special tokens the renders used because the source has none (see ``diff``).
+    placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.label,
             "template": self.template_name,
+            "placeholder_tokens": self.placeholders,
             "start": self.start,
             "end": self.end,
             "roles": {role: dataclasses.asdict(wrapper) for role, wrapper in self.roles.items()},
@@ -676,16 +751,40 @@ def _split_at(text: str, sentinel: str) -> tuple[str, str] | None:
 class _WrapperRenderer:
     """Renders the small sentinel conversations of one template, remembering failures."""
 
-    def __init__(self, template: Any, special_tokens: dict[str, str], now: datetime, budget: Budget) -> None:
+    def __init__(self, template: Any, special_tokens: dict[str, str], now: datetime, budget: Budget,
+                 variables: dict[str, Any] | None = None) -> None:
         self.template = template
         self.special_tokens = special_tokens
         self.now = now
         self.budget = budget
+        self.variables = dict(variables or {})
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> Rendering:
-        conversation = Conversation(messages=messages, add_generation_prompt=add_generation_prompt)
-        return render_template(self.template, conversation, special_tokens=self.special_tokens,
+    def render(self, messages: list[dict], add_generation_prompt: bool = False, bos: str | None = None) -> Rendering:
+        """Render ``messages``; ``bos`` replaces whatever ``bos_token`` would otherwise be."""
+        tokens, variables = self.special_tokens, self.variables
+        if bos is not None:
+            tokens = {**tokens, "bos_token": bos}
+            variables = {**variables, "bos_token": bos} if "bos_token" in variables else variables
+        conversation = Conversation(messages=messages, add_generation_prompt=add_generation_prompt,
+                                    kwargs=dict(variables))
+        return render_template(self.template, conversation, special_tokens=tokens,
                                add_generation_prompt=add_generation_prompt, now=self.now, budget=self.budget)
+
+    def bos(self) -> str | None:
+        """The BOS text the template receives (a variable overrides the token, as in transformers)."""
+        value = self.variables.get("bos_token", self.special_tokens.get("bos_token"))
+        return value if isinstance(value, str) and value else None
+
+    def starts_with_bos_variable(self, messages: list[dict]) -> bool:
+        """Whether the render of ``messages`` opens with the ``bos_token`` variable.
+
+        Only that is the conversation's BOS. The same text written literally is part of a turn:
+        SmolLM2's BOS is ``<|im_start|>``, which its template writes by hand to open every turn.
+        """
+        if self.bos() is None:
+            return False
+        marked = self.render(messages, bos=BOS_SENTINEL)
+        return marked.ok and marked.text.startswith(BOS_SENTINEL)
 
 
 def _user(content: str) -> dict:
@@ -711,6 +810,7 @@ def role_wrappers(
     template_name: str | None = None,
     *,
     special_tokens: dict[str, str] | None = None,
+    variables: dict[str, Any] | None = None,
     now: datetime | None = None,
     budget: Budget = DEFAULT_BUDGET,
     cwd: Path | None = None,
@@ -719,14 +819,17 @@ def role_wrappers(
 
     A role the template rejects is "not-supported" (with the template's message), a role whose
     content never appears is "not-rendered" (empty wrapper), and a cut that cannot be made cleanly
-    is "unclear" with a note saying why.
+    is "unclear" with a note saying why. Special tokens and ``variables`` work as for ``diff``
+    (placeholders for a source without special tokens, listed in ``placeholders``).
     """
     label = source_label(source)
     with contextlib.ExitStack() as stack:
-        loaded = _with_tokens(open_source(source, stack, cwd), special_tokens)
+        loaded, placeholders = _with_tokens(open_source(source, stack, cwd), special_tokens, variables)
         template = loaded.select(template_name, None)
-        renderer = _WrapperRenderer(template, loaded.special_tokens, now or datetime.now(), budget)
-        return _extract_wrappers(renderer, label, template.name, loaded.special_tokens)
+        renderer = _WrapperRenderer(template, loaded.special_tokens, now or datetime.now(), budget, variables)
+        wrappers = _extract_wrappers(renderer, label, template.name, loaded.special_tokens)
+        wrappers.placeholders = placeholders
+        return wrappers
 
 
 def _token_safe_common_prefix(first: str, second: str, special_tokens: dict[str, str]) -> str:
@@ -741,6 +844,50 @@ def _token_safe_common_prefix(first: str, second: str, special_tokens: dict[str,
             if match.start() < length < match.end():
                 length = match.start()
     return first[:length]
+
+
+def _token_safe_common_suffix(first: str, second: str, special_tokens: dict[str, str]) -> str:
+    """The common suffix of two texts, cut forward so it never starts inside a special token.
+
+    ``<|eot_id|><|start_header_id|>`` and ``<|begin_of_text|><|start_header_id|>`` share ``|><|start...``.
+    """
+    length = len(os.path.commonprefix([first[::-1], second[::-1]]))
+    pattern = special_token_pattern(special_tokens.values())
+    for text in (first, second):
+        cut = len(text) - length
+        for match in pattern.finditer(text):
+            if match.start() < cut < match.end():
+                cut = match.end()
+        length = min(length, len(text) - cut)
+    return first[len(first) - length:] if length else ""
+
+
+def _closing_text(renderer: _WrapperRenderer, before_user: str, after_user: str,
+                  special_tokens: dict[str, str]) -> str:
+    """What every conversation gets after its last turn, told from the turns themselves ("" when unsure).
+
+    Used when the generation prompt cannot show where the user's turn ends, because it changes
+    nothing: some templates print the assistant header whatever ``add_generation_prompt`` says.
+    Between an assistant and a user turn stand the assistant's suffix and the user's prefix; the
+    user's prefix also ends the text before the first user turn. So the assistant's suffix is
+    known, and what follows it when the conversation ends with the assistant is the closing text.
+    """
+    exchange = renderer.render([_user(USER_SENTINEL), {"role": "assistant", "content": ASSISTANT_SENTINEL},
+                                _user(SECOND_USER_SENTINEL)])
+    answered = renderer.render([_user(USER_SENTINEL), {"role": "assistant", "content": ASSISTANT_SENTINEL}])
+    if not exchange.ok or not answered.ok:
+        return ""
+    after_assistant = _split_at(exchange.text, ASSISTANT_SENTINEL)
+    answer_end = _split_at(answered.text, ASSISTANT_SENTINEL)
+    between = _split_at(after_assistant[1], SECOND_USER_SENTINEL) if after_assistant is not None else None
+    if between is None or answer_end is None:
+        return ""
+    user_prefix = _token_safe_common_suffix(before_user, between[0], special_tokens)
+    assistant_suffix = between[0][: len(between[0]) - len(user_prefix)]
+    if not user_prefix or not assistant_suffix or not answer_end[1].startswith(assistant_suffix):
+        return ""
+    closing = answer_end[1][len(assistant_suffix):]
+    return closing if after_user.endswith(closing) and len(closing) < len(after_user) else ""
 
 
 def _extract_wrappers(
@@ -761,8 +908,11 @@ def _extract_wrappers(
     if prompted_user.ok and _split_at(prompted_user.text, USER_SENTINEL) is not None:
         prompted_after = _split_at(prompted_user.text, USER_SENTINEL)[1]
     user_suffix = after_user
-    if prompted_after is not None:
+    if prompted_after is not None and prompted_after != after_user:
         user_suffix = _token_safe_common_prefix(after_user, prompted_after, special_tokens)
+    else:
+        closing = _closing_text(renderer, before_user, after_user, special_tokens)
+        user_suffix = after_user[: len(after_user) - len(closing)]
     end = after_user[len(user_suffix):]
     generation_prompt = _generation_prompt(single_user, prompted_user, prompted_after, user_suffix)
 
@@ -775,7 +925,7 @@ def _extract_wrappers(
         user = Wrapper(before_user, user_suffix, WRAPPER_UNCLEAR,
                        "no later user turn to compare with, so the prefix includes the conversation start")
     roles = {
-        "system": _system_wrapper(renderer, start, special_tokens.get("bos_token"), user.prefix),
+        "system": _system_wrapper(renderer, start, user.prefix),
         "user": user,
         "assistant": assistant,
         "tool": _tool_wrapper(renderer, user, assistant, end),
@@ -823,16 +973,20 @@ def _assistant_and_user_prefix(renderer: _WrapperRenderer, user_suffix: str, end
     return assistant, user_prefix
 
 
-def _system_wrapper(renderer: _WrapperRenderer, start: str, bos: str | None, user_prefix: str | None) -> Wrapper:
-    rendering = renderer.render([{"role": "system", "content": SYSTEM_SENTINEL}, _user(USER_SENTINEL)])
+def _system_wrapper(renderer: _WrapperRenderer, start: str, user_prefix: str | None) -> Wrapper:
+    messages = [{"role": "system", "content": SYSTEM_SENTINEL}, _user(USER_SENTINEL)]
+    rendering = renderer.render(messages)
     if not rendering.ok:
         return Wrapper(None, None, WRAPPER_NOT_SUPPORTED, _failure_note(rendering))
     parts = _split_at(rendering.text, SYSTEM_SENTINEL)
     if parts is None:
         return Wrapper("", "", WRAPPER_NOT_RENDERED, "the system message's content is not rendered")
     before, after = parts
-    # A default system prompt in the start is replaced, not preceded, by a given one; then only BOS goes.
-    prefix, _ = _strip_start(before, start, bos)
+    # A default system prompt in the start is replaced, not preceded, by a given one; then only
+    # the BOS the template prints from bos_token goes.
+    prefix, stripped = _strip_start(before, start)
+    if not stripped and renderer.starts_with_bos_variable(messages):
+        prefix, _ = _strip_start(before, renderer.bos())
     user_at = after.find(USER_SENTINEL)
     if user_at < 0:
         return Wrapper(prefix, None, WRAPPER_UNCLEAR, "the user's content is not rendered after a system message")

@@ -184,6 +184,25 @@ def test_git_revision_of_a_config_file_and_a_model_directory(repo):
     assert from_directory.identical
 
 
+def test_git_revision_of_a_template_file_in_a_model_directory_gets_its_tokens(repo, run):
+    """The working copy's model/chat_template.jinja renders with the directory's special tokens;
+    the revision's copy came alone, so every fixture differed in its BOS."""
+    with_bos = "{{ bos_token }}" + CHATML
+    _write(repo / "model" / "tokenizer_config.json", json.dumps({"bos_token": "<|begin_of_text|>"}))
+    _write(repo / "model" / "chat_template.jinja", with_bos)
+    extra = repo / "model" / "additional_chat_templates"
+    extra.mkdir()
+    _write(extra / "tool_use.jinja", with_bos)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "template file")
+    for path in ("model/chat_template.jinja", "model/additional_chat_templates/tool_use.jinja"):
+        report = templatekit.diff(f"git:HEAD:{path}", path, ["basic"], now=NOW)
+        (comparison,) = report.comparisons
+        assert comparison.status == IDENTICAL, (path, comparison.a.text, comparison.b.text)
+        assert report.a_placeholders == report.b_placeholders
+        assert run("diff", f"git:HEAD:{path}", path).exit_code == 0
+
+
 def test_git_errors_are_one_line_and_name_the_spec(repo, run, tmp_path):
     with pytest.raises(InputError, match=r"^git:nope:t\.jinja: unknown git revision 'nope'$"):
         templatekit.diff("git:nope:t.jinja", "t.jinja")
@@ -449,7 +468,7 @@ def test_cli_exit_codes(run, tmp_path):
     same = run("diff", a, a, "-f", "basic", "--no-color")
     assert same.exit_code == 0
     assert "= basic: identical" in same.output
-    assert same.output.rstrip().endswith("1 fixtures: 1 identical — renders identical")
+    assert same.output.rstrip().endswith("\n1 fixture: 1 identical — renders identical")
     changed = run("diff", a, b, "-f", "basic", "-f", "multi-turn", "--no-color")
     assert changed.exit_code == 1
     assert "≠ basic: whitespace-only" in changed.output
@@ -474,8 +493,12 @@ def test_cli_json_schema(run, tmp_path):
     result = run("diff", a, b, "-f", "basic", "-f", "tool-call", "--format", "json", "--now", "2025-01-15T10:30:00")
     assert result.exit_code == 1
     data = json.loads(result.output)
-    assert set(data) == {"schema_version", "a", "b", "changed", "summary", "token_note", "fixtures"}
-    assert data["schema_version"] == 1 and data["changed"] is True
+    assert set(data) == {"schema_version", "a", "b", "changed", "compared", "not_compared_reason",
+                         "placeholder_tokens", "summary", "token_note", "fixtures"}
+    assert data["schema_version"] == 1 and data["changed"] is True and data["compared"] is True
+    assert data["not_compared_reason"] is None
+    # CHATML names no special token, so no placeholder is worth mentioning.
+    assert data["placeholder_tokens"] == {"a": {}, "b": {}}
     assert data["summary"] == {"identical": 0, "whitespace-only": 0, "different": 2, "one-raised": 0,
                                "both-raised-same": 0, "both-raised-different": 0, "token-different": 0, "total": 2}
     fixture = data["fixtures"][0]
@@ -506,3 +529,189 @@ def test_cli_bad_input_is_one_line_exit_2(run, tmp_path):
     assert fixture.exit_code == 2 and fixture.output.count("\n") == 1
     three = run("diff", a, a, a)
     assert three.exit_code == 2 and "exactly two sources" in three.output
+
+
+# ---------------------------------------------------------------------------------------------
+# sources without special tokens, --var, nothing to compare
+
+# Llama 3 as Meta ships it: BOS from the tokenizer, each turn closed by <|eot_id|>.
+LLAMA3_EOT = (
+    "{% for message in messages %}{% set content = '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+# The review's edit: every turn closed by <|eom_id|> instead.
+LLAMA3_EOM = LLAMA3_EOT.replace("<|eot_id|>", "<|eom_id|>")
+
+
+def test_bare_jinja_files_render_with_placeholder_tokens_so_a_real_change_shows(tmp_path, run):
+    """Both files lack a tokenizer, so bos_token was undefined on both sides: every fixture
+    "both raised the same error" and the diff passed a changed end-of-turn token."""
+    a = _write(tmp_path / "a.jinja", LLAMA3_EOT)
+    b = _write(tmp_path / "b.jinja", LLAMA3_EOM)
+    report = templatekit.diff(str(a), str(b), ["basic"], now=NOW)
+    (comparison,) = report.comparisons
+    assert comparison.status == DIFFERENT and report.changed
+    assert comparison.a.text.startswith("<s><|start_header_id|>user")
+    assert report.a_placeholders == report.b_placeholders == {"bos_token": "<s>"}
+    result = run("diff", str(a), str(b), "--no-color")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == f"a: {a}"
+    assert lines[1] == "   this source has no special tokens, so placeholders stand in: bos_token=<s> " \
+                       "(--var NAME=VALUE gives the real value)"
+    assert "-<s><|start_header_id|>user<|end_header_id|>↵" not in result.output  # the BOS line is unchanged
+    assert any(line.startswith("    +") and "<|eom_id|>" in line for line in lines)
+    assert "renders differ" in lines[-1] and "both-raised" not in result.output
+
+
+def test_placeholders_only_for_a_source_without_special_tokens(tmp_path):
+    """A tokenizer config that names some tokens but no BOS renders as transformers would: the
+    template fails at bos_token, on that side only."""
+    model = tmp_path / "model"
+    model.mkdir()
+    _write(model / "tokenizer_config.json", json.dumps({"chat_template": LLAMA3_EOT, "eos_token": "<|eot_id|>"}))
+    bare = _write(tmp_path / "bare.jinja", LLAMA3_EOT)
+    report = templatekit.diff(str(model), str(bare), ["basic"], now=NOW)
+    (comparison,) = report.comparisons
+    assert (comparison.status, comparison.raised_side) == (ONE_RAISED, "a")
+    assert "'bos_token' is undefined" in comparison.a.error_description
+    assert report.a_placeholders == {} and report.b_placeholders == {"bos_token": "<s>"}
+    # A token given by the caller is the caller's, not a placeholder.
+    given = templatekit.diff(str(bare), str(bare), ["basic"], special_tokens={"bos_token": "<|begin_of_text|>"},
+                             now=NOW)
+    assert given.comparisons[0].a.text.startswith("<|begin_of_text|><|start_header_id|>")
+    assert given.a_placeholders == {}
+
+
+def test_var_applies_to_both_sides_and_overrides_a_placeholder(tmp_path, run):
+    greeting = "{{ bos_token }}{% if formal is sameas true %}Dear {% endif %}{{ greeting }}: " \
+               "{% for m in messages %}{{ m.content }}{% endfor %}"
+    a = str(_write(tmp_path / "a.jinja", greeting))
+    b = str(_write(tmp_path / "b.jinja", greeting.replace(": ", "; ")))
+    data = json.loads(run("diff", a, a, "-f", "basic", "--format", "json", "--var", "greeting=Hello",
+                          "--var", "formal=true", "--var", "bos_token=<|begin_of_text|>").output)
+    text = data["fixtures"][0]["a"]["text"]
+    assert text.startswith("<|begin_of_text|>Dear Hello: What is the capital")  # JSON true, not the string
+    assert data["fixtures"][0]["b"]["text"] == text
+    assert data["placeholder_tokens"] == {"a": {}, "b": {}}
+    changed = run("diff", a, b, "-f", "basic", "--var", "greeting=Hello", "--no-color")
+    assert changed.exit_code == 1 and "-<s>Hello:·What" in changed.output and "+<s>Hello;·What" in changed.output
+    bad = run("diff", a, b, "--var", "no-equals-sign")
+    assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output
+
+
+def test_nothing_compared_when_no_fixture_renders_on_either_side(tmp_path, run):
+    needs_variable = "{{ greeting + ': ' }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    a = str(_write(tmp_path / "a.jinja", needs_variable))
+    report = templatekit.diff(a, a, ["basic", "multi-turn"], now=NOW)
+    assert {c.status for c in report.comparisons} == {BOTH_RAISED_SAME}
+    assert not report.changed and not report.compared and not report.identical
+    assert report.not_compared_reason == (
+        f"every fixture failed on both sides; first error (basic): {a}:1: render error (UndefinedError): "
+        "'greeting' is undefined")
+    result = run("diff", a, a, "-f", "basic", "-f", "multi-turn", "--no-color")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert "? basic: both-raised-same" in lines and "renders identical" not in result.output
+    assert lines[-1] == f"2 fixtures: 2 both-raised-same — nothing could be compared: {report.not_compared_reason}"
+    data = json.loads(run("diff", a, a, "-f", "basic", "--format", "json").output)
+    assert (data["changed"], data["compared"]) == (False, False)
+    assert "'greeting' is undefined" in data["not_compared_reason"]
+    # Given the variable, the same command compares and passes.
+    assert run("diff", a, a, "-f", "basic", "--var", "greeting=hi").exit_code == 0
+
+
+def test_the_same_error_on_both_sides_is_unchanged_when_other_fixtures_rendered(tmp_path, run):
+    """A template rejecting a role it does not support rejects it on both sides: that fixture is
+    legitimately unchanged, and the verdict says it compared only the error."""
+    gemma = str(_write(tmp_path / "gemma.jinja", GEMMA))
+    report = templatekit.diff(gemma, gemma, ["basic", "system-multi-turn"], now=NOW)
+    assert [c.status for c in report.comparisons] == [IDENTICAL, BOTH_RAISED_SAME]
+    assert report.compared and report.identical
+    result = run("diff", gemma, gemma, "-f", "basic", "-f", "system-multi-turn", "--no-color")
+    assert result.exit_code == 0
+    assert "= system-multi-turn: both-raised-same" in result.output
+    assert result.output.rstrip().endswith(
+        "2 fixtures: 1 identical, 1 both-raised-same — renders identical "
+        "(1 fixture raised the same error on both sides, so only the error was compared)")
+
+
+# ---------------------------------------------------------------------------------------------
+# wrappers: one template, any source kind
+
+# SmolLM2's template: ChatML with a default system prompt, and the model's BOS is <|im_start|>,
+# which the template writes by hand to open every turn (it never prints bos_token).
+SMOL = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are SmolLM.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_wrappers_of_one_template_agree_whatever_the_source_kind(tmp_path, run):
+    """The system prefix lost its <|im_start|> for a source whose BOS is <|im_start|>: the BOS was
+    stripped by its text, though the template never printed bos_token."""
+    bare = _write(tmp_path / "smol.jinja", SMOL)
+    model = tmp_path / "model"
+    model.mkdir()
+    _write(model / "tokenizer_config.json", json.dumps(
+        {"chat_template": SMOL, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}))
+    found = [role_wrappers(str(spec), now=NOW) for spec in (bare, model)]
+    assert found[0].roles == found[1].roles
+    assert found[1].roles["system"] == dataclasses.replace(found[1].roles["system"], prefix="<|im_start|>system\n",
+                                                           suffix="<|im_end|>\n", status=WRAPPER_OK)
+    assert found[0].start == found[1].start == "<|im_start|>system\nYou are SmolLM.<|im_end|>\n"
+    result = run("diff", "--wrappers", str(bare), str(model), "--no-color")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    for row in ("start", "system", "user", "assistant", "tool", "generation_prompt", "end"):
+        at = lines.index(row)
+        cells = [line.split(None, 1)[1] for line in lines[at + 1: at + 3]]
+        assert cells[0] == cells[1], (row, cells)
+
+
+def test_wrappers_strip_bos_only_where_the_template_prints_bos_token():
+    # Same BOS text, printed from the variable: it is the conversation's start, not the system prefix.
+    printed = "{{ bos_token }}" + SMOL
+    wrappers = role_wrappers(_source(printed, bos_token="<|im_start|>"), now=NOW)
+    assert wrappers.roles["system"].prefix == "<|im_start|>system\n"
+    assert wrappers.start.startswith("<|im_start|><|im_start|>system\nYou are SmolLM.")
+
+
+# Llama 3.1 as NousResearch ships it: the assistant header follows every conversation, whatever
+# add_generation_prompt says.
+ALWAYS_PROMPTED = LLAMA3_EOT.replace(
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}")
+
+
+def test_wrappers_of_a_template_that_always_adds_the_generation_prompt():
+    """The generation prompt changes nothing, so it cannot show where the user's turn ends: the
+    assistant header used to be read as part of the user's suffix and every role came out unclear."""
+    assert ALWAYS_PROMPTED != LLAMA3_EOT
+    wrappers = role_wrappers(_source(ALWAYS_PROMPTED, bos_token="<|begin_of_text|>"), now=NOW)
+    header = "<|start_header_id|>{}<|end_header_id|>\n\n"
+    assert wrappers.start == "<|begin_of_text|>"
+    assert wrappers.end == header.format("assistant")
+    assert wrappers.generation_prompt.prefix == ""
+    for role in ("system", "user", "assistant"):
+        assert (wrappers.roles[role].prefix, wrappers.roles[role].suffix, wrappers.roles[role].status) == (
+            header.format(role), "<|eot_id|>", WRAPPER_OK), role
+
+
+def test_wrappers_of_bare_files_use_placeholders_and_say_so(tmp_path, run):
+    """Without a tokenizer every probe failed at bos_token and every role read "not-supported"."""
+    path = str(_write(tmp_path / "llama3.jinja", LLAMA3_EOT))
+    wrappers = role_wrappers(path, now=NOW)
+    assert wrappers.placeholders == {"bos_token": "<s>"} and wrappers.start == "<s>"
+    assert all(wrapper.status == WRAPPER_OK for wrapper in wrappers.roles.values() if wrapper is not None)
+    result = run("diff", "--wrappers", path, "--no-color")
+    assert "not-supported" not in result.output
+    assert f"{path}: this source has no special tokens, so placeholders stand in: bos_token=<s>" in result.output
+    assert "most of the 1 sources" not in result.output
+    real = run("diff", "--wrappers", path, "--var", "bos_token=<|begin_of_text|>", "--format", "json")
+    data = json.loads(real.output)["wrappers"][0]
+    assert (data["start"], data["placeholder_tokens"]) == ("<|begin_of_text|>", {})
