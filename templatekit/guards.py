@@ -504,20 +504,13 @@ class _JsonStyle(_Style):
             if len(value) <= _REMEMBERED_STRING or value.isprintable():
                 return _json_str_size(value, self.ensure_ascii, sys.maxsize)
             return None
-        if kind is int:
-            return _int_size(value)
         if kind is list or kind is dict or kind is tuple:
             return None
-        if value is None or value is True:
-            return 4
-        if value is False:
-            return 5
         if isinstance(value, str):
             return _json_str_size(value, self.ensure_ascii, sys.maxsize)
-        if isinstance(value, int):
-            return _int_size(value)
-        if isinstance(value, float):
-            return len(_json_float(value))
+        scalar = _json_scalar_size(value)
+        if scalar is not None:
+            return scalar
         if isinstance(value, (list, tuple, dict)):
             return None
         return 0  # json.dumps refuses it (TypeError) before writing it
@@ -531,19 +524,11 @@ class _JsonStyle(_Style):
         return iter(container), False, self.part_own, self.part_level, True
 
     def key_size(self, key: Any) -> int:
-        if type(key) is str:
-            return _json_str_size(key, self.ensure_ascii, sys.maxsize)
-        if key is None or key is True:
-            return 6
-        if key is False:
-            return 7
         if isinstance(key, str):
             return _json_str_size(key, self.ensure_ascii, sys.maxsize)
-        if isinstance(key, int):
-            return _int_size(key) + 2
-        if isinstance(key, float):
-            return len(_json_float(key)) + 2
-        return 0  # json.dumps refuses the key
+        scalar = _json_scalar_size(key)
+        # json.dumps writes a number, true, false or null key as a quoted string, and refuses others.
+        return 0 if scalar is None else scalar + 2
 
     def closing(self, count: int) -> tuple[int, int]:
         if not count:
@@ -594,6 +579,19 @@ def _json_str_size(text: str, ensure_ascii: bool, limit: int) -> int:
         if total > limit:
             break
     return total
+
+
+def _json_scalar_size(value: Any) -> int | None:
+    """The length json.dumps writes for a number, true, false or null; None for anything else."""
+    if value is None or value is True:
+        return 4
+    if value is False:
+        return 5
+    if isinstance(value, int):
+        return _int_size(value)
+    if isinstance(value, float):
+        return len(_json_float(value))
+    return None
 
 
 def _int_size(number: int) -> int:
