@@ -18,6 +18,7 @@ transformers; a hostile one ends with ``BudgetExceeded`` and one clear message.
 
 from __future__ import annotations
 
+import abc
 import contextvars
 import dataclasses
 import itertools
@@ -386,33 +387,40 @@ def _measure(root: Any, style: "_Style", limit: int, memo: SizeMemo) -> int:
             return running
 
 
-class _Style:
+class _Style(abc.ABC):
     """How Python prints a value; subclasses say how each kind of value prints."""
 
     cycle_size = 5
     key: Any = None
     """Tells this way of printing apart from others in a ``SizeMemo``."""
 
+    @abc.abstractmethod
     def leaf_size(self, value: Any) -> int | None:
         """The printed size of a value with no parts to measure; None for containers and for
         long strings that need escaping (measured by ``string_size``, and remembered)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def string_size(self, text: str, limit: int) -> int:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def parts(self, container: Any) -> tuple[Any, bool, int, int, bool]:
         """(iterator over the parts, whether each is a (key, value) pair whose key ``key_size``
         measures, what each part adds besides itself at the container's level and per level,
         whether the size can be remembered)."""
-        raise NotImplementedError
+        ...
 
     def key_size(self, key: Any) -> int:
-        raise NotImplementedError
+        """The printed size of a mapping key, asked only of styles whose ``parts`` yields (key,
+        value) pairs; by default a key prints like any other value."""
+        size = self.leaf_size(key)
+        return 0 if size is None else size
 
+    @abc.abstractmethod
     def closing(self, count: int) -> tuple[int, int]:
         """What a container of ``count`` parts adds besides its parts and what ``parts`` said."""
-        raise NotImplementedError
+        ...
 
 
 class _ReprStyle(_Style):
