@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, RenderFailure
+from .errors import InputError
 from .sources import (
     PROCESSOR_TEMPLATE_FILE,
     ChatTemplate,
@@ -175,7 +175,7 @@ def _refuse_uncompilable(text: str, jinja_path: Path) -> None:
     if failure is None:
         return
     where = f"{jinja_path}:{failure.line}" if failure.line else str(jinja_path)
-    problem = RenderFailure(failure.kind, failure.message, exception_type=failure.exception_type).describe()
+    problem = failure.describe_unplaced()
     raise InputError(where, f"{problem}; not embedded (--force embeds it anyway)")
 
 

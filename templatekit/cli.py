@@ -92,12 +92,12 @@ class _Choice(click.Choice):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter as error:
-            import difflib
+            from .lint.config import _suggest
 
-            close = difflib.get_close_matches(str(value), [str(choice) for choice in self.choices], n=1)
-            if not close:
+            suggestion = _suggest(value, self.choices)
+            if not suggestion:
                 raise
-            self.fail(f"{error.message.rstrip('.')}; did you mean {close[0]!r}?", param, ctx)
+            self.fail(f"{error.message.rstrip('.')}{suggestion}", param, ctx)
 
 
 class _Group(click.Group):

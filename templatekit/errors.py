@@ -95,7 +95,13 @@ class RenderFailure(TemplatekitError):
     def placed(self, locate: Any) -> "RenderFailure":
         """This failure located by ``locate(line)`` (``ChatTemplate.location``): renders of a
         template's bare text only know it as ``<template>``."""
-        location = locate(self.line) if self.line else self.location
+        return self._at(locate(self.line) if self.line else self.location)
+
+    def describe_unplaced(self) -> str:
+        """``describe()`` without the location, for messages that say where on their own."""
+        return self._at(None).describe()
+
+    def _at(self, location: str | None) -> "RenderFailure":
         return RenderFailure(self.kind, self.message, exception_type=self.exception_type, location=location,
                              line=self.line)
 

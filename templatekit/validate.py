@@ -344,7 +344,7 @@ def refuse_uncompilable(source: TemplateSource, template_name: str | None) -> No
         failure = compile_failure(template)
         if failure is not None:
             # The failure without its location: InputError puts the file first itself.
-            problem = RenderFailure(failure.kind, failure.message, exception_type=failure.exception_type).describe()
+            problem = failure.describe_unplaced()
             raise InputError(failure.location or template.location(),
                              f"the template does not compile, so nothing can be generated: {problem}")
 

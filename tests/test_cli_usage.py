@@ -18,8 +18,8 @@ def _cli(*args: str, **options) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, expected", [
     (("lnt",), "No such command 'lnt'. Did you mean 'lint'?"),
     (("lint", "--fial-on", "x"), "lint: No such option '--fial-on'. Did you mean '--fail-on'?"),
-    (("lint", "--fail-on", "warn"), "did you mean 'warning'?"),
-    (("lint", "--format", "sarf"), "did you mean 'sarif'?"),
+    (("lint", "--fail-on", "warn"), "(did you mean 'warning'?)"),
+    (("lint", "--format", "sarf"), "(did you mean 'sarif'?)"),
     (("render", "--timeout", "0"), "render: Invalid value for '--timeout': budget seconds must be positive"),
     (("render", "--timeout", "nan"), "Invalid value for '--timeout': a budget must be a finite number"),
     (("render", "--max-output", "-5"), "Invalid value for '--max-output'"),

@@ -65,16 +65,28 @@ def _search(root: Path) -> Iterator[Path]:
     """The sources below ``root``: model directories that hold a chat template
     (as one source each) and template files (.jinja, .j2, .gguf) that are not such a directory's
     own template files. Hidden directories, virtual environments and package folders are left out."""
+    holding: dict[Path, bool] = {}  # each directory's answer, asked again by its subdirectories
+
+    def holds(directory: Path) -> bool:
+        if directory not in holding:
+            holding[directory] = _holds_chat_template(directory)
+        return holding[directory]
+
     for directory, subdirectories, files in os.walk(root):
         here = Path(directory)
         subdirectories[:] = sorted(name for name in subdirectories if _searched(here / name))
-        if here != root and _holds_chat_template(here):
+        model_dir = here != root and holds(here)
+        if model_dir:
             yield here
-        owner = _owning_model_dir(here, root)
+        # A model directory's own templates are linted with it: its chat_template.jinja and
+        # everything in its additional_chat_templates folder.
+        additional = here != root and here.name == "additional_chat_templates" and holds(here.parent)
         for name in sorted(files):
-            file = here / name
-            if file.suffix in TEMPLATE_SUFFIXES and not name.startswith(".") and not _owned_template(file, owner):
-                yield file
+            if name.startswith(".") or Path(name).suffix not in TEMPLATE_SUFFIXES:
+                continue
+            if name.endswith(".jinja") and (additional or (model_dir and name == "chat_template.jinja")):
+                continue
+            yield here / name
 
 
 def _searched(directory: Path) -> bool:
@@ -96,22 +108,6 @@ def _holds_chat_template(path: Path) -> bool:
         return True
     return any((path / name).is_file() and _has_chat_template_key(path / name)
                for name in ("tokenizer_config.json", "chat_template.json"))
-
-
-def _owning_model_dir(directory: Path, root: Path) -> Path | None:
-    """The model directory (holding a chat template) that ``directory`` is, or is the
-    additional_chat_templates folder of."""
-    for candidate in (directory, directory.parent):
-        if (candidate == root or root in candidate.parents) and _holds_chat_template(candidate):
-            return candidate
-    return None
-
-
-def _owned_template(file: Path, owner: Path | None) -> bool:
-    """Whether ``file`` is one of ``owner``'s own templates, linted with the directory."""
-    if owner is None or file.suffix != ".jinja":
-        return False
-    return file == owner / "chat_template.jinja" or file.parent == owner / "additional_chat_templates"
 
 
 class Linter:

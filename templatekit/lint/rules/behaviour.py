@@ -81,7 +81,7 @@ def failure_text(failure: RenderFailure) -> str:
     own, so the location would name Jinja's internal template name (``<template>:15``), and a
     line in a message can disagree with the finding's own location (an embedded template's
     lines are not its file's): the finding carries the line instead."""
-    return RenderFailure(failure.kind, failure.message, exception_type=failure.exception_type).describe()
+    return failure.describe_unplaced()
 
 
 class BehaviourRule(Rule):
