@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import jinja2
 import pytest
 from click.testing import CliRunner
 
@@ -179,6 +180,15 @@ def test_warm_cache_returns_the_same_findings(project):
     assert cached_files
     second = [r.diagnostics for r in [Linter(load_config()).lint_path(project / "bad.jinja")]]
     assert first == second
+
+
+def test_cached_results_are_not_reused_under_another_jinja_version(project, monkeypatch):
+    # Jinja parses and renders every template: another version may find something else.
+    Linter(load_config()).lint_path(project / "bad.jinja")
+    before = set((project / "cache").rglob("*.json"))
+    monkeypatch.setattr(jinja2, "__version__", jinja2.__version__ + ".post-test")
+    Linter(load_config()).lint_path(project / "bad.jinja")
+    assert len(set((project / "cache").rglob("*.json")) - before) == 1
 
 
 def test_readme_rule_table_is_generated_from_the_rules():
