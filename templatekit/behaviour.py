@@ -28,7 +28,7 @@ from typing import Any
 from . import capabilities as caps
 from .conversation import REASONING_FIELDS, Conversation
 from .fixtures import shared_builtin_fixtures
-from .errors import OutOfTime
+from .errors import OutOfOutput, OutOfTime
 from .guards import Budget
 from .environment import acting_settings, compile_with_text_slots, hand_over_tree, lex_variant
 from .rendering import Rendering, render_template
@@ -61,6 +61,11 @@ HISTORY_WINDOW = 2
 TEXT_VARIANT_FIXTURES = frozenset({"unicode", "markup-in-content"})
 
 
+# The failures a render reaches only after spending its whole budget (errors.SpentBudget), by the
+# exception type name a RenderFailure keeps.
+_SPENT_BUDGETS = frozenset({OutOfTime.__name__, OutOfOutput.__name__})
+
+
 class Behaviour:
     """The renders of one template, cached by key, and its capabilities."""
 
@@ -75,11 +80,12 @@ class Behaviour:
         # The one conversation the checks run on instead of the built-in fixtures (see checking()).
         self.given: Conversation | None = None
         self.render_count = 0
-        # The capability-probe render that ran out of time, if one did. Every later render of such
-        # a template (a hostile one: nested loops that never end) would spend its whole time
-        # budget too, dozens of seconds in all, so the probe stops there and no check runs.
-        self._probe_out_of_time: Rendering | None = None
-        self.out_of_time_probe = ""  # the probe's key for that render
+        # The capability-probe render that spent its whole time, output or memory budget, if one
+        # did. Every later render of such a template (a hostile one: nested loops that never end
+        # or print without end) would spend it too, seconds to minutes in all, so the probe stops
+        # there and no check runs.
+        self._probe_spent_budget: Rendering | None = None
+        self.spent_budget_probe = ""  # the probe's key for that render
         # Whether the text-slotted compile reproduces each reference render (render_with_settings).
         self._slots_agree: dict[int, tuple[Rendering, bool]] = {}
 
@@ -92,7 +98,7 @@ class Behaviour:
         """
         checked = Behaviour(self.text, self.special_tokens, self._config_capabilities)
         checked._capabilities = self.capabilities
-        checked._probe_out_of_time, checked.out_of_time_probe = self._probe_out_of_time, self.out_of_time_probe
+        checked._probe_spent_budget, checked.spent_budget_probe = self._probe_spent_budget, self.spent_budget_probe
         checked.given = conversation.replace(name=conversation.name or "conversation")
         checked._fixtures = [checked.given]
         return checked
@@ -134,20 +140,21 @@ class Behaviour:
         return self._capabilities
 
     def _probe_render(self, key: str, conversation: Conversation, add_generation_prompt: bool | None) -> Rendering:
-        if self._probe_out_of_time is not None:
-            return self._probe_out_of_time  # a failure: the probe reads the capability as absent
+        if self._probe_spent_budget is not None:
+            return self._probe_spent_budget  # a failure: the probe reads the capability as absent
         rendering = self.render(key, conversation, add_generation_prompt)
-        if not rendering.ok and rendering.error.exception_type == OutOfTime.__name__:
-            self._probe_out_of_time = rendering
-            self.out_of_time_probe = key
+        if not rendering.ok and rendering.error.exception_type in _SPENT_BUDGETS:
+            self._probe_spent_budget = rendering
+            self.spent_budget_probe = key
         return rendering
 
     @property
-    def out_of_time(self) -> Rendering | None:
-        """The capability-probe render that ran out of its time budget (probing first), or None.
-        When there is one, the template is not checked further: see ``__init__``."""
+    def spent_budget(self) -> Rendering | None:
+        """The capability-probe render that spent its whole time, output or memory budget
+        (probing first), or None. When there is one, the template is not checked further: see
+        ``__init__``."""
         self.capabilities
-        return self._probe_out_of_time
+        return self._probe_spent_budget
 
     @property
     def fixtures(self) -> list[Conversation]:

@@ -265,6 +265,37 @@ def resolve(probed: Capabilities, template_text: str, config_values: Mapping[str
     return Capabilities(values=values, sources=sources, facts=dict(probed.facts))
 
 
+def capability_note(capabilities: Capabilities, name: str) -> str:
+    """What probing saw about ``name`` beyond yes/no ("" when nothing). The null-content fact
+    goes with tool calls: an assistant turn holding only tool calls is where content is null."""
+    note = capabilities.facts.get(name, "")
+    if name == "tool_calls" and "content" in capabilities.facts:
+        note = "; ".join(part for part in (note, capabilities.facts["content"]) if part)
+    return note
+
+
+def capabilities_data(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None,
+                      *, probing_stopped: bool = False) -> dict[str, Any]:
+    """The capabilities as plain JSON data, keyed by name in report order.
+
+    ``source`` is ``"probed"``, ``"comment"`` or ``"config"``; when probing stopped early
+    (``probing_stopped``), a probed "no" may only mean the probe never ran, so its source is
+    ``"unknown"``.
+    """
+    found = {}
+    for name in CAPABILITY_NAMES:
+        supported = capabilities.supports(name)
+        source = capabilities.sources.get(name, "probed")
+        if probing_stopped and source == "probed" and not supported:
+            source = "unknown"
+        found[name] = {"supported": supported, "source": source, "note": capability_note(capabilities, name) or None,
+                       "description": DESCRIPTIONS[name]}
+    return {
+        "capabilities": found,
+        "not_evaluated": [{"fixture": fixture, "needs": list(missing)} for fixture, missing in not_evaluated or ()],
+    }
+
+
 def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None) -> str:
     """The text ``templatekit capabilities SOURCE`` prints: one line per capability, then the
     built-in fixtures that behavioural checks will skip."""
@@ -273,9 +304,7 @@ def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[st
     for name in CAPABILITY_NAMES:
         mark = "yes" if capabilities.supports(name) else "no "
         source = capabilities.sources.get(name, "probed")
-        note = capabilities.facts.get(name, "")
-        if name == "tool_calls" and "content" in capabilities.facts:
-            note = "; ".join(part for part in (note, capabilities.facts["content"]) if part)
+        note = capability_note(capabilities, name)
         detail = f"  ({source})" if source != "probed" else ""
         lines.append(f"{name:<{width}}  {mark}  {DESCRIPTIONS[name]}{detail}{'  - ' + note if note else ''}")
     if not_evaluated:

@@ -241,9 +241,12 @@ def _use_color(option: bool | None) -> bool:
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
               help="Extra template variable; VALUE is JSON if it parses (true, 3, [..]), else a string.")
 @click.option("--now", metavar="ISO-DATETIME", help="Pin the clock strftime_now() reads (default: local time).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (text, generation spans, errors).")
-@click.option("--raw", is_flag=True, help="Print the prompt exactly, without markers (with several conversations, "
-              "each after a '==> NAME <==' line).")
+@click.option("--format", "output_format", type=_Choice(["text", "json", "raw"]), default=None,
+              help="text: visible whitespace and highlighted tokens (default); json: text, generation spans and "
+                   "errors as JSON; raw: the prompt exactly, without markers (with several conversations, each "
+                   "after a '==> NAME <==' line).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--raw", is_flag=True, help="Same as --format raw.")
 @click.option("--color/--no-color", default=None, help="Highlight special tokens (default: when a terminal).")
 @click.option("--timeout", type=float, metavar="SECONDS",
               help="Wall-time budget per render (default 2 s, more for long conversations).")
@@ -251,18 +254,20 @@ def _use_color(option: bool | None) -> bool:
 def render(
     source: str | None, fixtures: tuple[str, ...], messages_file: str | None, add_generation_prompt: bool | None,
     continue_final: str | None, template_name: str | None, variables: tuple[str, ...], now: str | None,
-    as_json: bool, raw: bool, color: bool | None, timeout: float | None, max_output: int | None,
+    output_format: str | None, as_json: bool, raw: bool, color: bool | None, timeout: float | None,
+    max_output: int | None,
 ) -> None:
     """Render SOURCE (default: the bundled ChatML template) as transformers would.
 
     SOURCE is a .jinja file, tokenizer_config.json, chat_template.json, a model directory, a
     GGUF file, or - for a template read from standard input. Spaces (·), tabs (→), newlines (↵)
-    and invisible characters are shown; use --raw for the exact text. Exits 1 when a render
+    and invisible characters are shown; use --format raw for the exact text. Exits 1 when a render
     fails (including the template's own raise_exception).
     """
     from .rendering import render_template
     from .visible import make_visible
 
+    output_format = _render_format(output_format, as_json, raw)
     template_source = _load_source(source)
     conversations = _conversations(fixtures, messages_file)
     extra = dict(_parse_var(item) for item in variables)
@@ -282,9 +287,9 @@ def render(
             add_generation_prompt=add_generation_prompt, now=pinned, budget=budget,
         ))
     failed = any(not result.ok for result in results)
-    if as_json:
+    if output_format == "json":
         click.echo(json.dumps([_rendering_json(result) for result in results], ensure_ascii=False, indent=2))
-    elif raw:
+    elif output_format == "raw":
         for result in results:
             name = one_line(result.conversation.name or "conversation")
             if len(results) > 1:
@@ -309,6 +314,18 @@ def render(
         ok = sum(result.ok for result in results)
         click.echo(f"{ok} of {len(results)} rendered" + (f", {len(results) - ok} failed" if failed else ""))
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _render_format(output_format: str | None, as_json: bool, raw: bool) -> str:
+    """The one output format --format, --json and --raw ask for together; two different ones
+    are a usage error rather than one silently winning."""
+    asked = [(f"--format {output_format}", output_format)] if output_format else []
+    asked += [(option, name) for option, name, given in (("--json", "json", as_json), ("--raw", "raw", raw)) if given]
+    formats = {name for _option, name in asked}
+    if len(formats) > 1:
+        raise click.UsageError(f"{' and '.join(option for option, _name in asked)} ask for different output "
+                               "formats; give one")
+    return formats.pop() if formats else "text"
 
 
 def _failure_line(result: Any) -> str:
@@ -358,12 +375,19 @@ def _rendering_json(result: Any) -> dict:
 
 @main.command()
 @click.argument("names", nargs=-1)
-def fixtures(names: tuple[str, ...]) -> None:
+@click.option("--format", "output_format", type=_Choice(["text", "json"]), default="text", show_default=True,
+              help="json: a list of whole fixtures (every built-in one, or those named), each loadable as a "
+                   "fixture file.")
+def fixtures(names: tuple[str, ...], output_format: str) -> None:
     """List the built-in fixture conversations, or show the named ones (or files) as YAML."""
     import yaml
 
     from .fixtures import builtin_fixtures, load_fixture
 
+    if output_format == "json":
+        chosen = [load_fixture(name) for name in names] if names else builtin_fixtures()
+        click.echo(json.dumps([_fixture_json(conversation) for conversation in chosen], ensure_ascii=False, indent=2))
+        return
     if not names:
         for conversation in builtin_fixtures():
             needs = f"  [needs: {', '.join(conversation.requires)}]" if conversation.requires else ""
@@ -374,6 +398,19 @@ def fixtures(names: tuple[str, ...]) -> None:
             click.echo("---")
         conversation = load_fixture(name)
         click.echo(yaml.safe_dump(conversation.to_mapping(), allow_unicode=True, sort_keys=False, width=100), nl=False)
+
+
+def _fixture_json(conversation: Any) -> dict:
+    """A fixture as its file's mapping, so one copied out loads with -f as it is. The keys a
+    script reads are always there (tools and documents null when it has none, as the schema
+    allows); a name or description only when the fixture has one, since the schema has no null
+    for them (every built-in has both)."""
+    mapping = conversation.to_mapping()
+    data = {key: mapping[key] for key in ("name", "description") if key in mapping}
+    data.update({"requires": list(conversation.requires), "messages": conversation.messages,
+                 "tools": conversation.tools, "documents": conversation.documents})
+    data.update((key, value) for key, value in mapping.items() if key not in data)
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,37 +577,58 @@ def _split_selectors(values: tuple[str, ...]) -> tuple[str, ...]:
 
 @main.command()
 @click.argument("source")
-def capabilities(source: str) -> None:
+@click.option("--template-name", "-t", metavar="NAME",
+              help="Which named template of the source to probe (default: every one).")
+@click.option("--format", "output_format", type=_Choice(["text", "json"]), default="text", show_default=True)
+def capabilities(source: str, template_name: str | None, output_format: str) -> None:
     """Probe what a chat template supports (system role, tools, tool calls, documents, reasoning,
     typed content, ...) by rendering needle conversations, as llama.cpp's minja does.
 
-    Exit codes: 0 probed; 1 probing stopped because a render ran out of its time budget (the
-    table then says only what was found before); 2 input error."""
+    A source with several named templates gets a table for each, or for the one --template-name
+    names.
+
+    Exit codes: 0 probed; 1 probing stopped because a render spent its whole time, output or
+    memory budget (the table then says only what was found before); 2 input error."""
     from .behaviour import Behaviour
-    from .capabilities import format_capabilities
+    from .capabilities import capabilities_data, format_capabilities
     from .lint.config import load_config
     from .rendering import compile_failure
     from .sources import load_source
 
     config = load_config(None)
     loaded = load_source(Path(_source_path(source)))
-    out_of_time = False
-    for template in loaded.templates.values():
+    chosen = [loaded.select(template_name)] if template_name is not None else list(loaded.templates.values())
+    for template in chosen:
         # Every probe of a template that does not compile fails: a table of "no" would say
         # the template supports nothing, where the truth is that it cannot render at all.
         failure = compile_failure(template)
         if failure is not None:
             _fail_input(f"{template.location(failure.line)}: the template does not compile: {failure.message}")
+    entries = []
+    any_stopped = False
+    for template in chosen:
         behaviour = Behaviour(template.text, loaded.special_tokens, config.capabilities)
-        if len(loaded.templates) > 1:
-            click.echo(f"== {one_line(template.name)}")
-        click.echo(format_capabilities(behaviour.capabilities, behaviour.not_evaluated()))
-        if behaviour.out_of_time is not None:
-            # The "no"s above only mean the probing stopped, not that the template lacks them.
-            click.echo(f"templatekit: {template.location()}: probing stopped at '{behaviour.out_of_time_probe}': "
-                       f"{behaviour.out_of_time.error.placed(template.location).describe()}", err=True)
-            out_of_time = True
-    if out_of_time:
+        stopped = None
+        if behaviour.spent_budget is not None:
+            stopped = {"probe": behaviour.spent_budget_probe,
+                       "message": behaviour.spent_budget.error.placed(template.location).describe()}
+            any_stopped = True
+        if output_format == "json":
+            data = capabilities_data(behaviour.capabilities, behaviour.not_evaluated(),
+                                     probing_stopped=stopped is not None)
+            entries.append({"template": template.name, **data, "probing_stopped": stopped})
+        else:
+            if len(chosen) > 1:
+                click.echo(f"== {one_line(template.name)}")
+            click.echo(format_capabilities(behaviour.capabilities, behaviour.not_evaluated()))
+        if stopped is not None:
+            # The "no"s only mean the probing stopped, not that the template lacks them.
+            click.echo(f"templatekit: {template.location()}: probing stopped at '{stopped['probe']}': "
+                       f"{stopped['message']}", err=True)
+    if output_format == "json":
+        payload = {"schema_version": 1, "source": source, "templates": entries}
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    if any_stopped:
         sys.exit(EXIT_FAILED)
 
 
@@ -583,12 +641,16 @@ def capabilities(source: str) -> None:
 @click.option("--template-name", "-t", metavar="NAME", help="Which named template of the source to fuzz.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), metavar="FILE",
               help="Write the minimal failing conversation here as a fixture file (FILE-2.yaml, ... for more).")
-def fuzz(source: str, examples: int, seed: int | None, template_name: str | None, output: Path | None) -> None:
+@click.option("--format", "output_format", type=_Choice(["text", "json"]), default="text", show_default=True,
+              help="json: the run and each broken invariant with its minimal conversation as data.")
+def fuzz(source: str, examples: int, seed: int | None, template_name: str | None, output: Path | None,
+         output_format: str) -> None:
     """Search for conversations that break SOURCE's behavioural invariants (TK6xx, render errors).
 
     Conversations are drawn with hypothesis in the shapes SOURCE supports; a failure is shrunk to
     a minimal conversation, printed as a fixture file that `templatekit render SOURCE -f FILE`
-    loads. Exit codes: 0 nothing broken, 1 an invariant broken, 2 input error.
+    loads. Exit codes: 0 nothing broken, 1 an invariant broken (or nothing fuzzed: the template's
+    capability probe spent a whole render budget), 2 input error.
     """
     from .fuzz import describe_shape, fuzz_template, write_fixture
     from .lint.config import load_config
@@ -596,30 +658,54 @@ def fuzz(source: str, examples: int, seed: int | None, template_name: str | None
     config = load_config(None)
     result = fuzz_template(_source_path(source), examples=examples, seed=seed, template_name=template_name,
                            config_capabilities=config.capabilities)
+    written = []
+    if output is not None:
+        for index, failure in enumerate(result.failures, start=1):
+            path = output if index == 1 else output.with_name(f"{output.stem}-{index}{output.suffix or '.yaml'}")
+            write_fixture(failure, path)
+            written.append(path)
+    nothing_checked = bool(result.tested) and result.declined + result.over_budget == result.tested
+    if result.stopped is not None:
+        click.echo(f"templatekit: {result.source}: not fuzzed: the capability probe's render "
+                   f"'{result.stopped['probe']}' failed: {result.stopped['message']}; every example would "
+                   f"spend that whole budget again", err=True)
+    if output_format == "json":
+        payload = result.to_json()
+        for index, entry in enumerate(payload["broken"]):
+            entry["fixture_file"] = str(written[index]) if index < len(written) else None
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        _fuzz_text(result, written, describe_shape(result.shape))
+    if nothing_checked and result.ok:
+        click.echo("warning: the template declined or went over budget on every example, so nothing was "
+                   "checked", err=True)
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def _fuzz_text(result: Any, written: list[Path], shape: str) -> None:
     click.echo(f"fuzzing {result.source} (template {result.template_name}): {result.examples} examples, "
                f"seed {result.seed}")
-    click.echo(f"conversations {describe_shape(result.shape)}")
+    click.echo(f"conversations {shape}")
     click.echo(f"invariants: {', '.join(result.invariants)}")
-    for index, failure in enumerate(result.failures, start=1):
+    for index, failure in enumerate(result.failures):
         click.echo()
         click.echo(f"FAILED {failure.invariant}: {failure.summary}" + (" (flaky)" if failure.flaky else ""))
         click.echo(f"  {failure.explanation}")
         click.echo("  minimal failing conversation:")
         click.echo(failure.fixture_text, nl=False)
-        if output is not None:
-            path = output if index == 1 else output.with_name(f"{output.stem}-{index}{output.suffix or '.yaml'}")
-            write_fixture(failure, path)
-            click.echo(f"wrote {path}")
+        if index < len(written):
+            click.echo(f"wrote {written[index]}")
     declined = f", {result.declined} declined by the template's raise_exception" if result.declined else ""
+    if result.over_budget:
+        declined += f", {result.over_budget} over the render budget"
     click.echo()
-    if result.failures:
+    if result.stopped is not None:
+        click.echo("no example run")
+    elif result.failures:
         click.echo(f"{len(result.failures)} invariant(s) broken after {result.tested} example(s){declined}; "
                    f"rerun with --seed {result.seed}")
-        sys.exit(EXIT_FAILED)
-    click.echo(f"no invariant broken in {result.tested} example(s){declined}")
-    if result.tested and result.declined == result.tested:
-        click.echo("warning: the template declined every example, so nothing was checked", err=True)
-    sys.exit(EXIT_OK)
+    else:
+        click.echo(f"no invariant broken in {result.tested} example(s){declined}")
 
 
 @main.command()

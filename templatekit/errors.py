@@ -125,6 +125,15 @@ class BudgetExceeded(Exception):
     """Raised inside a render when a guard trips; turned into ``RenderFailure(kind="budget")``."""
 
 
-class OutOfTime(BudgetExceeded):
-    """The render's time budget ran out. Its own type, because it is the one budget whose cost is
-    paid again in full by every later render of the same template (see ``Behaviour``)."""
+class SpentBudget(BudgetExceeded):
+    """A budget a render exceeds only after spending all of it (time, output, memory). Unlike a
+    single value over a size limit, which is refused before it is built, its cost is paid again in
+    full by every later render of the same template (see ``Behaviour``)."""
+
+
+class OutOfTime(SpentBudget):
+    """The render's time budget ran out."""
+
+
+class OutOfOutput(SpentBudget):
+    """The render printed more than its output budget, or used more than its memory budget."""

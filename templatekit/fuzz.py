@@ -15,8 +15,10 @@ template (TK611, TK614), not a conversation the template gets wrong.
 
 A conversation the template rejects with its own ``raise_exception`` (a shape it declares
 unsupported, such as tool-call ids that are not 9 characters) is counted as declined, not as a
-failure, as the TK6 rules treat it. Exhausting the render budget is the security rules' concern
-and also counts as declined.
+failure, as the TK6 rules treat it. Exceeding the render budget is the security rules' concern:
+such a conversation is counted as over budget, not as a failure. A template whose capability
+probe already spent a whole budget (time, output or memory) is not fuzzed: every example would
+spend it again (see ``Behaviour``).
 
 Runs are deterministic for a given seed and write no hypothesis example database; hypothesis'
 own cache goes to templatekit's cache directory, never the working directory. hypothesis is
@@ -30,6 +32,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +46,18 @@ from .fixtures import used_capabilities
 RENDER_ERROR = "render-error"
 RENDER_ERROR_SUMMARY = "The template fails on a valid conversation (not through its own raise_exception)."
 
-# Render failures that are the template's declared limits rather than bugs (see module docstring).
-_DECLINED_KINDS = ("raised", "budget")
+# What Checker.check returns for a conversation that is not a failure and was not checked: the
+# template declined it with raise_exception, or its render went over budget (see module docstring).
+DECLINED = "declined"
+OVER_BUDGET = "over-budget"
+_UNCHECKED_BY_KIND = {"raised": DECLINED, "budget": OVER_BUDGET}
+
+# The name a drawn (unnamed) conversation is checked under. The TK6 rules name what they check
+# "fixture '<name>'" or "... of <name>", which for a drawn conversation would call it a fixture;
+# this name is distinctive enough to be found again in their messages and reworded.
+_DRAWN_NAME = "templatekit-fuzz-drawn-conversation"
+_DRAWN_LABEL = "the generated conversation"
+_DRAWN_MENTION = re.compile(rf"(?:fixture )?'?{re.escape(_DRAWN_NAME)}'?")
 
 
 
@@ -58,6 +71,19 @@ class FuzzFailure:
     conversation: Conversation
     fixture_text: str
     flaky: bool = False
+    # The fixture file's content as data (what ``fixture_text`` holds after its comment lines).
+    fixture: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def code(self) -> str | None:
+        """The rule code of the invariant (``TK603``), None for ``render-error``."""
+        first = self.invariant.split()[0]
+        return first if first != self.invariant else None
+
+    @property
+    def name(self) -> str:
+        """The invariant's name without its code (``content-dropped``, ``render-error``)."""
+        return self.invariant.split()[-1]
 
 
 @dataclasses.dataclass
@@ -73,10 +99,38 @@ class FuzzResult:
     failures: list[FuzzFailure]
     tested: int
     declined: int
+    over_budget: int = 0
+    # Set when nothing was fuzzed because the capability probe spent a whole budget: the probe's
+    # key and the failure, described in the user's file.
+    stopped: dict[str, str] | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and self.stopped is None
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as plain JSON data; each failure's ``conversation`` is its fixture file's
+        mapping, loadable as it is by ``templatekit render -f``."""
+        return {
+            "schema_version": 1,
+            "source": self.source,
+            "template": self.template_name,
+            "seed": self.seed,
+            "examples": self.examples,
+            "examples_run": self.tested,
+            "declined": self.declined,
+            "over_budget": self.over_budget,
+            "stopped": self.stopped,
+            "shape": self.shape,
+            "invariants": list(self.invariants),
+            "ok": self.ok,
+            "broken": [
+                {"invariant": failure.invariant, "code": failure.code, "name": failure.name,
+                 "summary": failure.summary, "message": failure.explanation, "flaky": failure.flaky,
+                 "conversation": failure.fixture}
+                for failure in self.failures
+            ],
+        }
 
 
 class InvariantBroken(Exception):
@@ -134,16 +188,26 @@ class Checker:
     def invariants(self) -> list[str]:
         return [RENDER_ERROR] + [f"{rule.code} {rule.name}" for rule in self.rules]
 
-    def check(self, conversation: Conversation, only: set[str] | None = None) -> tuple[str, str, str] | None | bool:
+    def check(self, conversation: Conversation, only: set[str] | None = None) -> tuple[str, str, str] | str | None:
         """(invariant, its summary, what went wrong) for the first invariant ``conversation``
-        breaks; None when it breaks none; False when the template declines it (see module
-        docstring). ``only`` limits the rules run to those invariants (render errors are always
-        checked)."""
+        breaks; None when it breaks none; ``DECLINED`` or ``OVER_BUDGET`` when it was not checked
+        (see module docstring). ``only`` limits the rules run to those invariants (render errors
+        are always checked)."""
+        drawn = not conversation.name
+        if drawn:
+            conversation = conversation.replace(name=_DRAWN_NAME)
+        outcome = self._check(conversation, only)
+        if drawn and isinstance(outcome, tuple):
+            invariant, summary, explanation = outcome
+            return invariant, summary, _DRAWN_MENTION.sub(_DRAWN_LABEL, explanation)
+        return outcome
+
+    def _check(self, conversation: Conversation, only: set[str] | None) -> tuple[str, str, str] | str | None:
         checked = self.behaviour.checking(conversation)
         base = checked.fixture_render(checked.given)
         if not base.ok:
-            if base.error.kind in _DECLINED_KINDS:
-                return False
+            if base.error.kind in _UNCHECKED_BY_KIND:
+                return _UNCHECKED_BY_KIND[base.error.kind]
             error = base.error.placed(self.locate) if self.locate is not None else base.error
             return RENDER_ERROR, RENDER_ERROR_SUMMARY, error.describe()
         # A fresh target per conversation: rules cache variant renders on it. The renders and the
@@ -280,20 +344,25 @@ def fuzz_template(
     typed_only = checker.capabilities.facts.get("typed_content", "").startswith("requires typed content")
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
-    counts = {"tested": 0, "declined": 0}
-    failures = _search(checker, options, typed_only, examples, seed, counts)
+    counts = {"tested": 0, DECLINED: 0, OVER_BUDGET: 0}
+    spent = checker.behaviour.spent_budget
+    failures = _search(checker, options, typed_only, examples, seed, counts) if spent is None else []
     label = str(source)
     named = None if loaded.single else template.name
     result = FuzzResult(
         source=label, template_name=template.name, seed=seed, examples=examples, shape=options,
-        invariants=checker.invariants, failures=[], tested=counts["tested"], declined=counts["declined"],
+        invariants=checker.invariants, failures=[], tested=counts["tested"], declined=counts[DECLINED],
+        over_budget=counts[OVER_BUDGET],
     )
+    if spent is not None:
+        result.stopped = {"probe": checker.behaviour.spent_budget_probe,
+                          "message": spent.error.placed(template.location).describe()}
     tokens = {name: value for name, value in DEFAULT_SPECIAL_TOKENS.items()
               if name not in loaded.special_tokens and name in template.text}
     for broken, flaky in failures:
         text = fixture_text(broken, seed, label, named, tokens)
         result.failures.append(FuzzFailure(broken.invariant, broken.summary, broken.explanation,
-                                           broken.conversation, text, flaky))
+                                           broken.conversation, text, flaky, fixture_mapping(broken, tokens)))
     return result
 
 
@@ -317,8 +386,9 @@ def _search(checker: Checker, options: dict[str, Any], typed_only: bool, example
         outcome = checker.check(conversation, broken if broken else None)
         if not broken:
             counts["tested"] += 1
-            counts["declined"] += outcome is False
-        if outcome:
+            if isinstance(outcome, str):
+                counts[outcome] += 1
+        if isinstance(outcome, tuple):
             invariant, summary, explanation = outcome
             broken.add(invariant)
             raise _broken_type(invariant)(invariant, summary, explanation, conversation)
@@ -367,20 +437,25 @@ def _hypothesis_storage() -> Iterator[None]:
 # the fixture file
 
 
-def fixture_text(broken: InvariantBroken, seed: int, source: str, template_name: str | None,
-                 special_tokens: dict[str, str]) -> str:
-    """The failing conversation as a fixture file (YAML, valid against the fixture schema) with
-    a comment saying how to reproduce it. ``special_tokens`` are the tokens the checks rendered
-    with that the source does not define; they go into ``kwargs`` so ``templatekit render``
-    renders exactly what was checked."""
-    import yaml
-
+def fixture_mapping(broken: InvariantBroken, special_tokens: dict[str, str]) -> dict[str, Any]:
+    """The failing conversation as a fixture mapping. ``special_tokens`` are the tokens the checks
+    rendered with that the source does not define; they go into ``kwargs`` so ``templatekit
+    render`` renders exactly what was checked."""
     conversation = broken.conversation.replace(
         name=f"fuzz-{broken.invariant.split()[0]}",
         description=f"A minimal conversation that breaks {broken.invariant} (found by templatekit fuzz).",
         kwargs={**special_tokens, **broken.conversation.kwargs},
     )
-    mapping = conversation.to_mapping()
+    return conversation.to_mapping()
+
+
+def fixture_text(broken: InvariantBroken, seed: int, source: str, template_name: str | None,
+                 special_tokens: dict[str, str]) -> str:
+    """The failing conversation as a fixture file (YAML, valid against the fixture schema) with
+    a comment saying how to reproduce it (see ``fixture_mapping``)."""
+    import yaml
+
+    mapping = fixture_mapping(broken, special_tokens)
     body = yaml.safe_dump(mapping, allow_unicode=True, sort_keys=False, width=100)
     again = yaml.safe_load(body)
     if again != mapping:

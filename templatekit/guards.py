@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
-from .errors import BudgetExceeded, OutOfTime
+from .errors import BudgetExceeded, OutOfOutput, OutOfTime
 
 MiB = 1024 * 1024
 
@@ -159,7 +159,7 @@ class RenderGuard:
             self.memory_baseline = resident_memory()
             return
         if self.memory_baseline and resident_memory() - self.memory_baseline > self.budget.max_memory:
-            raise BudgetExceeded(
+            raise OutOfOutput(
                 f"render used more than {self.budget.max_memory // MiB} MiB of memory (memory budget)"
             )
 
@@ -203,8 +203,8 @@ class RenderGuard:
         return json_size_estimate(value, self.budget.max_output, self.sizes, ensure_ascii=ensure_ascii,
                                   indent=indent, separators=separators)
 
-    def output_exceeded(self) -> BudgetExceeded:
-        return BudgetExceeded(f"rendered output exceeds the output budget of {self.budget.max_output:,} characters")
+    def output_exceeded(self) -> OutOfOutput:
+        return OutOfOutput(f"rendered output exceeds the output budget of {self.budget.max_output:,} characters")
 
 
 _active_guard: contextvars.ContextVar[RenderGuard | None] = contextvars.ContextVar(

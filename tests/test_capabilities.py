@@ -174,6 +174,31 @@ def test_a_probe_that_runs_out_of_time_stops_the_probing_and_every_check():
     assert behaviour.render_count == 1
 
 
+# Prints a billion characters for any conversation: every render fills its whole output budget
+# (about 0.15 s for lint's) before it fails, 44 renders and 7 s per lint before probing stopped.
+FLOOD = "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x{% endfor %}{% endfor %}{% endfor %}" + CHATML
+
+
+def test_a_probe_that_fills_its_output_budget_stops_the_probing_and_every_check():
+    target = LintTarget(FLOOD)
+    behaviour = behaviour_of(target)
+    rules = [find_rule(f"TK6{number:02d}")() for number in range(1, 15)]
+    (finding,) = run_rules(target, rules)
+    assert finding.code == "TK614"
+    assert "output budget" in finding.message and "whole output or memory budget" in finding.message
+    assert behaviour.render_count == 1
+
+
+def test_a_value_over_a_size_limit_does_not_stop_the_checks():
+    # Refused before it is built, so it costs nothing to meet again: the other checks still run.
+    text = "{{ messages[0].content * 99999999 if messages|length > 3 else '' }}" + CHATML
+    target = LintTarget(text)
+    behaviour = behaviour_of(target)
+    codes = {d.code for d in run_rules(target, [find_rule(f"TK6{number:02d}")() for number in range(1, 15)])}
+    assert behaviour.spent_budget is None
+    assert behaviour.render_count > 20 and codes == {"TK614"}
+
+
 def test_capabilities_says_when_probing_stopped(run, tmp_path):
     template = tmp_path / "endless.jinja"
     template.write_text(ENDLESS, encoding="utf-8")

@@ -200,3 +200,27 @@ def test_fuzz_module_is_not_imported_by_lint():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.stdout.strip() == "[]"
+
+
+# Loops 10**10 times before it prints anything: every render spends its whole time budget.
+SPENDS_ITS_TIME = ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
+                   + CORRECT_CHATML)
+# Prints a megabyte per message: fine for short conversations, over the output budget for long ones.
+FLOODS_LONG_CONVERSATIONS = plain_chatml().replace(
+    "{% for m in messages %}", "{% for m in messages %}{% if loop.index > 3 %}{{ 'x' * 2000000 }}{% endif %}")
+
+
+def test_a_template_whose_probe_spends_its_budget_is_not_fuzzed(template, run):
+    result = run("fuzz", template(SPENDS_ITS_TIME), "-n", "50", "--seed", "1")
+    assert result.exit_code == 1
+    assert "not fuzzed: the capability probe's render 'probe:" in result.stderr
+    assert "time budget" in result.stderr
+    assert "no example run" in result.stdout
+    data = fuzz_template(template(SPENDS_ITS_TIME), examples=50, seed=1)
+    assert data.tested == 0 and not data.ok and data.stopped["probe"].startswith("probe:")
+
+
+def test_renders_over_budget_are_counted_apart_from_declined_ones(template):
+    result = fuzz_template(template(FLOODS_LONG_CONVERSATIONS), examples=60, seed=4)
+    assert result.over_budget > 0 and result.declined == 0
+    assert result.stopped is None

@@ -106,7 +106,7 @@ def test_a_probe_out_of_time_is_reported_where_the_loop_is():
     endless = ("{{ bos_token }}\n{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
                "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}")
     target = LintTarget(endless)
-    assert behaviour_of(target).out_of_time is not None
+    assert behaviour_of(target).spent_budget is not None
     (finding,) = run_rules(target, [find_rule("TK614")()])
     assert finding.line == 2
     assert "<template>" not in finding.message and "time budget" in finding.message

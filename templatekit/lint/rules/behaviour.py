@@ -41,7 +41,7 @@ from ...behaviour import (
     with_typed_text,
 )
 from ...conversation import REASONING_FIELDS, Conversation
-from ...errors import RenderFailure
+from ...errors import OutOfTime, RenderFailure
 from ..model import Diagnostic
 from ..registry import Rule, register
 from ..target import LintTarget, Token
@@ -92,13 +92,13 @@ class BehaviourRule(Rule):
     # variable, attribute or filter name, or a subscript key such as 'arguments'), optionally
     # followed by the operator that must come next ("messages[" is ``messages`` indexed).
     anchors: ClassVar[tuple[str, ...]] = ()
-    # Whether the rule still runs on a template whose capability probe ran out of time (only the
-    # rule that says what was not evaluated does).
-    checks_templates_out_of_time: ClassVar[bool] = False
+    # Whether the rule still runs on a template whose capability probe spent a whole budget (only
+    # the rule that says what was not evaluated does).
+    checks_templates_past_budget: ClassVar[bool] = False
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
-        if behaviour.out_of_time is not None and not self.checks_templates_out_of_time:
+        if behaviour.spent_budget is not None and not self.checks_templates_past_budget:
             return []
         for found in self.findings(behaviour, target):
             broken = found if isinstance(found, Broken) else Broken(found)
@@ -763,14 +763,15 @@ class ChecksNotEvaluated(BehaviourRule):
     code = "TK614"
     name = "checks-not-evaluated"
     severity = "info"
-    checks_templates_out_of_time = True
+    checks_templates_past_budget = True
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
-        if behaviour.out_of_time is not None:
-            failure = behaviour.out_of_time.error
+        if behaviour.spent_budget is not None:
+            failure = behaviour.spent_budget.error
+            spent = "time" if failure.exception_type == OutOfTime.__name__ else "output or memory"
             yield Broken(f"not evaluated: every behavioural check (TK6xx), because the capability probe's render "
-                         f"'{behaviour.out_of_time_probe}' failed: {failure_text(failure)}; every render "
-                         f"of this template would spend its whole time budget", failure.line)
+                         f"'{behaviour.spent_budget_probe}' failed: {failure_text(failure)}; every render "
+                         f"of this template would spend its whole {spent} budget", failure.line)
             return
         capabilities = behaviour.capabilities
         # Declared gaps are the author's decision: only undeclared (probed) gaps are news.
