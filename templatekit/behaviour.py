@@ -28,7 +28,6 @@ from typing import Any
 from . import capabilities as caps
 from .conversation import REASONING_FIELDS, Conversation
 from .fixtures import shared_builtin_fixtures
-from .errors import OutOfOutput, OutOfTime
 from .guards import Budget
 from .environment import acting_settings, compile_with_text_slots, hand_over_tree, lex_variant
 from .rendering import Rendering, render_template
@@ -59,11 +58,6 @@ HISTORY_WINDOW = 2
 # render per prefix. (The whitespace fixture stays: templates that trim earlier turns' content
 # re-render them differently.)
 TEXT_VARIANT_FIXTURES = frozenset({"unicode", "markup-in-content"})
-
-
-# The failures a render reaches only after spending its whole budget (errors.SpentBudget), by the
-# exception type name a RenderFailure keeps.
-_SPENT_BUDGETS = frozenset({OutOfTime.__name__, OutOfOutput.__name__})
 
 
 class Behaviour:
@@ -143,7 +137,7 @@ class Behaviour:
         if self._probe_spent_budget is not None:
             return self._probe_spent_budget  # a failure: the probe reads the capability as absent
         rendering = self.render(key, conversation, add_generation_prompt)
-        if not rendering.ok and rendering.error.exception_type in _SPENT_BUDGETS:
+        if not rendering.ok and rendering.error.spent_budget:
             self._probe_spent_budget = rendering
             self.spent_budget_probe = key
         return rendering

@@ -105,6 +105,12 @@ class RenderFailure(TemplatekitError):
         return RenderFailure(self.kind, self.message, exception_type=self.exception_type, location=location,
                              line=self.line)
 
+    @property
+    def spent_budget(self) -> bool:
+        """The render failed only after spending its whole time, output or memory budget
+        (``SpentBudget``): every other render of the template is likely to spend it again."""
+        return self.exception_type in (OutOfTime.__name__, OutOfOutput.__name__)
+
     def describe(self) -> str:
         """One line: where, what kind, and the message (newlines shown as spaces)."""
         where = f"{self.location}: " if self.location else ""

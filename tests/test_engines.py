@@ -233,6 +233,48 @@ def test_hf_jinja_batch_survives_a_hung_render(hf_engine):
     assert "timed out" in results[1].message and results[2].text == "c"
 
 
+def test_a_template_that_crashes_node_fails_only_its_own_jobs(hf_engine):
+    # V8 aborts the whole process on an array of a billion items; that is the job's failure, not
+    # "the runner failed, reinstall the package" for the batch.
+    engine = hfjinja_engine.HfJinjaEngine()
+    now = datetime(2025, 1, 15, 10, 30)
+    crashing = "{% for i in range(1000000000) %}{% endfor %}"
+    results = engine.render_batch([EngineJob(crashing, {}, now), EngineJob("{{ x }}", {"x": "c"}, now),
+                                   EngineJob(crashing, {}, now)])
+    assert [r.status for r in results] == [RUNTIME_ERROR, OK, RUNTIME_ERROR]
+    assert "node crashed" in results[0].message and results[1].text == "c"
+
+
+def test_hf_jinja_does_not_rerun_a_template_that_hung(hf_engine):
+    engine = hfjinja_engine.HfJinjaEngine(job_timeout=1.0)
+    now = datetime(2025, 1, 15, 10, 30)
+    # Loops without building an array (a billion-item range crashes node instead of hanging it).
+    endless = "{% for i in range(30000) %}{% for j in range(30000) %}{% endfor %}{% endfor %}{{ x }}"
+    jobs = [EngineJob(endless, {"x": n}, now) for n in range(5)] + [EngineJob("{{ x }}", {"x": "c"}, now)]
+    results = engine.render_batch(jobs)
+    assert "timed out after 1s" in results[0].message
+    assert all(r.status == RUNTIME_ERROR and "an earlier render of this template timed out" in r.message
+               for r in results[1:5])
+    assert results[5].text == "c"
+
+
+# Loops 10**10 times: every render spends transformers' whole time budget.
+ENDLESS = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}" + SIMPLE
+
+
+def test_a_template_that_spends_its_whole_budget_is_not_rendered_in_the_engines(both, monkeypatch):
+    ran = []
+    for name in both:
+        engine = get_engine(name)
+        monkeypatch.setattr(type(engine), "render_batch", lambda self, jobs: ran.extend(jobs) or [])
+    found = compare_engines(ENDLESS, [load_fixture("basic"), load_fixture("multi-turn")], both)
+    assert ran == []
+    assert {c.outcome for c in found} == {"not-run"} and not any(c.breaks for c in found)
+    assert all("spends its whole budget" in c.message and "time budget" in c.message for c in found)
+    report = format_comparisons(found)
+    assert "portable" not in report and "nothing compared" in report
+
+
 # -- when an engine is absent ---------------------------------------------------------------------------------
 
 

@@ -12,7 +12,9 @@ Outcomes, per engine and cell:
 - ``raised-same``: both raised with the same message (the template's own guard, portable);
 - ``raised-differs``: one side raised and the other did not, or the messages differ;
 - ``reference-failed``: transformers fails (not a template raise) but the engine renders;
-- ``both-failed``: both fail; ``not-run``: transformers rejects the inputs before rendering.
+- ``both-failed``: both fail; ``not-run``: transformers rejects the inputs before rendering, or
+  its render spends its whole time or output budget (an endless loop: the engine would only spend
+  its own too, and a probe render that does so skips every fixture of that template).
 
 ``EngineComparison.breaks`` is the measured portability failure: the reference rendered and the
 engine did not give the identical text. ``missing_capabilities`` names what the fixture needs that
@@ -157,16 +159,23 @@ def compare_many(
     # Engines first: a missing engine should fail before minutes of reference renders.
     runners = {name: get_engine(name, **(engine_options or {}).get(name, {})) for name in engines}
     predictions_by_text: dict[str, list] = {}
-    capabilities_by_text: dict[str, Any] = {}
+    behaviour_by_text: dict[str, Behaviour] = {}
     cells: list[_Cell] = []
     for template, tokens, conversations in items:
         text = template if isinstance(template, str) else template.text
         label = template.location() if hasattr(template, "location") else "<string>"
         if text not in predictions_by_text:
             predictions_by_text[text] = diagnostics if diagnostics is not None else static_predictions(text)
-            capabilities_by_text[text] = Behaviour(text, tokens).capabilities
+            behaviour_by_text[text] = Behaviour(text, tokens)
+        behaviour = behaviour_by_text[text]
         for conversation in conversations:
-            missing = tuple(capabilities_by_text[text].missing(conversation.requires))
+            missing = tuple(behaviour.capabilities.missing(conversation.requires))
+            if behaviour.spent_budget is not None:
+                # Every render of it would spend its whole budget again, in transformers and in
+                # each engine: nothing is rendered, and the probe's failure stands for the fixture.
+                cells.append(_Cell(label, text, conversation.name or "<conversation>", behaviour.spent_budget,
+                                   None, None, predictions_by_text[text], missing))
+                continue
             cells.append(_cell(template, text, label, tokens, conversation, now, predictions_by_text[text], missing))
     results: dict[str, list[EngineResult | None]] = {}
     for name, runner in runners.items():
@@ -201,6 +210,8 @@ def _fixtures(fixtures: Sequence[Conversation] | None) -> list[Conversation]:
 def _cell(template: Any, text: str, label: str, tokens: dict, conversation: Conversation, now: datetime,
           predictions: list, missing: tuple[str, ...]) -> _Cell:
     reference = render_template(template, conversation, special_tokens=tokens, now=now)
+    if reference.error is not None and reference.error.spent_budget:
+        return _Cell(label, text, conversation.name or "<conversation>", reference, None, None, predictions, missing)
     generation_prompt = conversation.wants_generation_prompt()
     try:
         # The very function render_template builds its variables with: same context by construction.
@@ -215,6 +226,9 @@ def _cell(template: Any, text: str, label: str, tokens: dict, conversation: Conv
 def _classify(cell: _Cell, result: EngineResult | None) -> tuple[str, str, str | None]:
     reference = cell.reference
     if result is None:
+        if reference.error is not None and reference.error.spent_budget:
+            return NOT_RUN, (f"transformers' render spends its whole budget, so the engine's would spend its own "
+                             f"({one_line(reference.error.describe_unplaced())})"), None
         return NOT_RUN, f"transformers rejects the inputs: {one_line(reference.error)}", None
     text = result.text
     if result.status == OK and cell.continued is not None:
@@ -285,6 +299,9 @@ def format_comparisons(comparisons: Sequence[EngineComparison], *, verbose: bool
             evaluated = [c for c in cells if c.evaluated]
             broken = sum(c.breaks for c in evaluated)
             verdict = "portable" if not broken else f"{broken} of {len(evaluated)} fixtures break"
+            if all(c.outcome in (NOT_RUN, BOTH_FAILED) for c in evaluated):
+                # Neither side rendered anything to hold the other to: not evidence of portability.
+                verdict = "nothing compared (transformers fails or refuses every fixture)"
             if len(evaluated) < len(cells):
                 verdict += f"; {len(cells) - len(evaluated)} not evaluated (input the template does not support)"
             lines.append(f"  {engine} {version}: {verdict} ({summary})")

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,19 @@ class HfJinjaEngine:
         if not self.module.is_file():
             raise EngineUnavailable(f"{self.package_dir} has no {self.module.name}; reinstall: {INSTALL_COMMAND}")
         self.job_timeout = job_timeout
+        self._works: bool | None = None  # whether node runs the package at all (_runner_works)
 
     def render(self, job: EngineJob) -> EngineResult:
         return self.render_batch([job])[0]
 
+    @property
+    def _timed_out(self) -> str:
+        """The message of a job that hung (the only result with it)."""
+        return f"render timed out after {self.job_timeout:g}s"
+
     def render_batch(self, jobs: list[EngineJob]) -> list[EngineResult]:
-        """Every job rendered by one node process (restarted only after a job that hangs)."""
+        """Every job rendered by one node process (restarted only after a job that hangs). After a
+        job hangs, the later jobs of the same template are not run: each would hang as long."""
         results: list[EngineResult | None] = [None] * len(jobs)
         pending = []
         for index, job in enumerate(jobs):
@@ -67,11 +75,18 @@ class HfJinjaEngine:
             pending.append((index, job, context))
         while pending:
             done = self._run_node(pending, results)
+            hung = {job.template for index, job, _ in pending[:done] if results[index].message == self._timed_out}
             pending = pending[done:]
+            for index, job, _ in pending:
+                if job.template in hung:
+                    results[index] = EngineResult(RUNTIME_ERROR, message=f"not run: an earlier render of this "
+                                                  f"template timed out after {self.job_timeout:g}s")
+            pending = [entry for entry in pending if entry[1].template not in hung]
         return results  # type: ignore[return-value] - every slot is filled above
 
-    def _run_node(self, pending: list[tuple[int, EngineJob, Any]], results: list) -> int:
-        """Run ``pending`` in one node process; returns how many jobs it settled (≥ 1)."""
+    def _run_node(self, pending: list[tuple[int, EngineJob, Any]], results: list, *, checking: bool = False) -> int:
+        """Run ``pending`` in one node process; returns how many jobs it settled (≥ 1; 0 only
+        when ``checking`` whether node and the package run at all)."""
         templates: dict[str, int] = {}
         jobs = []
         for _, job, context in pending:
@@ -92,11 +107,24 @@ class HfJinjaEngine:
             writer.join()
             stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
             process.wait()
-        if settled == 0:
-            # The runner died before any result (bad install, syntax the node version lacks).
-            raise EngineUnavailable(f"{PACKAGE} runner failed ({one_line(stderr) or 'no output'}); "
-                                    f"check node and reinstall: {INSTALL_COMMAND}")
+        if settled == 0 and not checking:
+            if not self._runner_works():
+                # The runner died before any result (bad install, syntax the node version lacks).
+                raise EngineUnavailable(f"{PACKAGE} runner failed ({one_line(stderr) or 'no output'}); "
+                                        f"check node and reinstall: {INSTALL_COMMAND}")
+            # node runs, so the first job itself brought it down (V8 aborts the process on an
+            # array of a billion items, for one): that job's failure, not the engine's.
+            results[pending[0][0]] = EngineResult(RUNTIME_ERROR, message=one_line(f"node crashed: {stderr}"))
+            return 1
         return settled
+
+    def _runner_works(self) -> bool:
+        """Whether node renders a trivial template with the package (asked once per engine)."""
+        if self._works is None:
+            scratch: list = [None]
+            self._works = self._run_node([(0, EngineJob("ok", {}, datetime(2025, 1, 15)), {})], scratch,
+                                         checking=True) == 1 and scratch[0].status == OK
+        return self._works
 
     def _collect(self, process: subprocess.Popen, pending: list, results: list) -> int:
         selector = selectors.DefaultSelector()
@@ -112,7 +140,7 @@ class HfJinjaEngine:
                     if settled == 0 and process.poll() is not None and process.returncode not in (None, -9):
                         return 0
                     index = pending[settled][0]
-                    results[index] = EngineResult(RUNTIME_ERROR, message=f"render timed out after {self.job_timeout:g}s")
+                    results[index] = EngineResult(RUNTIME_ERROR, message=self._timed_out)
                     return settled + 1
                 chunk = os.read(process.stdout.fileno(), 1 << 16)
                 if not chunk:  # node exited early; whatever is unsettled is retried or reported
