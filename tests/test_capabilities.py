@@ -160,32 +160,22 @@ def test_capabilities_of_a_template_that_does_not_compile_is_an_input_error(run,
 # Every render of this runs out of its time budget: two nested loops of 10**5 (each under the
 # sandbox's range limit) take hours.
 ENDLESS = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}" + CHATML
-
-
-def test_a_probe_that_runs_out_of_time_stops_the_probing_and_every_check():
-    target = LintTarget(ENDLESS)
-    behaviour = behaviour_of(target)
-    rules = [find_rule(f"TK6{number:02d}")() for number in range(1, 15)]
-    (finding,) = run_rules(target, rules)
-    assert finding.code == "TK614"
-    assert finding.message.startswith("not evaluated: every behavioural check (TK6xx)")
-    assert "probe:" in finding.message and "time budget" in finding.message
-    # One render paid the time budget, instead of one for every probe and fixture (dozens).
-    assert behaviour.render_count == 1
-
-
 # Prints a billion characters for any conversation: every render fills its whole output budget
 # (about 0.15 s for lint's) before it fails, 44 renders and 7 s per lint before probing stopped.
 FLOOD = "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x{% endfor %}{% endfor %}{% endfor %}" + CHATML
 
 
-def test_a_probe_that_fills_its_output_budget_stops_the_probing_and_every_check():
-    target = LintTarget(FLOOD)
+@pytest.mark.parametrize("text, spent", [(ENDLESS, "whole time budget"), (FLOOD, "whole output or memory budget")],
+                         ids=["time", "output"])
+def test_a_probe_that_spends_a_whole_budget_stops_the_probing_and_every_check(text, spent):
+    target = LintTarget(text)
     behaviour = behaviour_of(target)
     rules = [find_rule(f"TK6{number:02d}")() for number in range(1, 15)]
     (finding,) = run_rules(target, rules)
     assert finding.code == "TK614"
-    assert "output budget" in finding.message and "whole output or memory budget" in finding.message
+    assert finding.message.startswith("not evaluated: every behavioural check (TK6xx)")
+    assert "probe:" in finding.message and spent in finding.message
+    # One render paid the budget, instead of one for every probe and fixture (dozens).
     assert behaviour.render_count == 1
 
 

@@ -68,23 +68,18 @@ def _one_error_line(result) -> str:
 # render
 
 
-def test_render_format_json_is_what_json_prints(run, template) -> None:
+@pytest.mark.parametrize("spelled_format, alias", [("json", "--json"), ("raw", "--raw")])
+def test_render_format_prints_what_its_alias_prints(run, template, spelled_format, alias) -> None:
     source = template(CHATML)
-    spelled = run("render", source, "-f", "basic", "--format", "json")
-    alias = run("render", source, "-f", "basic", "--json")
-    assert spelled.exit_code == alias.exit_code == 0
-    assert spelled.stdout == alias.stdout
-    (rendering,) = _json(spelled)
-    assert rendering["fixture"] == "basic" and rendering["text"].startswith("<|im_start|>user\n")
-
-
-def test_render_format_raw_is_what_raw_prints(run, template) -> None:
-    source = template(CHATML)
-    spelled = run("render", source, "-f", "basic", "--format", "raw")
-    alias = run("render", source, "-f", "basic", "--raw")
-    assert spelled.exit_code == alias.exit_code == 0
-    assert spelled.stdout == alias.stdout
-    assert spelled.stdout.startswith("<|im_start|>user\nWhat is the capital")
+    spelled = run("render", source, "-f", "basic", "--format", spelled_format)
+    aliased = run("render", source, "-f", "basic", alias)
+    assert spelled.exit_code == aliased.exit_code == 0
+    assert spelled.stdout == aliased.stdout
+    if spelled_format == "json":
+        (rendering,) = _json(spelled)
+        assert rendering["fixture"] == "basic" and rendering["text"].startswith("<|im_start|>user\n")
+    else:
+        assert spelled.stdout.startswith("<|im_start|>user\nWhat is the capital")
 
 
 def test_render_format_text_is_the_default(run, template) -> None:
