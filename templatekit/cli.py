@@ -264,7 +264,7 @@ def render(
     and invisible characters are shown; use --format raw for the exact text. Exits 1 when a render
     fails (including the template's own raise_exception).
     """
-    from .rendering import render_template
+    from .rendering import RenderRun
     from .visible import make_visible
 
     output_format = _render_format(output_format, as_json, raw)
@@ -274,6 +274,7 @@ def render(
     pinned = _parse_now(now)
     budget = _budget(timeout, max_output)
     results = []
+    run = RenderRun()
     for conversation in conversations:
         if extra:
             conversation.kwargs = {**conversation.kwargs, **extra}
@@ -282,7 +283,7 @@ def render(
             if add_generation_prompt is None:
                 conversation.add_generation_prompt = False
         template = template_source.select(template_name, conversation.tools)
-        results.append(render_template(
+        results.append(run.render(
             template, conversation, special_tokens=template_source.special_tokens,
             add_generation_prompt=add_generation_prompt, now=pinned, budget=budget,
         ))

@@ -37,7 +37,7 @@ from .behaviour import DEFAULT_SPECIAL_TOKENS
 from .conversation import Conversation
 from .errors import InputError
 from .guards import DEFAULT_BUDGET, Budget
-from .rendering import Rendering, render_template
+from .rendering import Rendering, RenderRun, render_template
 from .sources import (
     ADDITIONAL_TEMPLATES_DIR,
     CHAT_TEMPLATE_FILE,
@@ -603,10 +603,11 @@ def diff(
         source_b, placeholders_b = _with_tokens(open_source(b, stack, cwd), special_tokens, variables)
         tokenizers = _tokenizers(source_a, source_b, a_label, b_label) if tokens else None
         comparisons = []
+        run_a, run_b = RenderRun(), RenderRun()
         for index, conversation in enumerate(conversations):
             fixture = conversation.name or f"conversation-{index + 1}"
-            outcome_a = _render_side(source_a, name_a, conversation, pinned, budget)
-            outcome_b = _render_side(source_b, name_b, conversation, pinned, budget)
+            outcome_a = _render_side(run_a, source_a, name_a, conversation, pinned, budget)
+            outcome_b = _render_side(run_b, source_b, name_b, conversation, pinned, budget)
             comparison = compare_outcomes(fixture, outcome_a, outcome_b, a_label, b_label)
             if tokenizers is not None and not outcome_a.raised and not outcome_b.raised:
                 a_ids, a_pieces = tokenizers[0].encode(outcome_a.text)
@@ -642,12 +643,13 @@ def _with_tokens(
 
 
 def _render_side(
-    source: TemplateSource, name: str | None, conversation: Conversation, now: datetime, budget: Budget
+    run: RenderRun, source: TemplateSource, name: str | None, conversation: Conversation, now: datetime,
+    budget: Budget,
 ) -> SideOutcome:
     template = source.select(name, conversation.tools)
     # Each side gets its own copy: the renderer must never see the other side's mutations.
-    rendering = render_template(template, conversation.replace(), special_tokens=source.special_tokens,
-                                now=now, budget=budget)
+    rendering = run.render(template, conversation.replace(), special_tokens=source.special_tokens,
+                           now=now, budget=budget)
     return SideOutcome.from_rendering(rendering)
 
 

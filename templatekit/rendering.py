@@ -117,6 +117,38 @@ def render_template(
     return Rendering(output, spans, None, template, conversation, bool(generation_prompt))
 
 
+class RenderRun:
+    """The renders of one command over several conversations (``render``, ``diff``).
+
+    A template whose render spent its whole time or output budget (an endless loop) is not
+    rendered again in the run: every later render would spend the budget too, and 18 fixtures of
+    such a template kept ``templatekit render`` silent for 36 s before it printed the same failure
+    18 times. Benign templates never come near a budget, so their renders are unchanged.
+    """
+
+    def __init__(self) -> None:
+        self._spent: dict[str, Rendering] = {}
+
+    def render(self, template: "ChatTemplate | str", conversation: Conversation, **options: Any) -> Rendering:
+        """``render_template(template, conversation, **options)``, or the failure it would give
+        without rendering when an earlier render of the same template spent a whole budget."""
+        text = template if isinstance(template, str) else template.text
+        earlier = self._spent.get(text)
+        if earlier is None:
+            rendering = render_template(template, conversation, **options)
+            if rendering.error is not None and rendering.error.spent_budget:
+                self._spent[text] = rendering
+            return rendering
+        spent = earlier.error
+        name = earlier.conversation.name or "the first conversation"
+        failure = RenderFailure("budget", f"not rendered: the render of '{name}' spent its whole budget, and "
+                                          f"every render of this template would ({spent.message})",
+                                exception_type=spent.exception_type, location=spent.location, line=spent.line)
+        prompt = options.get("add_generation_prompt")
+        return Rendering(None, [], failure, template, conversation,
+                         bool(conversation.wants_generation_prompt() if prompt is None else prompt))
+
+
 def _input_failure(exc: BaseException) -> _Failed:
     return _Failed(RenderFailure("input", str(exc), exception_type=type(exc).__name__))
 

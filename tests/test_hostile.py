@@ -183,3 +183,31 @@ def test_lint_survives_operator_chains_deeper_than_python_recursion(chain, tmp_p
     codes = {d["code"] for d in findings}
     assert "TK201" in codes  # the .strip() finding of a rule that does not recurse survives
     assert any(d["message"].startswith("not checked: the template nests expressions") for d in findings)
+
+
+def test_render_and_diff_spend_a_hostile_templates_budget_once(tmp_path, monkeypatch):
+    # Every render of an endless loop spends the whole time budget; a run of several fixtures
+    # pays it once and says so for the rest, instead of going silent for a budget per fixture.
+    from click.testing import CliRunner
+
+    from templatekit import rendering
+    from templatekit.cli import main
+
+    endless = tmp_path / "endless.jinja"
+    endless.write_text(HOSTILE["nested-range-loops"][0] + "{{ messages[0].content }}", encoding="utf-8")
+    plain = tmp_path / "plain.jinja"
+    plain.write_text("{% for m in messages %}{{ m.content }}{% endfor %}", encoding="utf-8")
+    renders = []
+    real = rendering.render_template
+    monkeypatch.setattr(rendering, "render_template", lambda *args, **kwargs: renders.append(1) or real(*args, **kwargs))
+    fixtures = ["-f", "basic", "-f", "multi-turn", "-f", "unicode"]
+
+    result = CliRunner().invoke(main, ["render", str(endless), "--timeout", "0.5", "--no-color", *fixtures])
+    assert result.exit_code == 1 and len(renders) == 1
+    failures = [line for line in result.output.splitlines() if line.startswith(str(endless))]
+    assert len(failures) == 3 and "took longer than 0.5 s" in failures[0]
+    assert all("not rendered: the render of 'basic' spent its whole budget" in line for line in failures[1:])
+
+    renders.clear()
+    compared = CliRunner().invoke(main, ["diff", str(endless), str(plain), *fixtures])
+    assert compared.exit_code == 1 and len(renders) == 1 + 3  # the plain side renders every fixture
