@@ -73,6 +73,7 @@ class Behaviour:
         self._fixtures: list[Conversation] | None = None
         # The one conversation the checks run on instead of the built-in fixtures (see checking()).
         self.given: Conversation | None = None
+        self._given_label = ""  # how findings name it (describe)
         self.render_count = 0
         # The capability-probe render that spent its whole time, output or memory budget, if one
         # did. Every later render of such a template (a hostile one: nested loops that never end
@@ -83,19 +84,29 @@ class Behaviour:
         # Whether the text-slotted compile reproduces each reference render (render_with_settings).
         self._slots_agree: dict[int, tuple[Rendering, bool]] = {}
 
-    def checking(self, conversation: Conversation) -> "Behaviour":
+    def checking(self, conversation: Conversation, label: str | None = None) -> "Behaviour":
         """A ``Behaviour`` of the same template whose checks run on ``conversation`` alone.
 
         It shares this one's capabilities (probed once) but has its own renders, so the variant
         keys rules use ("basic:tools-empty", ...) refer to ``conversation``. A lint target holds
         one of these at a time: rules cache per target, so give each conversation a fresh target.
+        ``label`` is how findings name it (``describe``); by default "conversation 'NAME'", or
+        "the conversation" when it has no name.
         """
         checked = Behaviour(self.text, self.special_tokens, self._config_capabilities)
         checked._capabilities = self.capabilities
         checked._probe_spent_budget, checked.spent_budget_probe = self._probe_spent_budget, self.spent_budget_probe
         checked.given = conversation.replace(name=conversation.name or "conversation")
+        checked._given_label = label or (f"conversation '{conversation.name}'" if conversation.name else "the conversation")
         checked._fixtures = [checked.given]
         return checked
+
+    def describe(self, conversation: Conversation) -> str:
+        """How findings name a conversation the checks ran on: a built-in fixture as
+        "fixture 'NAME'", the one conversation being checked (``checking``) by its label."""
+        if self.given is not None and conversation is self.given:
+            return self._given_label
+        return f"fixture '{conversation.name}'"
 
     # -- rendering --------------------------------------------------------------------------------
     def render(self, key: str, conversation: Conversation, add_generation_prompt: bool | None = None,

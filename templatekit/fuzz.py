@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import random
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,12 +51,8 @@ DECLINED = "declined"
 OVER_BUDGET = "over-budget"
 _UNCHECKED_BY_KIND = {"raised": DECLINED, "budget": OVER_BUDGET}
 
-# The name a drawn (unnamed) conversation is checked under. The TK6 rules name what they check
-# "fixture '<name>'" or "... of <name>", which for a drawn conversation would call it a fixture;
-# this name is distinctive enough to be found again in their messages and reworded.
-_DRAWN_NAME = "templatekit-fuzz-drawn-conversation"
+# How findings name a drawn (unnamed) conversation (Behaviour.describe).
 _DRAWN_LABEL = "the generated conversation"
-_DRAWN_MENTION = re.compile(rf"(?:fixture )?'?{re.escape(_DRAWN_NAME)}'?")
 
 
 
@@ -193,17 +188,7 @@ class Checker:
         breaks; None when it breaks none; ``DECLINED`` or ``OVER_BUDGET`` when it was not checked
         (see module docstring). ``only`` limits the rules run to those invariants (render errors
         are always checked)."""
-        drawn = not conversation.name
-        if drawn:
-            conversation = conversation.replace(name=_DRAWN_NAME)
-        outcome = self._check(conversation, only)
-        if drawn and isinstance(outcome, tuple):
-            invariant, summary, explanation = outcome
-            return invariant, summary, _DRAWN_MENTION.sub(_DRAWN_LABEL, explanation)
-        return outcome
-
-    def _check(self, conversation: Conversation, only: set[str] | None) -> tuple[str, str, str] | str | None:
-        checked = self.behaviour.checking(conversation)
+        checked = self.behaviour.checking(conversation, None if conversation.name else _DRAWN_LABEL)
         base = checked.fixture_render(checked.given)
         if not base.ok:
             if base.error.kind in _UNCHECKED_BY_KIND:

@@ -127,3 +127,17 @@ def test_special_tokens_default_so_bos_concatenation_renders():
 def test_corpus_like_no_tools_template_is_not_failed_by_tool_checks():
     found = run_rules(LintTarget(CHATML), [rule() for rule in BEHAVIOURAL if rule.code in ("TK605", "TK606")])
     assert found == []
+
+
+def test_findings_name_a_checked_conversation_as_such_and_a_fixture_as_a_fixture():
+    from templatekit.fixtures import load_fixture
+
+    text = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    basic = load_fixture("basic")
+    assert Behaviour(text).describe(basic) == "fixture 'basic'"
+    mine = Behaviour(text).checking(basic.replace(name="mine"))
+    assert mine.describe(mine.given) == "conversation 'mine'"
+    unnamed = Behaviour(text).checking(basic.replace(name=None))
+    assert unnamed.describe(unnamed.given) == "the conversation"
+    labelled = Behaviour(text).checking(basic.replace(name=None), "the generated conversation")
+    assert labelled.describe(labelled.given) == "the generated conversation"

@@ -219,12 +219,12 @@ class GenerationPromptNotSuffix(BehaviourRule):
             if not (prompted.ok and plain.ok):
                 continue
             if prompted.text == plain.text:
-                yield (f"fixture '{fixture.name}' renders the same with and without add_generation_prompt: the "
+                yield (f"{behaviour.describe(fixture)} renders the same with and without add_generation_prompt: the "
                        "template has no generation prompt, or emits it unconditionally")
                 return
             if not prompted.text.startswith(plain.text):
                 at = common_prefix_length(prompted.text, plain.text)
-                yield (f"fixture '{fixture.name}': the render without add_generation_prompt is not a prefix of the "
+                yield (f"{behaviour.describe(fixture)}: the render without add_generation_prompt is not a prefix of the "
                        f"render with it; they differ at offset {at}: {excerpt(plain.text, at)} vs "
                        f"{excerpt(prompted.text, at)}")
                 return
@@ -272,7 +272,7 @@ def history_breaks(behaviour: Behaviour) -> list[tuple[str, str]]:
             kinds_seen.add(kind)
             at = common_prefix_length(earlier.text, later.text)
             role = messages[j].get("role")
-            found.append((kind, f"fixture '{fixture.name}': adding messages[{j}] ({role}) re-renders earlier "
+            found.append((kind, f"{behaviour.describe(fixture)}: adding messages[{j}] ({role}) re-renders earlier "
                                 f"turns; first difference at offset {at}: {excerpt(earlier.text, at)} becomes "
                                 f"{excerpt(later.text, at)}"))
     return found
@@ -386,7 +386,8 @@ class ContentDropped(BehaviourRule):
                 continue
             for index, message in enumerate(conversation.messages):
                 if not content_reaches(message, rendering.text):
-                    lost.append(f"messages[{index}] ({message['role']}) of {key.split(':')[-1]}")
+                    whose = behaviour.describe(conversation) if behaviour.given is not None else key.split(":")[-1]
+                    lost.append(f"messages[{index}] ({message['role']}) of {whose}")
         if lost:
             yield "content silently dropped: " + "; ".join(lost)
 
@@ -420,7 +421,7 @@ class PythonReprLeak(BehaviourRule):
             for pattern, regex in _REPR_PATTERNS:
                 match = regex.search(rendering.text)
                 if match and not _from_input(pattern, fixture, behaviour, target):
-                    yield (f"fixture '{fixture.name}' renders {pattern!r} that no input holds: "
+                    yield (f"{behaviour.describe(fixture)} renders {pattern!r} that no input holds: "
                            f"{excerpt(rendering.text, match.start())}")
                     return
 
@@ -665,7 +666,7 @@ class NondeterministicOutput(BehaviourRule):
             again = behaviour.render_fresh(fixture)
             if first.ok and again.ok and first.text != again.text:
                 at = common_prefix_length(first.text, again.text)
-                yield (f"two renders of fixture '{fixture.name}' differ at offset {at}: "
+                yield (f"two renders of {behaviour.describe(fixture)} differ at offset {at}: "
                        f"{excerpt(first.text, at)} vs {excerpt(again.text, at)}")
                 return
 
@@ -845,10 +846,10 @@ def _whitespace_difference(behaviour: Behaviour, settings: tuple[bool, bool]) ->
             continue
         variant = behaviour.render_with_settings(fixture, *settings, reference=reference)
         if not variant.ok:
-            return f"fixture '{fixture.name}' fails: {failure_text(variant.error)}"
+            return f"{behaviour.describe(fixture)} fails: {failure_text(variant.error)}"
         if variant.text != reference.text:
             at = common_prefix_length(variant.text, reference.text)
-            return (f"fixture '{fixture.name}' renders {visible_excerpt(variant.text, at)} where transformers "
+            return (f"{behaviour.describe(fixture)} renders {visible_excerpt(variant.text, at)} where transformers "
                     f"renders {visible_excerpt(reference.text, at)} (offset {at})")
     return None
 
