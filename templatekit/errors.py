@@ -109,7 +109,7 @@ class RenderFailure(TemplatekitError):
     def spent_budget(self) -> bool:
         """The render failed only after spending its whole time, output or memory budget
         (``SpentBudget``): every other render of the template is likely to spend it again."""
-        return self.exception_type in (OutOfTime.__name__, OutOfOutput.__name__)
+        return self.exception_type in {kind.__name__ for kind in SpentBudget.__subclasses__()}
 
     def describe(self) -> str:
         """One line: where, what kind, and the message (newlines shown as spaces)."""

@@ -170,13 +170,10 @@ def compare_many(
         behaviour = behaviour_by_text[text]
         for conversation in conversations:
             missing = tuple(behaviour.capabilities.missing(conversation.requires))
-            if behaviour.spent_budget is not None:
-                # Every render of it would spend its whole budget again, in transformers and in
-                # each engine: nothing is rendered, and the probe's failure stands for the fixture.
-                cells.append(_Cell(label, text, conversation.name or "<conversation>", behaviour.spent_budget,
-                                   None, None, predictions_by_text[text], missing))
-                continue
-            cells.append(_cell(template, text, label, tokens, conversation, now, predictions_by_text[text], missing))
+            # When the probe spent a whole budget, every render would spend it again, in
+            # transformers and in each engine: the probe's failure stands for the fixture's render.
+            cells.append(_cell(template, text, label, tokens, conversation, now, predictions_by_text[text], missing,
+                               reference=behaviour.spent_budget))
     results: dict[str, list[EngineResult | None]] = {}
     for name, runner in runners.items():
         runnable = [cell.job for cell in cells if cell.job is not None]
@@ -208,8 +205,11 @@ def _fixtures(fixtures: Sequence[Conversation] | None) -> list[Conversation]:
 
 
 def _cell(template: Any, text: str, label: str, tokens: dict, conversation: Conversation, now: datetime,
-          predictions: list, missing: tuple[str, ...]) -> _Cell:
-    reference = render_template(template, conversation, special_tokens=tokens, now=now)
+          predictions: list, missing: tuple[str, ...], reference: Rendering | None = None) -> _Cell:
+    """The cell of one fixture: its reference render (``reference`` when already known) and the
+    engines' job, None when there is nothing to render (see ``_classify``)."""
+    if reference is None:
+        reference = render_template(template, conversation, special_tokens=tokens, now=now)
     if reference.error is not None and reference.error.spent_budget:
         return _Cell(label, text, conversation.name or "<conversation>", reference, None, None, predictions, missing)
     generation_prompt = conversation.wants_generation_prompt()
