@@ -165,6 +165,14 @@ def _parse_now(text: str | None) -> datetime | None:
         raise click.BadParameter(f"expected an ISO date-time like 2025-01-15T10:30:00, got {text!r}", param_hint="--now") from None
 
 
+def _budget_options(command: Any) -> Any:
+    """The --timeout and --max-output options of the commands that render with a chosen budget."""
+    command = click.option("--max-output", type=int, metavar="CHARS",
+                           help="Output-size budget per render (default 8 MiB).")(command)
+    return click.option("--timeout", type=float, metavar="SECONDS",
+                        help="Wall-time budget per render (default 2 s, more for long conversations).")(command)
+
+
 def _budget(timeout: float | None, max_output: int | None) -> Any:
     from .guards import DEFAULT_BUDGET, Budget
 
@@ -248,9 +256,7 @@ def _use_color(option: bool | None) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--raw", is_flag=True, help="Same as --format raw.")
 @click.option("--color/--no-color", default=None, help="Highlight special tokens (default: when a terminal).")
-@click.option("--timeout", type=float, metavar="SECONDS",
-              help="Wall-time budget per render (default 2 s, more for long conversations).")
-@click.option("--max-output", type=int, metavar="CHARS", help="Output-size budget per render (default 8 MiB).")
+@_budget_options
 def render(
     source: str | None, fixtures: tuple[str, ...], messages_file: str | None, add_generation_prompt: bool | None,
     continue_final: str | None, template_name: str | None, variables: tuple[str, ...], now: str | None,
@@ -333,11 +339,16 @@ def _failure_line(result: Any) -> str:
     """A failed render in one line. A failure with no place in the template (transformers refusing
     the inputs: an empty conversation, a message to continue that has no such field) is put on
     the conversation, named by its file when it came from one."""
+    line = result.error.describe() + (_TIMEOUT_HINT if result.error.out_of_time else "")
     if result.error.location:
-        return result.error.describe()
+        return line
     conversation = result.conversation
     where = conversation.origin or f"fixture {conversation.name or 'conversation'}"
-    return f"{one_line(where)}: {result.error.describe()}"
+    return f"{one_line(where)}: {line}"
+
+
+# Only the commands with a --timeout option say so; lint's per-render budget is fixed.
+_TIMEOUT_HINT = "; allow more with --timeout SECONDS"
 
 
 def _heading(result: Any) -> str:
@@ -852,9 +863,11 @@ _BOLD, _RESET = "\x1b[1m", "\x1b[0m"
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
               help="Extra template variable for every render on every side; VALUE is JSON if it parses "
                    "(true, 3, [..]), else a string. --var bos_token=... replaces a placeholder token.")
+@_budget_options
 def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str | None,
          template_name_a: str | None, template_name_b: str | None, side_by_side: bool, wrappers: bool,
-         tokens: bool, output_format: str, color: bool | None, now: str | None, variables: tuple[str, ...]) -> None:
+         tokens: bool, output_format: str, color: bool | None, now: str | None, variables: tuple[str, ...],
+         timeout: float | None, max_output: int | None) -> None:
     """Compare what two templates (or two versions of one) render: diff A B.
 
     A and B are .jinja files, tokenizer_config.json, chat_template.json, model directories, GGUF
@@ -871,9 +884,10 @@ def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str
 
     pinned = _parse_now(now) or datetime.now()
     extra = dict(_parse_var(item) for item in variables)
+    budget = _budget(timeout, max_output)
     use_color = _use_color(color) and output_format == "text"
     if wrappers:
-        found = [role_wrappers(spec, template_name, variables=extra, now=pinned) for spec in sources]
+        found = [role_wrappers(spec, template_name, variables=extra, now=pinned, budget=budget) for spec in sources]
         if output_format == "json":
             payload = {"schema_version": 1, "wrappers": [item.to_json() for item in found]}
             click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
@@ -885,7 +899,7 @@ def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str
     chosen = [_diff_fixture(name) for name in fixtures] or None
     report = diff_sources(sources[0], sources[1], chosen, template_name=template_name,
                           template_name_a=template_name_a, template_name_b=template_name_b,
-                          tokens=tokens, variables=extra, now=pinned)
+                          tokens=tokens, variables=extra, now=pinned, budget=budget)
     if output_format == "json":
         click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
@@ -932,7 +946,8 @@ def _diff_text(report: Any, side_by_side: bool, use_color: bool) -> str:
         if comparison.a.raised or comparison.b.raised:
             for side, outcome in (("a", comparison.a), ("b", comparison.b)):
                 if outcome.raised and (comparison.changed or side == "a"):
-                    lines.append(f"    {side} raised: {outcome.error_description}")
+                    hint = _TIMEOUT_HINT if outcome.out_of_time else ""
+                    lines.append(f"    {side} raised: {outcome.error_description}{hint}")
         first = comparison.first_difference
         if first is not None:
             lines.append(f"    first difference at character {first.offset} (line {first.line}):")

@@ -81,6 +81,7 @@ class SideOutcome:
     error_kind: str | None = None
     error_message: str | None = None
     error_description: str | None = None
+    out_of_time: bool = False
 
     @classmethod
     def from_rendering(cls, rendering: Rendering) -> "SideOutcome":
@@ -88,7 +89,7 @@ class SideOutcome:
         if rendering.error is None:
             return cls(name, rendering.text)
         error = rendering.error
-        return cls(name, None, error.kind, error.message, error.describe())
+        return cls(name, None, error.kind, error.message, error.describe(), error.out_of_time)
 
     @property
     def raised(self) -> bool:

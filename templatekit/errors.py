@@ -111,6 +111,11 @@ class RenderFailure(TemplatekitError):
         (``SpentBudget``): every other render of the template is likely to spend it again."""
         return self.exception_type in {kind.__name__ for kind in SpentBudget.__subclasses__()}
 
+    @property
+    def out_of_time(self) -> bool:
+        """The render ran out of its time budget, the one budget a command's --timeout raises."""
+        return self.exception_type == OutOfTime.__name__
+
     def describe(self) -> str:
         """One line: where, what kind, and the message (newlines shown as spaces)."""
         where = f"{self.location}: " if self.location else ""

@@ -271,22 +271,37 @@ def test_renders_get_the_default_budget_for_their_own_conversation(monkeypatch):
     assert render(QUADRATIC, long_conversation, budget=Budget(seconds=0.01)).error.kind == "budget"
 
 
-def test_running_out_of_time_says_how_to_raise_the_budget():
-    result = render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", USER,
-                    budget=Budget(seconds=0.1))
-    assert result.error.kind == "budget"
+ENDLESS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+def test_running_out_of_time_names_the_budget_and_no_command():
+    result = render(ENDLESS, USER, budget=Budget(seconds=0.1))
+    assert result.error.kind == "budget" and result.error.out_of_time
     message = result.error.message
-    assert message.startswith("render took longer than 0.1 s")
-    assert "--timeout SECONDS" in message and "Budget(seconds=" in message
+    assert message == "render took longer than 0.1 s (its time budget)"
     assert "never finishes" not in message  # a long benign input runs out of time the same way
 
 
-def test_cli_timeout_message_names_the_option(tmp_path):
+@pytest.mark.parametrize("command", [["render"], ["diff", "{template}"]], ids=["render", "diff"])
+def test_cli_timeout_message_names_the_option_where_there_is_one(tmp_path, command):
     template = tmp_path / "slow.jinja"
-    template.write_text("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", encoding="utf-8")
+    template.write_text(ENDLESS, encoding="utf-8")
+    arguments = [part.format(template=template) for part in command]
     completed = subprocess.run(
-        [sys.executable, "-m", "templatekit", "render", str(template), "--fixture", "basic", "--no-color", "--timeout", "0.2"],
+        [sys.executable, "-m", "templatekit", *arguments, str(template), "--fixture", "basic", "--no-color",
+         "--timeout", "0.2"],
         capture_output=True, text=True, timeout=60,
     )
     assert completed.returncode == 1
-    assert "render took longer than 0.2 s" in completed.stdout and "--timeout SECONDS" in completed.stdout
+    assert "render took longer than 0.2 s (its time budget); allow more with --timeout SECONDS" in completed.stdout
+
+
+def test_lint_does_not_offer_an_option_it_lacks(tmp_path):
+    template = tmp_path / "slow.jinja"
+    template.write_text(ENDLESS + "{{ messages[0].content }}", encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, "-m", "templatekit", "lint", "--no-cache", "--select", "TK6", str(template)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "render took longer than 1 s (its time budget)" in completed.stdout
+    assert "--timeout" not in completed.stdout + completed.stderr
