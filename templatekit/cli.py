@@ -279,8 +279,7 @@ def render(
     extra = dict(_parse_var(item) for item in variables)
     pinned = _parse_now(now)
     budget = _budget(timeout, max_output)
-    results = []
-    run = RenderRun()
+    chosen = []
     for conversation in conversations:
         if extra:
             conversation.kwargs = {**conversation.kwargs, **extra}
@@ -288,25 +287,32 @@ def render(
             conversation.continue_final_message = True if continue_final == "content" else continue_final
             if add_generation_prompt is None:
                 conversation.add_generation_prompt = False
-        template = template_source.select(template_name, conversation.tools)
-        results.append(run.render(
-            template, conversation, special_tokens=template_source.special_tokens,
-            add_generation_prompt=add_generation_prompt, now=pinned, budget=budget,
-        ))
-    failed = any(not result.ok for result in results)
+        # Every template is chosen before the first render, so a bad --template-name stops the
+        # command before any output rather than halfway through it.
+        chosen.append((template_source.select(template_name, conversation.tools), conversation))
+    run = RenderRun()
+    # Lazily: the text and raw formats print each prompt as soon as it is rendered.
+    results = (run.render(template, conversation, special_tokens=template_source.special_tokens,
+                          add_generation_prompt=add_generation_prompt, now=pinned, budget=budget)
+               for template, conversation in chosen)
+    several = len(chosen) > 1
+    failures = 0
     if output_format == "json":
-        click.echo(json.dumps([_rendering_json(result) for result in results], ensure_ascii=False, indent=2))
+        rendered = list(results)
+        failures = sum(not result.ok for result in rendered)
+        click.echo(json.dumps([_rendering_json(result) for result in rendered], ensure_ascii=False, indent=2))
     elif output_format == "raw":
         for result in results:
             name = one_line(result.conversation.name or "conversation")
-            if len(results) > 1:
+            if several:
                 click.echo(f"==> {name} <==")
             if result.ok:
                 # color=True: click would otherwise strip ANSI escapes from a piped prompt, and
                 # raw means exactly the text (tool output often carries colour codes).
-                click.echo(result.text, nl=len(results) > 1, color=True)
+                click.echo(result.text, nl=several, color=True)
             else:
-                which = f"{name}: " if len(results) > 1 else ""
+                failures += 1
+                which = f"{name}: " if several else ""
                 click.echo(f"templatekit: {which}{_failure_line(result)}", err=True)
     else:
         use_color = _use_color(color)
@@ -316,10 +322,12 @@ def render(
             if result.ok:
                 click.echo(make_visible(result.text, tokens, color=use_color), color=use_color)
             else:
+                failures += 1
                 click.echo(_failure_line(result))
             click.echo()
-        ok = sum(result.ok for result in results)
-        click.echo(f"{ok} of {len(results)} rendered" + (f", {len(results) - ok} failed" if failed else ""))
+        ok = len(chosen) - failures
+        click.echo(f"{ok} of {len(chosen)} rendered" + (f", {failures} failed" if failures else ""))
+    failed = failures > 0
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -268,3 +269,32 @@ def test_extract_reports_what_it_cannot_write(run, tmp_path):
     result = run("extract", str(config), "-o", str(blocker / "sub" / "t.jinja"))
     assert result.exit_code == 2
     assert result.output == f"templatekit: error: {blocker / 'sub'}: cannot create the directory: Not a directory\n"
+
+
+def test_render_prints_each_prompt_before_rendering_the_next(tmp_path):
+    # The second conversation runs for its whole 20 s budget; the first prompt must be on screen
+    # long before that (it used to wait for every render).
+    template = tmp_path / "slow_second.jinja"
+    template.write_text("{% if messages | length > 1 %}{% for i in range(100000) %}{% for j in range(100000) %}"
+                        "{% endfor %}{% endfor %}{% endif %}{{ messages[0].content }}", encoding="utf-8")
+    quick, slow = tmp_path / "quick.yaml", tmp_path / "slow.yaml"
+    quick.write_text("messages: [{role: user, content: first-prompt}]\n", encoding="utf-8")
+    slow.write_text("messages: [{role: user, content: a}, {role: assistant, content: b}]\n", encoding="utf-8")
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "templatekit", "render", str(template), "-f", str(quick), "-f", str(slow),
+         "--no-color", "--timeout", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if "first-prompt" in line:
+                break
+        waited = time.monotonic() - started
+        assert any("first-prompt" in line for line in seen)
+        assert waited < 15, f"the first prompt appeared after {waited:.1f} s, with the slow render's result"
+    finally:
+        process.kill()
+        process.communicate()
