@@ -37,7 +37,7 @@ from .behaviour import DEFAULT_SPECIAL_TOKENS
 from .conversation import Conversation
 from .errors import InputError
 from .guards import DEFAULT_BUDGET, Budget
-from .rendering import Rendering, RenderRun, render_template
+from .rendering import Rendering, RenderRun
 from .sources import (
     ADDITIONAL_TEMPLATES_DIR,
     CHAT_TEMPLATE_FILE,
@@ -689,6 +689,9 @@ WRAPPER_OK = "ok"
 WRAPPER_NOT_SUPPORTED = "not-supported"
 WRAPPER_NOT_RENDERED = "not-rendered"
 WRAPPER_UNCLEAR = "unclear"
+# The render failed for a reason that says nothing about the role: it spent its budget, the
+# sandbox refused something, or transformers refused the inputs.
+WRAPPER_FAILED = "failed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -761,6 +764,9 @@ class _WrapperRenderer:
         self.now = now
         self.budget = budget
         self.variables = dict(variables or {})
+        # One run: once a probe spends its whole budget, the others fail at once instead of each
+        # spending it again.
+        self.run = RenderRun()
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False, bos: str | None = None) -> Rendering:
         """Render ``messages``; ``bos`` replaces whatever ``bos_token`` would otherwise be."""
@@ -770,7 +776,7 @@ class _WrapperRenderer:
             variables = {**variables, "bos_token": bos} if "bos_token" in variables else variables
         conversation = Conversation(messages=messages, add_generation_prompt=add_generation_prompt,
                                     kwargs=dict(variables))
-        return render_template(self.template, conversation, special_tokens=tokens,
+        return self.run.render(self.template, conversation, special_tokens=tokens,
                                add_generation_prompt=add_generation_prompt, now=self.now, budget=self.budget)
 
     def bos(self) -> str | None:
@@ -806,6 +812,13 @@ def _tool_call_turns(with_empty_content: bool) -> list[dict]:
 
 def _failure_note(rendering: Rendering) -> str:
     return rendering.error.describe() if rendering.error is not None else "the render failed"
+
+
+def _failed_wrapper(rendering: Rendering) -> Wrapper:
+    """The wrapper of a role whose render failed: "not-supported" when the template refused the
+    role (its raise_exception, or an error on the role's message), "failed" otherwise."""
+    refused = rendering.error is None or rendering.error.kind in ("raised", "error")
+    return Wrapper(None, None, WRAPPER_NOT_SUPPORTED if refused else WRAPPER_FAILED, _failure_note(rendering))
 
 
 def role_wrappers(
@@ -896,13 +909,13 @@ def _closing_text(renderer: _WrapperRenderer, before_user: str, after_user: str,
 def _extract_wrappers(
     renderer: _WrapperRenderer, label: str, template_name: str, special_tokens: dict[str, str]
 ) -> RoleWrappers:
-    unsupported = Wrapper(None, None, WRAPPER_NOT_SUPPORTED)
     single_user = renderer.render([_user(USER_SENTINEL)])
     prompted_user = renderer.render([_user(USER_SENTINEL)], add_generation_prompt=True)
     if not single_user.ok or _split_at(single_user.text, USER_SENTINEL) is None:
-        note = _failure_note(single_user) if not single_user.ok else "the user's content is not rendered"
-        failed = dataclasses.replace(unsupported, note=note)
-        return RoleWrappers(label, template_name, None, None, {role: failed for role in ROLES}, failed, error=note)
+        failed = (_failed_wrapper(single_user) if not single_user.ok
+                  else Wrapper(None, None, WRAPPER_NOT_SUPPORTED, "the user's content is not rendered"))
+        return RoleWrappers(label, template_name, None, None, {role: failed for role in ROLES}, failed,
+                            error=failed.note)
     before_user, after_user = _split_at(single_user.text, USER_SENTINEL)
 
     # After the final user turn: the user suffix, then either the conversation's end or the
@@ -938,7 +951,7 @@ def _extract_wrappers(
 
 def _generation_prompt(single: Rendering, prompted: Rendering, prompted_after: str | None, user_suffix: str) -> Wrapper:
     if not prompted.ok:
-        return Wrapper(None, None, WRAPPER_NOT_SUPPORTED, _failure_note(prompted))
+        return _failed_wrapper(prompted)
     if prompted.text.startswith(single.text):
         return Wrapper(prompted.text[len(single.text):], None)
     guess = prompted_after[len(user_suffix):] if prompted_after is not None else None
@@ -953,7 +966,7 @@ def _assistant_and_user_prefix(renderer: _WrapperRenderer, user_suffix: str, end
     exchange = renderer.render([_user(USER_SENTINEL), {"role": "assistant", "content": ASSISTANT_SENTINEL},
                                 _user(SECOND_USER_SENTINEL)])
     if not answered.ok:
-        return Wrapper(None, None, WRAPPER_NOT_SUPPORTED, _failure_note(answered)), None
+        return _failed_wrapper(answered), None
     after = _split_at(answered.text, ASSISTANT_SENTINEL)
     if after is None:
         return Wrapper("", "", WRAPPER_NOT_RENDERED, "the assistant's content is not rendered"), None
@@ -980,7 +993,7 @@ def _system_wrapper(renderer: _WrapperRenderer, start: str, user_prefix: str | N
     messages = [{"role": "system", "content": SYSTEM_SENTINEL}, _user(USER_SENTINEL)]
     rendering = renderer.render(messages)
     if not rendering.ok:
-        return Wrapper(None, None, WRAPPER_NOT_SUPPORTED, _failure_note(rendering))
+        return _failed_wrapper(rendering)
     parts = _split_at(rendering.text, SYSTEM_SENTINEL)
     if parts is None:
         return Wrapper("", "", WRAPPER_NOT_RENDERED, "the system message's content is not rendered")
@@ -1007,7 +1020,7 @@ def _tool_wrapper(renderer: _WrapperRenderer, user: Wrapper, assistant: Wrapper,
         # Some templates concatenate the content of every assistant turn, so give it a string.
         rendering = renderer.render(_tool_call_turns(with_empty_content=True))
         if not rendering.ok:
-            return Wrapper(None, None, WRAPPER_NOT_SUPPORTED, _failure_note(rendering))
+            return _failed_wrapper(rendering)
     parts = _split_at(rendering.text, TOOL_RESULT_SENTINEL)
     if parts is None:
         return Wrapper("", "", WRAPPER_NOT_RENDERED, "the tool result's content is not rendered")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime
 
 import pytest
@@ -389,6 +390,22 @@ def test_wrappers_cli_table_and_json(run, tmp_path):
     assert data["wrappers"][0]["roles"]["user"] == {
         "prefix": "<|im_start|>user\n", "suffix": "<|im_end|>\n", "status": "ok", "note": None}
     assert data["wrappers"][3]["roles"]["system"]["status"] == "not-supported"
+
+
+
+def test_wrappers_of_a_template_that_spends_its_budget_say_failed_once(run, tmp_path):
+    """A render that runs out of time says nothing about the roles: they used to read
+    "not-supported", each after waiting out the budget again."""
+    endless = _write(tmp_path / "endless.jinja",
+                     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+                     "{% for m in messages %}{{ m.content }}{% endfor %}")
+    started = time.monotonic()
+    data = json.loads(run("diff", "--wrappers", str(endless), "--timeout", "1", "--format", "json").output)
+    assert time.monotonic() - started < 6  # one budget spent, not one per probe
+    roles = data["wrappers"][0]["roles"]
+    assert {wrapper["status"] for wrapper in roles.values()} == {"failed"}
+    assert "render took longer than 1 s" in roles["user"]["note"]
+    assert data["wrappers"][0]["generation_prompt"]["status"] == "failed"
 
 
 # ---------------------------------------------------------------------------------------------
