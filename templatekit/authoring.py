@@ -116,6 +116,9 @@ def _default_named_output(template: ChatTemplate) -> Path:
 
 def _named_file(directory: Path, name: str, origin: Path) -> Path:
     """``directory/<name>.jinja``, refusing names that would land elsewhere, as transformers' save does."""
+    if not name:
+        raise InputError(origin, f"a template with an empty name cannot be written as a file in {directory} "
+                                 "(it would be the hidden file .jinja); give it a name in the source")
     path = directory / f"{name}.jinja"
     try:
         inside = path.resolve().parent == directory.resolve()

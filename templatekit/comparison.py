@@ -351,12 +351,20 @@ class Tokenizer:
         try:
             self._tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file))
         except Exception as exc:  # noqa: BLE001 - any failure to read the file is the user's input problem
-            raise InputError(tokenizer_file, f"cannot load the tokenizer: {type(exc).__name__}: {exc}") from None
+            raise InputError(tokenizer_file, f"cannot load the tokenizer: {_tokenizer_problem(exc)}") from None
 
     def encode(self, text: str) -> tuple[list[int], list[str]]:
         """Ids and pieces of ``text`` without the tokenizer adding BOS/EOS (the template put its own)."""
-        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
-        return ids, list(self._tokenizer.convert_ids_to_tokens(ids))
+        try:
+            ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+            return ids, list(self._tokenizer.convert_ids_to_tokens(ids))
+        except Exception as exc:  # noqa: BLE001 - a tokenizer that loads but cannot encode is a broken file
+            raise InputError(self.path, f"cannot tokenize a render with it: {_tokenizer_problem(exc)}") from None
+
+
+def _tokenizer_problem(exc: Exception) -> str:
+    # The tokenizers library raises bare Exceptions; their class name says nothing.
+    return str(exc) if type(exc) is Exception else f"{type(exc).__name__}: {exc}"
 
 
 def tokenizer_file(source: TemplateSource) -> Path | None:
@@ -657,8 +665,14 @@ def _render_side(
 def _tokenizers(a: TemplateSource, b: TemplateSource, a_label: str, b_label: str) -> tuple[Tokenizer, Tokenizer]:
     loaded = []
     for source, label in ((a, a_label), (b, b_label)):
+        if source.kind == "gguf":
+            raise InputError(label, "is a GGUF file: --tokens tokenizes with a tokenizer.json and does not read "
+                                    "a GGUF vocabulary (give the model directory the GGUF was made from)")
         path = tokenizer_file(source)
         if path is None:
+            there = Path(source.tokenizer_dir) / TOKENIZER_FILE if source.tokenizer_dir is not None else None
+            if there is not None and (there.exists() or there.is_symlink()):
+                raise InputError(there, "is not a readable regular file, so --tokens cannot load the tokenizer")
             raise InputError(label, "has no tokenizer.json next to it, so --tokens cannot tokenize its renders "
                                     "(give a model directory or its tokenizer_config.json)")
         loaded.append(Tokenizer(path))

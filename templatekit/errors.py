@@ -27,6 +27,12 @@ def one_line(text: str) -> str:
     return "".join(_escape_control(char) for char in text)
 
 
+def clipped(text: str, limit: int = 80) -> str:
+    """``repr(text)``, cut to about ``limit`` characters: a made-up key or name of thousands of
+    characters would otherwise fill the terminal with one error line."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 def _escape_control(char: str) -> str:
     if char.isprintable() or char == "\t":
         return char

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, clipped
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -465,6 +465,11 @@ def _processor_templates(directory: Path) -> tuple[dict[str, ChatTemplate], bool
         hint += f" ({dangling[0]}: {_missing_path_problem(directory / dangling[0])})"
     elif dangling:
         hint += f" (broken symbolic links: {', '.join(dangling)})"
+    # A directory or device under one of these names is skipped too; the user sees it listed.
+    unreadable = [name for name in (CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE, PROCESSOR_TEMPLATE_FILE)
+                  if (directory / name).exists() and not (directory / name).is_file()]
+    if unreadable:
+        hint += f" (not a regular file, so skipped: {', '.join(unreadable)})"
     raise InputError(directory, f"no chat template: looked for {looked_for}{hint}")
 
 
@@ -782,6 +787,8 @@ def _tokenizer_json_member(path: Path, key: str) -> Any:
         member = next((member for member in document.iter_members() if member.key == key), None)
         return document.value(member) if member is not None else None
     except (ValueError, IndexError, RecursionError):
+        # The whole file is parsed only now, to say where and what is wrong with it.
+        read_json_object(path)
         raise InputError(path, "invalid JSON") from None
 
 
@@ -905,6 +912,17 @@ class _GgufStringArray:
 
 
 @dataclass(frozen=True)
+class _GgufSkipped:
+    """A value read past without keeping it (a string nobody asked for, an array of arrays)."""
+
+    kind: str
+
+
+_SKIPPED_STRING = _GgufSkipped("a string")
+_SKIPPED_NESTED_ARRAY = _GgufSkipped("an array of arrays")
+
+
+@dataclass(frozen=True)
 class _GgufScalarArray:
     """Where an array of fixed-width values (token types, say) starts, read only when asked for."""
 
@@ -946,7 +964,7 @@ class _GgufCursor:
             if keep:
                 return self.raw_string()
             self.skip_string()
-            return None
+            return _SKIPPED_STRING
         if value_type == _GGUF_ARRAY:
             return self.array()
         raise ValueError(f"unknown metadata value type {value_type}")
@@ -964,7 +982,7 @@ class _GgufCursor:
         self.skip_elements(element_type, count)
         if element_type in _GGUF_SCALARS:
             return _GgufScalarArray(start, count, element_type)
-        return None
+        return _SKIPPED_NESTED_ARRAY
 
     def array_header(self) -> tuple[int, int]:
         return self.scalar("<I", 4), self.scalar("<Q", 8)
@@ -1038,6 +1056,9 @@ def _read_gguf(data: _Buffer, *, check_tensors: bool = True) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     for _ in range(value_count):
         key = _decode_gguf_string(cursor.raw_string(), "a metadata key")
+        if key in metadata:
+            # gguf's reader, which transformers uses, refuses such a file too.
+            raise ValueError(f"metadata key {clipped(key)} appears twice")
         value_type = cursor.scalar("<I", 4)
         metadata[key] = cursor.value(value_type, keep=key.startswith(GGUF_TEMPLATE_KEY) or key in _GGUF_KEPT_STRINGS)
     # Where the metadata ends: everything about the tokenizer lies before it (a fingerprint hashes it).
@@ -1057,8 +1078,9 @@ def _check_tensor_data(cursor: _GgufCursor, tensor_count: int, alignment: Any) -
         tensors.append((shape, cursor.scalar("<I", 4), cursor.scalar("<Q", 8)))
     if not tensors:
         return
-    if not isinstance(alignment, int) or alignment <= 0:
-        raise ValueError(f"general.alignment must be a positive integer, found {alignment!r}")
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0:
+        found = alignment if isinstance(alignment, int) and not isinstance(alignment, bool) else _gguf_kind(alignment)
+        raise ValueError(f"general.alignment must be a positive integer, found {found}")
     data_start = -(-cursor.position // alignment) * alignment
     sizes = _ggml_type_sizes()
     for shape, ggml_type, offset in tensors:
@@ -1100,6 +1122,8 @@ def _gguf_templates(metadata: dict[str, Any], path: Path) -> dict[str, ChatTempl
         else:
             continue
         where = f"{path}[{key}]"
+        if not name:
+            raise InputError(where, "a named chat template needs a name after 'tokenizer.chat_template.'")
         if not isinstance(value, bytes):
             raise InputError(where, "a chat template must be a string")
         if name in templates:
@@ -1127,10 +1151,25 @@ def _gguf_token_config(data: _Buffer, metadata: dict[str, Any], path: Path) -> d
     return config
 
 
+def _gguf_kind(value: Any) -> str:
+    """What a GGUF metadata value is, for messages (never its internal representation)."""
+    if isinstance(value, _GgufSkipped):
+        return value.kind
+    if isinstance(value, bytes):
+        return "a string"
+    if isinstance(value, _GgufStringArray):
+        return "an array of strings"
+    if isinstance(value, _GgufScalarArray):
+        return "an array of numbers"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number" if isinstance(value, (int, float)) else type(value).__name__
+
+
 def _gguf_token(data: _Buffer, tokens: _GgufStringArray, token_id: Any, where: str) -> str:
     """Vocabulary entry ``token_id``, indexed like a Python list (as transformers indexes it)."""
     if isinstance(token_id, bool) or not isinstance(token_id, int):
-        raise InputError(where, f"token id must be an integer, found {token_id!r}")
+        raise InputError(where, f"token id must be an integer, found {_gguf_kind(token_id)}")
     index = token_id + tokens.count if token_id < 0 else token_id
     if not 0 <= index < tokens.count:
         raise InputError(where, f"token id {token_id} is outside the vocabulary of {tokens.count} tokens")
@@ -1186,6 +1225,8 @@ def read_gguf_tokenizer(path: Path) -> GgufTokenizer | None:
     for key, value in metadata.items():
         if not key.startswith("tokenizer.ggml."):
             continue
+        if key.endswith("_token_id") and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InputError(f"{path}[{key}]", f"token id must be an integer, found {_gguf_kind(value)}")
         if isinstance(value, bytes):
             values[key] = value.decode("utf-8", "replace")
         elif isinstance(value, (int, float, bool)):

@@ -30,7 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, clipped
 from .sources import (
     GENERATION_CONFIG_FILE,
     MODEL_CONFIG_FILE,
@@ -287,7 +287,7 @@ def _config_added_tokens(config: dict, path: Path) -> list[tuple[int, str, bool]
         content = item.get("content") if isinstance(item, dict) else None
         token_id = _decimal_id(key)
         if token_id is None or not isinstance(content, str):
-            raise InputError(path, f"added_tokens_decoder[{key!r}] must map an integer id to an object with a string content")
+            raise InputError(path, f"added_tokens_decoder[{clipped(key)}] must map an integer id to an object with a string content")
         found.append((token_id, content, bool(item.get("special", False))))
     return found
 

@@ -319,6 +319,13 @@ def test_extract_named_templates_into_a_chosen_directory(tmp_path):
     assert extract(target, folder) == [folder / "default.jinja", folder / "rag.jinja"]
 
 
+
+def test_extract_refuses_a_template_with_an_empty_name(tmp_path):
+    target = write(tmp_path / "tokenizer_config.json", json.dumps({"chat_template": named(default="D", **{"": "E"})}))
+    with pytest.raises(InputError, match="empty name cannot be written as a file"):
+        extract(target, tmp_path / "out")
+    assert not (tmp_path / "out" / ".jinja").exists() and not (tmp_path / "out" / "default.jinja").exists()
+
 def test_extract_gguf(tmp_path):
     from gguf import GGUFWriter
 

@@ -461,6 +461,40 @@ def test_tokens_cli_output_and_missing_tokenizer(tmp_path, run):
     assert run("diff", str(whole), str(bare), "-f", "basic").exit_code == 0
 
 
+
+def test_tokens_refuse_tokenizers_they_cannot_use_in_one_line(tmp_path, run):
+    whole = _model_dir(tmp_path / "whole", CHATML, marker_is_special=True)
+    # Loads, but cannot encode a word outside its vocabulary: its unknown token is not in it.
+    broken = _model_dir(tmp_path / "broken", CHATML, marker_is_special=True)
+    data = json.loads((broken / "tokenizer.json").read_text())
+    data["model"]["unk_token"] = "[MISSING]"
+    (broken / "tokenizer.json").write_text(json.dumps(data))
+    result = run("diff", str(whole), str(broken), "-f", "basic", "--tokens")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert f"{broken / 'tokenizer.json'}: cannot tokenize a render with it: WordLevel error" in result.output
+    assert "internal error" not in result.output
+    # A tokenizer.json that is there but is not a file is named as such, not as missing.
+    odd = _model_dir(tmp_path / "odd", CHATML, marker_is_special=True)
+    (odd / "tokenizer.json").unlink()
+    (odd / "tokenizer.json").mkdir()
+    result = run("diff", str(whole), str(odd), "-f", "basic", "--tokens")
+    assert result.exit_code == 2
+    assert f"{odd / 'tokenizer.json'}: is not a readable regular file" in result.output
+
+
+def test_tokens_say_a_gguf_vocabulary_is_not_read(tmp_path, run):
+    from gguf import GGUFWriter
+
+    path = tmp_path / "model.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_chat_template(CHATML)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    result = run("diff", str(path), str(path), "-f", "basic", "--tokens")
+    assert result.exit_code == 2
+    assert f"{path}: is a GGUF file: --tokens tokenizes with a tokenizer.json" in result.output
+
 def test_transformers_is_imported_only_for_tokens(tmp_path):
     a = _write(tmp_path / "a.jinja", CHATML)
     code = (

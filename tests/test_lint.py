@@ -86,6 +86,24 @@ def test_unreadable_input_is_one_line_and_exit_2(project):
     assert result.output.splitlines()[-1] == "No findings in 0 template(s) of 1 source(s); 1 source(s) could not be read."
 
 
+
+def test_a_json_file_nested_too_deeply_is_one_line_not_an_internal_error(project):
+    (project / "deep").mkdir()
+    (project / "deep" / "tokenizer_config.json").write_text("[" * 200_000, encoding="utf-8")
+    result = run("deep/tokenizer_config.json")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == "error: deep/tokenizer_config.json: invalid JSON: nested too deeply to parse"
+
+
+def test_a_template_over_the_size_budget_is_not_linted_and_says_so(project):
+    (project / "huge.jinja").write_text("{{ messages[0].content }}" + "x" * 2_000_000, encoding="utf-8")
+    (project / "small.jinja").write_text("{{ messages[0].content }}", encoding="utf-8")
+    result = run("huge.jinja", "small.jinja", "--fail-on", "error")
+    assert result.exit_code == 2
+    assert ("error: huge.jinja: template of 2,000,025 characters exceeds the template size budget of 1,048,576; "
+            "not linted") in result.output
+    assert "in 1 template(s); 1 source(s) could not be read." in result.output and "small.jinja:1" in result.output
+
 def test_json_without_chat_template_is_skipped_not_an_error(project):
     (project / "plain").mkdir()
     (project / "plain" / "tokenizer_config.json").write_text('{"bos_token": "<s>"}', encoding="utf-8")

@@ -504,6 +504,91 @@ def test_gguf_with_deeply_nested_arrays(tmp_path):
     assert load_source(path).select().text == "T"
 
 
+
+def _raw_gguf(path: Path, entries: list[tuple[bytes, int, bytes]]) -> Path:
+    """A tensor-less GGUF holding exactly ``entries`` (key, value type, encoded value), in order:
+    GGUFWriter refuses the malformed metadata these tests need."""
+    import struct
+
+    body = b"".join(struct.pack("<Q", len(key)) + key + struct.pack("<I", kind) + payload
+                    for key, kind, payload in entries)
+    return write(path, b"GGUF" + struct.pack("<IQQ", 3, 0, len(entries)) + body)
+
+
+def _gguf_string(text: str) -> bytes:
+    import struct
+
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def _gguf_strings(*texts: str) -> bytes:
+    import struct
+
+    return struct.pack("<IQ", 8, len(texts)) + b"".join(_gguf_string(text) for text in texts)
+
+
+def test_gguf_with_a_repeated_key_is_refused_like_the_gguf_reader(tmp_path):
+    from gguf import GGUFReader
+
+    path = _raw_gguf(tmp_path / "twice.gguf", [(b"tokenizer.chat_template", 8, _gguf_string("first")),
+                                               (b"tokenizer.chat_template", 8, _gguf_string("second"))])
+    with pytest.raises(KeyError):
+        GGUFReader(str(path))
+    assert input_error(path) == f"{path}: unreadable GGUF file: metadata key 'tokenizer.chat_template' appears twice"
+
+
+@pytest.mark.parametrize("kind, payload, found", [
+    (8, _gguf_string("1"), "a string"),
+    (9, b"\x04\x00\x00\x00" + b"\x01\x00\x00\x00\x00\x00\x00\x00" + b"\x01\x00\x00\x00", "an array of numbers"),
+    (7, b"\x01", "a boolean"),
+], ids=["string", "array", "boolean"])
+def test_gguf_token_id_of_the_wrong_type_says_what_it_is(tmp_path, kind, payload, found):
+    path = _raw_gguf(tmp_path / "model.gguf", [
+        (b"tokenizer.ggml.tokens", 9, _gguf_strings("<s>", "</s>")),
+        (b"tokenizer.ggml.bos_token_id", kind, payload),
+        (b"tokenizer.chat_template", 8, _gguf_string("T")),
+    ])
+    assert input_error(path) == f"{path}[tokenizer.ggml.bos_token_id]: token id must be an integer, found {found}"
+
+
+def test_gguf_lint_refuses_a_string_end_of_turn_id(tmp_path, run):
+    path = _raw_gguf(tmp_path / "model.gguf", [
+        (b"tokenizer.ggml.tokens", 9, _gguf_strings("<s>", "</s>")),
+        (b"tokenizer.ggml.eot_token_id", 8, _gguf_string("1")),
+        (b"tokenizer.chat_template", 8, _gguf_string("{{ messages[0].content }}</s>")),
+    ])
+    result = run("lint", "--no-cache", str(path))
+    assert result.exit_code == 2
+    assert f"{path}[tokenizer.ggml.eot_token_id]: token id must be an integer, found a string" in result.output
+
+
+def test_gguf_template_key_without_a_name_is_refused(tmp_path):
+    path = _raw_gguf(tmp_path / "model.gguf", [(b"tokenizer.chat_template.", 8, _gguf_string("T"))])
+    assert input_error(path) == (f"{path}[tokenizer.chat_template.]: a named chat template needs a name after "
+                                 "'tokenizer.chat_template.'")
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("[]", "expected a JSON object at the top level, found a list"),
+    ("", "empty file: expected a JSON object"),
+    ('{"padding": ', None),
+])
+def test_broken_tokenizer_json_says_what_is_wrong(tmp_path, content, problem):
+    directory = write_tokenizer_dir(tmp_path / "model", {"chat_template": "T", "eos_token": "</s>"},
+                                    {"tokenizer.json": content})
+    message = input_error(directory)
+    assert message.startswith(str(directory / "tokenizer.json"))
+    if problem is not None:
+        assert message.endswith(problem)
+    else:  # the line and column of the break, as for every other JSON file
+        assert ":1:13: invalid JSON: Expecting value" in message
+
+
+def test_model_directory_names_a_config_that_is_not_a_regular_file(tmp_path):
+    directory = tmp_path / "model"
+    (directory / "tokenizer_config.json").mkdir(parents=True)
+    assert input_error(directory).endswith("(not a regular file, so skipped: tokenizer_config.json)")
+
 def test_added_token_objects_are_read_like_tokenizers_reads_them(tmp_path):
     # tokenizers.AddedToken defaults content to "" and ignores fields it does not know.
     legacy = {"bos_token": {"lstrip": False}, "eos_token": {"content": "</s>", "colour": "red"}}

@@ -362,6 +362,16 @@ def test_added_tokens_decoder_keys_that_are_not_ids_are_one_line_errors(tmp_path
                                 "integer id to an object with a string content")
 
 
+
+def test_a_huge_added_tokens_decoder_key_is_clipped_in_the_message(tmp_path):
+    model = chatml_model(tmp_path / "model", None)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {"1" * 5000: {"content": "<x>"}, "x": 5}
+    (model / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        load_vocabulary(load_source(model))
+    assert len(str(error.value)) < 300 and "1111…'] must map an integer id" in str(error.value)
+
 @pytest.mark.parametrize("post_processor", [
     {"type": "Sequence", "processors": 5},
     {"type": "TemplateProcessing", "single": 5},

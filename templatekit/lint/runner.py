@@ -19,6 +19,7 @@ import jinja2
 
 from .. import __version__
 from ..errors import InputError
+from ..guards import DEFAULT_BUDGET
 from .config import LintConfig
 from .engine import run_rules
 from .fixes import fix_until_stable
@@ -184,6 +185,13 @@ class Linter:
             report.error = str(exc)
             return report
         for template in source.templates.values():
+            if len(template.text) > DEFAULT_BUDGET.max_template:
+                # Nothing can render it, and the static rules would take minutes on it: say why
+                # it is not linted, once, and go on with the source's other templates.
+                report.error = report.error or str(InputError(
+                    template.location(), f"template of {len(template.text):,} characters exceeds the template "
+                                         f"size budget of {DEFAULT_BUDGET.max_template:,}; not linted"))
+                continue
             report.templates += 1
             source_text = _raw_text(template)
             if fix or unsafe_fixes:
@@ -348,7 +356,7 @@ def _file_anchor(template: object) -> tuple[int, int] | None:
 def _has_chat_template_key(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return True  # let load_source explain what is wrong with the file
     return not isinstance(data, dict) or "chat_template" in data
 
@@ -356,7 +364,7 @@ def _has_chat_template_key(path: Path) -> bool:
 def _single_template(path: Path) -> bool:
     try:
         return not isinstance(json.loads(path.read_text(encoding="utf-8")).get("chat_template"), list)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return True
 
 
