@@ -1140,14 +1140,18 @@ def _gguf_token_config(data: _Buffer, metadata: dict[str, Any], path: Path) -> d
     """The special tokens transformers' GGUF tokenizer puts in its config: vocabulary entries by id."""
     config: dict[str, str | None] = {}
     tokens = metadata.get("tokenizer.ggml.tokens")
+    wanted: dict[str, int] = {}
     for name, key in GGUF_SPECIAL_TOKEN_IDS.items():
         token_id = metadata.get(key)
+        config[name] = None
         if token_id is None:
-            config[name] = None
             continue
         if not isinstance(tokens, _GgufStringArray):
             raise InputError(f"{path}[{key}]", "names a token id but the file has no tokenizer.ggml.tokens list")
-        config[name] = _gguf_token(data, tokens, token_id, f"{path}[{key}]")
+        wanted[name] = _gguf_token_index(tokens, token_id, f"{path}[{key}]")
+    texts = _gguf_tokens_at(data, tokens, set(wanted.values())) if wanted else {}
+    for name, index in wanted.items():
+        config[name] = _decode_gguf_string(texts[index], f"token {index}")
     return config
 
 
@@ -1166,18 +1170,27 @@ def _gguf_kind(value: Any) -> str:
     return "a number" if isinstance(value, (int, float)) else type(value).__name__
 
 
-def _gguf_token(data: _Buffer, tokens: _GgufStringArray, token_id: Any, where: str) -> str:
-    """Vocabulary entry ``token_id``, indexed like a Python list (as transformers indexes it)."""
+def _gguf_token_index(tokens: _GgufStringArray, token_id: Any, where: str) -> int:
+    """The vocabulary index of ``token_id``, indexed like a Python list (as transformers indexes it)."""
     if isinstance(token_id, bool) or not isinstance(token_id, int):
         raise InputError(where, f"token id must be an integer, found {_gguf_kind(token_id)}")
     index = token_id + tokens.count if token_id < 0 else token_id
     if not 0 <= index < tokens.count:
         raise InputError(where, f"token id {token_id} is outside the vocabulary of {tokens.count} tokens")
+    return index
+
+
+def _gguf_tokens_at(data: _Buffer, tokens: _GgufStringArray, indexes: set[int]) -> dict[int, bytes]:
+    """The raw vocabulary entries at ``indexes``, read in one pass (entries have no fixed width)."""
+    found: dict[int, bytes] = {}
     cursor = _GgufCursor(data)
     cursor.position = tokens.offset
-    for _ in range(index):
-        cursor.skip_string()
-    return _decode_gguf_string(cursor.raw_string(), f"token {token_id}")
+    for index in range(max(indexes) + 1):
+        if index in indexes:
+            found[index] = cursor.raw_string()
+        else:
+            cursor.skip_string()
+    return found
 
 
 @dataclass(frozen=True)
