@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from .errors import TemplatekitError, one_line
+from .report import json_text
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 # What a shell reports for a process its closed pipe ended (128 + SIGPIPE), as `git log | head` gets.
@@ -300,7 +301,7 @@ def render(
     if output_format == "json":
         rendered = list(results)
         failures = sum(not result.ok for result in rendered)
-        click.echo(json.dumps([_rendering_json(result) for result in rendered], ensure_ascii=False, indent=2))
+        click.echo(json_text([_rendering_json(result) for result in rendered]))
     elif output_format == "raw":
         for result in results:
             name = one_line(result.conversation.name or "conversation")
@@ -406,7 +407,7 @@ def fixtures(names: tuple[str, ...], output_format: str) -> None:
 
     if output_format == "json":
         chosen = [load_fixture(name) for name in names] if names else builtin_fixtures()
-        click.echo(json.dumps([_fixture_json(conversation) for conversation in chosen], ensure_ascii=False, indent=2))
+        click.echo(json_text([_fixture_json(conversation) for conversation in chosen]))
         return
     if not names:
         for conversation in builtin_fixtures():
@@ -647,7 +648,7 @@ def capabilities(source: str, template_name: str | None, output_format: str) -> 
                        f"{stopped['message']}", err=True)
     if output_format == "json":
         payload = {"schema_version": 1, "source": source, "templates": entries}
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        click.echo(json_text(payload))
     if any_stopped:
         sys.exit(EXIT_FAILED)
 
@@ -693,7 +694,7 @@ def fuzz(source: str, examples: int, seed: int | None, template_name: str | None
         payload = result.to_json()
         for index, entry in enumerate(payload["broken"]):
             entry["fixture_file"] = str(written[index]) if index < len(written) else None
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        click.echo(json_text(payload))
     else:
         _fuzz_text(result, written, describe_shape(result.shape))
     if nothing_checked and result.ok:
@@ -819,7 +820,7 @@ def validate(model: str, template_spec: str | None, template_name: str | None, f
         if progress:
             progress.close()
     if output_format == "json":
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        click.echo(json_text(report.to_json()))
     else:
         use_color = _use_color(color)
         click.echo(report_text(report, color=use_color), color=use_color)
@@ -898,7 +899,7 @@ def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str
         found = [role_wrappers(spec, template_name, variables=extra, now=pinned, budget=budget) for spec in sources]
         if output_format == "json":
             payload = {"schema_version": 1, "wrappers": [item.to_json() for item in found]}
-            click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+            click.echo(json_text(payload))
         else:
             click.echo(_wrappers_table(found, compare_wrappers(found), use_color), color=use_color)
         sys.exit(EXIT_OK)
@@ -909,7 +910,7 @@ def diff(sources: tuple[str, ...], fixtures: tuple[str, ...], template_name: str
                           template_name_a=template_name_a, template_name_b=template_name_b,
                           tokens=tokens, variables=extra, now=pinned, budget=budget)
     if output_format == "json":
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        click.echo(json_text(report.to_json()))
     else:
         click.echo(_diff_text(report, side_by_side, use_color), color=use_color)
     sys.exit(EXIT_OK if report.identical else EXIT_FAILED)

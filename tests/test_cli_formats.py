@@ -310,3 +310,25 @@ def test_a_fixture_copied_from_the_json_renders_like_the_built_in(run, template,
 def test_fixtures_json_of_an_unknown_name_is_one_line(run) -> None:
     line = _one_error_line(run("fixtures", "bsic", "--format", "json"))
     assert "did you mean 'basic'?" in line
+
+
+@pytest.mark.parametrize("command", [
+    ["render", "{template}", "-f", "basic", "--format", "json"],
+    ["diff", "{template}", "{other}", "-f", "basic", "--format", "json"],
+], ids=["render", "diff"])
+def test_json_output_stays_utf8_when_a_template_prints_a_lone_surrogate(tmp_path, command):
+    """A lone surrogate cannot be written as UTF-8; the JSON escapes it (\\udcff) instead of
+    writing a byte no strict reader accepts."""
+    import subprocess
+    import sys
+
+    template = tmp_path / "surrogate.json"
+    # A JSON string may hold a lone surrogate; the template prints one in every message.
+    template.write_text(json.dumps({"chat_template": "{% for m in messages %}{{ m.content }}\udcff{% endfor %}"}),
+                        encoding="utf-8")
+    other = tmp_path / "other.jinja"
+    other.write_text("{% for m in messages %}{{ m.content }}{% endfor %}", encoding="utf-8")
+    arguments = [part.format(template=template, other=other) for part in command]
+    completed = subprocess.run([sys.executable, "-m", "templatekit", *arguments], capture_output=True, timeout=120)
+    document = json.loads(completed.stdout.decode("utf-8"))  # strict: raises on a raw surrogate byte
+    assert "\udcff" in json.dumps(document, ensure_ascii=False)

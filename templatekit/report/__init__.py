@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 FORMATS = ("text", "json", "sarif", "github")
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as indented JSON with non-ASCII text kept readable.
+
+    A lone surrogate (a template can print one; a JSON source can hold ``"\\ud800"``) cannot be
+    written as UTF-8: it is escaped as ``\\udXXX``, which JSON readers decode back to the same
+    string, so the output is valid UTF-8 and valid JSON. Surrogates occur only inside strings.
+    """
+    text = json.dumps(payload, ensure_ascii=False, indent=2)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def format_reports(reports: list, output_format: str, **options) -> str:

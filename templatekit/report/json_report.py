@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from .. import __version__
+from . import json_text
 
 SCHEMA_VERSION = 1
 
@@ -58,4 +57,4 @@ def format_json(reports: list) -> str:
             "unreadable": sum(1 for r in reports if r.error),
         },
     }
-    return json.dumps(payload, ensure_ascii=False, indent=2)
+    return json_text(payload)
