@@ -330,7 +330,7 @@ def read_structured_file(path: Path) -> Any:
         except ValueError as exc:  # a value json recognises but refuses, e.g. an integer of 5,000 digits
             raise InputError(path, f"invalid JSON: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_conversation_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -342,6 +342,34 @@ def read_structured_file(path: Path) -> Any:
         # PyYAML's constructors raise these for scalars they match but cannot build:
         # a date like 2024-13-45, an integer too long to convert.
         raise InputError(path, f"invalid YAML: {exc}") from None
+
+
+_CONVERSATION_LOADER: Any = None
+
+
+def _conversation_loader() -> Any:
+    """PyYAML's safe loader, minus the values a JSON conversation cannot hold.
+
+    A date written bare (``date: 2025-01-15``) stays the string it reads as: YAML would make it a
+    ``datetime.date``, which the template would then see as the placeholder ``"<date>"``, as
+    transformers shows any non-JSON value. ``!!binary`` and ``!!set`` have no JSON form at all and
+    are refused where they are written.
+    """
+    global _CONVERSATION_LOADER
+    if _CONVERSATION_LOADER is None:
+        import yaml
+
+        class ConversationLoader(yaml.SafeLoader):
+            def refuse(self, node: Any) -> None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{node.tag.rsplit(':', 1)[-1]} values have no JSON form; write a string or a list",
+                    node.start_mark)
+
+        ConversationLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+        ConversationLoader.add_constructor("tag:yaml.org,2002:binary", ConversationLoader.refuse)
+        ConversationLoader.add_constructor("tag:yaml.org,2002:set", ConversationLoader.refuse)
+        _CONVERSATION_LOADER = ConversationLoader
+    return _CONVERSATION_LOADER
 
 
 # ---------------------------------------------------------------------------------------------

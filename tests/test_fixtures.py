@@ -466,7 +466,6 @@ HOSTILE_CONVERSATIONS = [
      "invalid JSON: Exceeds the limit (4300 digits) for integer string conversion"),
     ("bigint.yaml", "- {role: user, content: x, n: " + "9" * 5000 + "}\n",
      "invalid YAML: Exceeds the limit (4300 digits) for integer string conversion"),
-    ("date.yaml", "messages:\n- {role: user, content: hi, when: 2024-13-45}\n", "invalid YAML: month must be in 1..12"),
     ("bomb.yaml", ALIAS_BOMB, "holds more than 2,000,000 values once YAML aliases are expanded"),
     ("self.yaml", "messages:\n- &m\n  role: user\n  content: hi\n  self: *m\n", "the data refers to itself"),
     ("list.yaml", "messages: &all\n- role: user\n  content: hi\n  all: *all\n", "the data refers to itself"),
@@ -494,3 +493,27 @@ def test_shared_yaml_values_within_bounds_still_load(tmp_path):
     path = tmp_path / "shared.yaml"
     path.write_text("messages:\n- &m {role: user, content: hi}\n- {role: assistant, content: yo}\n- *m\n", encoding="utf-8")
     assert [message["content"] for message in load_fixture(str(path)).messages] == ["hi", "yo", "hi"]
+
+
+def test_a_bare_yaml_date_stays_the_text_written(tmp_path, run):
+    """YAML reads 2025-01-15 as a date, which the template saw as the placeholder "<date>"."""
+    fixture = tmp_path / "dated.yaml"
+    fixture.write_text("messages:\n- {role: user, content: 2025-01-15 10:30:00}\n- role: assistant\n"
+                       "  tool_calls: [{type: function, function: {name: f, arguments: {date: 2025-01-15}}}]\n",
+                       encoding="utf-8")
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}{{ m.content }}|{% for c in m.tool_calls or [] %}"
+                        "{{ c.function.arguments | tojson }}{% endfor %}{% endfor %}", encoding="utf-8")
+    result = run("render", str(template), "-f", str(fixture), "--raw")
+    assert result.exit_code == 0 and result.output == '2025-01-15 10:30:00||{"date": "2025-01-15"}'
+    assert load_fixture(str(fixture)).messages[0]["content"] == "2025-01-15 10:30:00"
+
+
+@pytest.mark.parametrize("value, kind", [("!!binary aGVsbG8=", "binary"), ("!!set {a, b}", "set")])
+def test_yaml_values_without_a_json_form_are_refused_where_written(tmp_path, value, kind):
+    fixture = tmp_path / "odd.yaml"
+    fixture.write_text(f"messages:\n- role: user\n  content: {value}\n", encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        load_fixture(str(fixture))
+    assert str(error.value) == (f"{fixture}: invalid YAML at line 3 column 12: {kind} values have no JSON form; "
+                                "write a string or a list")
