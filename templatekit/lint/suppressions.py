@@ -80,18 +80,23 @@ def parse_suppressions(target: LintTarget) -> tuple[list[Suppression], list[Prob
         opening = tokens[index - 1] if index > 0 else token
         closing = tokens[index + 1] if index + 1 < len(tokens) else token
         line, column = target.position(opening.offset)
-        kind, _, listed = match.group("body").partition("=")
+        kind, equals, listed = match.group("body").partition("=")
         kind = kind.strip()
         selectors = tuple(part.strip() for part in listed.split(",") if part.strip())
         if kind not in _KINDS:
             problems.append(Problem(line, column, f"unknown suppression '{kind}' (use one of: {', '.join(_KINDS)})"))
+            continue
+        if equals and not selectors:
+            # Only the bare directive means every rule; an empty list is a list left unfinished.
+            problems.append(Problem(line, column, f"suppression '{kind}=' lists no rule (without '=' it means "
+                                                  "every rule)"))
             continue
         unknown = [selector for selector in selectors if not is_known_selector(selector)]
         if unknown:
             problems.append(Problem(line, column, f"suppression names unknown rule(s): {', '.join(unknown)}"))
             continue
         if kind == "enable":
-            closed = [s for s in open_ranges if not selectors or set(s.selectors) & set(selectors) or not s.selectors]
+            closed = [s for s in open_ranges if not selectors or not s.selectors or _overlap(s.selectors, selectors)]
             if not closed:
                 problems.append(Problem(line, column, "enable without a matching disable"))
             for suppression in closed:
@@ -112,6 +117,12 @@ def parse_suppressions(target: LintTarget) -> tuple[list[Suppression], list[Prob
         if kind == "disable" and alone:
             open_ranges.append(suppression)
     return suppressions, problems
+
+
+def _overlap(disabled: tuple[str, ...], enabled: tuple[str, ...]) -> bool:
+    """Whether an enable names any rule a disable named, however each names it (``TK2`` and
+    ``TK201``, a code and a rule name)."""
+    return any(matches(rule, a) and matches(rule, b) for rule in all_rules() for a in disabled for b in enabled)
 
 
 def _alone_on_line(target: LintTarget, start: int, end: int) -> bool:
@@ -216,8 +227,10 @@ class InvalidSuppression(Rule):
 
     Why: a misspelled directive or rule code silences nothing, so the finding it was meant to
     silence keeps firing, or worse, the author believes a rule is off when it is not. Reported:
-    an unknown directive, a rule code or name that no rule has, an ``enable`` with no
-    ``disable`` before it. A directive with no rule list is valid and silences every rule.
+    an unknown directive, a rule code or name that no rule has, an ``=`` followed by no rule
+    (``disable=``), an ``enable`` naming no rule an open ``disable`` names (``enable=TK2``
+    closes ``disable=TK201``). A directive with no ``=`` and no list is valid and silences every
+    rule.
 
     Bad:
         {# templatekit: disabel=TK090 #}
