@@ -17,6 +17,10 @@ the file, the key and the closest valid spelling.
 
     [tool.templatekit.rules.TK006]        # options of one rule (`templatekit rule CODE` lists them)
     extra-inputs = ["system_date"]
+
+A rule declares its options next to its code as ``options = RuleOptions({...})``, one spec per
+option (``WholeNumber``, ``NameList``) giving the default and the values it accepts; the config
+checks every value against that spec, so a rule never sees a value it cannot use.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..capabilities import CAPABILITY_NAMES as CAPABILITIES
-from ..errors import InputError
+from ..errors import InputError, clipped
 from .model import SEVERITIES
 from .registry import ENGINES, Rule, find_rule, is_known_selector, matches
 
@@ -42,6 +46,91 @@ KEYS = ("select", "ignore", "fail-on", "engines", "per-file-ignores", "severity"
 
 class ConfigError(InputError):
     """A configuration file or option that cannot be used (exit 2)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# rule options: each rule declares its options' types and ranges; the config checks values here
+
+
+class OptionValueError(ValueError):
+    """A value an option spec refuses; the text (possibly empty) is a hint appended to the message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeNumber:
+    """A count or limit: a whole number of at least ``minimum``; booleans are not numbers."""
+
+    default: int
+    minimum: int = 1
+
+    @property
+    def expects(self) -> str:
+        return f"a whole number of at least {self.minimum:,}"
+
+    def parse(self, value: Any) -> int:
+        # TOML reads exponent notation (1e6) as a float; one with no fraction is that count.
+        # inf and nan are not integral, so they are refused with the rest.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
+            raise OptionValueError("")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class NameList:
+    """Template variable names, as a list of strings (a name that is not an identifier could
+    never be read by a template, so listing it would silently do nothing)."""
+
+    default: list[str]
+
+    expects = "a list of variable names (strings)"
+
+    def parse(self, value: Any) -> list[str]:
+        if isinstance(value, str):
+            raise OptionValueError(f"; write a list, even for one name: [{json.dumps(value)}]")
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise OptionValueError("")
+        for item in value:
+            if not item.isidentifier():
+                raise OptionValueError(f" ({clipped(item, 40)} is not a variable name)")
+        return list(value)
+
+
+OptionSpec = WholeNumber | NameList
+
+
+class RuleOptions(dict):
+    """A rule's ``options``: option name -> default, which is what ``Rule`` merges settings
+    from and ``templatekit rule`` prints, and ``specs``, what the config checks values against."""
+
+    def __init__(self, specs: Mapping[str, OptionSpec]) -> None:
+        super().__init__({name: spec.default for name, spec in specs.items()})
+        self.specs: dict[str, OptionSpec] = dict(specs)
+
+
+def option_spec(rule: type[Rule], option: str) -> OptionSpec | None:
+    """The spec of one of ``rule``'s options; a rule still declaring a bare default gets one
+    inferred from that default's type, so no option value reaches a rule unchecked."""
+    specs = getattr(rule.options, "specs", {})
+    if option in specs:
+        return specs[option]
+    default = rule.options.get(option)
+    if isinstance(default, int) and not isinstance(default, bool):
+        return WholeNumber(default, minimum=0)
+    if isinstance(default, (list, tuple)):
+        return NameList(list(default))
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A config value as the user wrote it, near enough: TOML's booleans, not Python's."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return clipped(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "…"
 
 
 @dataclasses.dataclass
@@ -107,17 +196,30 @@ def _path_matches(file: Path, pattern: str, root: Path) -> bool:
     return fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(file.name, pattern)
 
 
+# A config is a few lines; reading stops past this so `--config /dev/zero` cannot fill memory.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _load_toml(path: Path) -> dict:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python 3.10 only
         import tomli as tomllib
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(path, "not UTF-8 text") from None
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, f"larger than {MAX_CONFIG_BYTES >> 20} MiB; not a config file")
+    try:
+        # The TOML spec allows a UTF-8 byte order mark (toml-lang/toml#437) though tomllib
+        # refuses it; editors on Windows add one, so one leading mark is dropped.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(path, "not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"invalid TOML: {exc}") from None
 
@@ -141,17 +243,26 @@ def find_config(start: Path) -> Path | None:
 
 def load_config(path: Path | None = None, *, start: Path | None = None) -> LintConfig:
     """The config in ``path``, or the one found from ``start`` (default: the working directory)."""
+    explicit = path is not None
     if path is None:
         path = find_config(start or Path.cwd())
         if path is None:
             return LintConfig()
+    elif path == Path("."):
+        # Path("") is Path("."), so an empty --config value arrives here too; name both.
+        raise ConfigError(path, "is the working directory, not a config file (an empty --config value names it too)")
     elif path.is_dir():
         raise ConfigError(path, "is a directory, not a config file")
-    elif not path.is_file():
+    elif not path.exists():
         raise ConfigError(path, "no such config file")
+    # Anything else that exists is read: /dev/null is an empty config (every default, whatever
+    # config the directories hold) and a pipe (`--config <(...)`) a config made on the spot.
     data = _load_toml(path)
     if path.name == "pyproject.toml":
         tool = data.get("tool", {})
+        if explicit and not (isinstance(tool, dict) and "templatekit" in tool):
+            # Found by search, such a pyproject is skipped; named, it was meant to configure.
+            raise ConfigError(path, "has no [tool.templatekit] table")
         data = tool.get("templatekit", {}) if isinstance(tool, dict) else {}
         if not isinstance(data, dict):
             raise ConfigError(path, "[tool.templatekit] must be a table")
@@ -171,13 +282,27 @@ def _string_list(value: Any, key: str, where: Path | str) -> tuple[str, ...]:
     return tuple(value)
 
 
+# The keys whose selectors choose the rules that run; an empty one would run none and pass
+# every template, which is never meant (a CI variable that expanded to nothing, say).
+_SELECTION_KEYS = ("select", "--select")
+
+
 def _check_selectors(selectors: tuple[str, ...], key: str, where: Path | str) -> None:
     from .registry import all_rules
 
+    if not selectors and key in _SELECTION_KEYS:
+        raise ConfigError(where, f"{key} selects no rule (it is empty); leave it out to select every rule")
     for selector in selectors:
         if not is_known_selector(selector):
             names = [rule.code for rule in all_rules()] + [rule.name for rule in all_rules()]
             raise ConfigError(where, f"'{key}': unknown rule '{selector}'{_suggest(selector, names)}")
+
+
+def _check_something_selected(config: LintConfig, where: Path | str) -> None:
+    from .registry import iter_selected
+
+    if next(iter_selected(config.select, config.ignore), None) is None:
+        raise ConfigError(where, f"select selects no rule: ignore ({', '.join(config.ignore)}) removes every rule it names")
 
 
 def config_from_mapping(data: Mapping[str, Any], path: Path | None = None) -> LintConfig:
@@ -195,6 +320,8 @@ def config_from_mapping(data: Mapping[str, Any], path: Path | None = None) -> Li
     if "ignore" in data:
         config.ignore = _string_list(data["ignore"], "ignore", where)
         _check_selectors(config.ignore, "ignore", where)
+    if "select" in data or "ignore" in data:
+        _check_something_selected(config, where)
     if "fail-on" in data:
         config.fail_on = parse_fail_on(data["fail-on"], where)
     if "engines" in data:
@@ -255,11 +382,20 @@ def _load_rule_options(table: Any, config: LintConfig, where: Path | str) -> Non
             raise ConfigError(where, f"'rules': unknown rule '{selector}'{_suggest(selector, [r.code for r in all_rules()])}")
         if not isinstance(options, Mapping):
             raise ConfigError(where, f"'rules.{selector}' must be a table of options")
-        for option in options:
+        parsed: dict[str, Any] = {}
+        for option, value in options.items():
             if option not in rule.options:
                 known = ", ".join(rule.options) or "none"
                 raise ConfigError(where, f"'rules.{selector}': {rule.code} has no option '{option}'{_suggest(option, rule.options)} (options: {known})")
-        config.rule_options[rule.code] = dict(options)
+            spec = option_spec(rule, option)
+            if spec is None:
+                parsed[option] = value
+                continue
+            try:
+                parsed[option] = spec.parse(value)
+            except OptionValueError as refusal:
+                raise ConfigError(where, f"rules.{selector}.{option} must be {spec.expects}, got {_shown(value)}{refusal}") from None
+        config.rule_options[rule.code] = parsed
 
 
 def parse_jobs(value: Any, where: Path | str = "--jobs") -> int:

@@ -37,6 +37,7 @@ from jinja2 import filters as jinja_filters
 from jinja2 import nodes
 
 from ...guards import format_widths
+from ..config import RuleOptions, WholeNumber
 from ..registry import AstRule, Rule, register
 from ..target import LintTarget, Token
 from ..walk import child_nodes, tree_index
@@ -1668,7 +1669,7 @@ class OversizedValue(_SecurityRule):
 
     code = "TK907"
     name = "oversized-value"
-    options = {"max-size": 10_000}
+    options = RuleOptions({"max-size": WholeNumber(10_000, minimum=1)})
 
     _ORIGINS = (nodes.Mul, nodes.Add, nodes.Concat, nodes.Mod, nodes.Call, nodes.Filter, nodes.Pow)
 
@@ -1756,7 +1757,7 @@ class LoopBlowup(_SecurityRule):
 
     code = "TK908"
     name = "loop-blowup"
-    options = {"max-iterations": 1_000_000}
+    options = RuleOptions({"max-iterations": WholeNumber(1_000_000, minimum=1)})
 
     def inspect(self, tree: nodes.Template) -> None:
         self.limit = int(self.settings["max-iterations"])

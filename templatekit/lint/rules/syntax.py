@@ -22,6 +22,7 @@ from jinja2.lexer import TokenStream, describe_token
 from jinja2.parser import Parser
 
 from ...environment import environment
+from ..config import NameList, RuleOptions
 from ..model import Diagnostic, Edit, Fix
 from ..registry import AstRule, Rule, register
 from ..target import LintTarget, Token
@@ -798,7 +799,7 @@ class MisspelledVariable(_InputRule):
     """
 
     code, name, severity = "TK006", "misspelled-variable", "warning"
-    options = {"kwargs": list(KNOWN_KWARGS), "extra-inputs": []}
+    options = RuleOptions({"kwargs": NameList(list(KNOWN_KWARGS)), "extra-inputs": NameList([])})
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         known = known_inputs(target, self.settings["extra-inputs"])
@@ -842,7 +843,7 @@ class ForeignBuiltinName(_InputRule):
     """
 
     code, name, severity = "TK007", "foreign-builtin-name", "warning"
-    options = {"extra-inputs": []}
+    options = RuleOptions({"extra-inputs": NameList([])})
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         known = known_inputs(target, self.settings["extra-inputs"])
@@ -881,7 +882,7 @@ class TemplateKwarg(_InputRule):
     """
 
     code, name, severity = "TK008", "template-kwarg", "info"
-    options = {"kwargs": list(KNOWN_KWARGS), "extra-inputs": []}
+    options = RuleOptions({"kwargs": NameList(list(KNOWN_KWARGS)), "extra-inputs": NameList([])})
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         known = known_inputs(target, self.settings["extra-inputs"])
