@@ -39,7 +39,7 @@ from typing import Any
 from .behaviour import DEFAULT_SPECIAL_TOKENS, Behaviour, with_typed_text
 from .capabilities import Capabilities
 from .conversation import Conversation
-from .errors import InputError
+from .errors import InputError, one_line
 from .fixtures import used_capabilities
 
 RENDER_ERROR = "render-error"
@@ -447,11 +447,17 @@ def fixture_text(broken: InvariantBroken, seed: int, source: str, template_name:
         # YAML is a superset of JSON: fall back to the exact form if the YAML did not round-trip.
         body = json.dumps(mapping, ensure_ascii=True, indent=2) + "\n"
     Conversation.from_mapping(json.loads(json.dumps(mapping)), "<fuzz fixture>")
-    option = f" -t {template_name}" if template_name else ""
+    import shlex
+
+    option = f" -t {shlex.quote(template_name)}" if template_name else ""
     explanation = " ".join(broken.explanation.split())
+    # A template read from standard input has no name to give: it is read the same way again.
+    from_stdin = source in ("-", "/dev/stdin")
+    command = f"templatekit render {'-' if from_stdin else shlex.quote(source)}{option} -f THIS_FILE"
+    command += " < TEMPLATE" if from_stdin else ""
     header = (f"# Found by templatekit fuzz (seed {seed}): {broken.invariant}\n"
               f"# {explanation}\n"
-              f"# Render it: templatekit render {source}{option} -f THIS_FILE\n")
+              f"# Render it: {one_line(command)}\n")
     return header + body
 
 

@@ -100,6 +100,27 @@ def test_planted_late_system_drop_is_found_and_the_fixture_reproduces_it(templat
     assert not list(in_empty_dir.iterdir()), "fuzz wrote into the working directory"
 
 
+
+def test_the_fixtures_render_command_runs_as_printed_in_a_shell(tmp_path):
+    """The "Render it:" line is shell-quoted (a path with a space or a quote used to split)."""
+    import shlex
+    import subprocess
+    import sys
+
+    source = tmp_path / "sp ace" / "it's.jinja"
+    source.parent.mkdir()
+    source.write_text(LATE_SYSTEM_DROPPED, encoding="utf-8")
+    result = fuzz_template(source, examples=200, seed=11)
+    fixture = tmp_path / "found.yaml"
+    fixture.write_text(result.failures[0].fixture_text, encoding="utf-8")
+    line = next(line for line in result.failures[0].fixture_text.splitlines() if line.startswith("# Render it: "))
+    command = line.removeprefix("# Render it: ").replace("THIS_FILE", shlex.quote(str(fixture)))
+    argv = shlex.split(command)
+    assert argv[:3] == ["templatekit", "render", str(source)]
+    completed = subprocess.run([sys.executable, "-m", "templatekit", *argv[1:], "--raw"], capture_output=True,
+                               text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_late_system_drop_is_found_whatever_the_seed(template, seed):
     result = fuzz_template(template(LATE_SYSTEM_DROPPED), examples=200, seed=seed)
