@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 # Keys of an OpenAI-style request body that mean nothing to a template; accepted so a request body
 # can be pasted as a fixture, and otherwise ignored.
@@ -289,11 +289,24 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _refuse_taken_kwargs(kwargs: Mapping, path: Path) -> None:
+    """A file's ``kwargs`` naming what the conversation or the call already sets is a mistake in
+    the file: say so here (exit 2) rather than through the TypeError transformers raises when
+    rendering (Python callers still get that, for parity)."""
+    taken = {"messages", *APPLY_CHAT_TEMPLATE_POSITIONAL, *APPLY_CHAT_TEMPLATE_KEYWORDS, *RENDER_JINJA_TEMPLATE_KEYWORDS}
+    for name in kwargs:
+        if name in taken:
+            raise InputError(path, f"kwargs.{one_line(name)}: is not a template variable: apply_chat_template sets "
+                                   "it itself (give messages, tools, documents and the generation settings as the "
+                                   "file's own fields)")
+
+
 def load_conversation(path: str | Path) -> Conversation:
     """Read a YAML or JSON conversation file; any problem is an ``InputError`` naming the file."""
     path = Path(path)
     data = read_structured_file(path)
     conversation = Conversation.from_mapping(data, path)
+    _refuse_taken_kwargs(conversation.kwargs, path)
     if conversation.name is None:
         conversation.name = path.stem
     conversation.origin = str(path)

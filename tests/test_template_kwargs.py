@@ -167,3 +167,16 @@ def test_cli_var(tmp_path, run):
     refused = run("render", str(template), "--messages", str(messages), "--raw", "--var", "tokenize=false")
     assert refused.exit_code == 1
     assert "got multiple values for keyword argument 'tokenize'" in refused.output
+
+
+@pytest.mark.parametrize("name", ["messages", "tokenize", "add_generation_prompt", "chat_template"])
+def test_a_conversation_file_whose_kwargs_take_a_set_name_is_an_input_error(tmp_path, run, name):
+    """From a file it is the file's mistake (exit 2, naming the key); Python callers still get
+    transformers' own TypeError when rendering."""
+    fixture = tmp_path / "c.yaml"
+    fixture.write_text(f"messages: [{{role: user, content: hi}}]\nkwargs: {{{name}: []}}\n", encoding="utf-8")
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages[0].content }}", encoding="utf-8")
+    result = run("render", str(template), "-f", str(fixture))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"templatekit: error: {fixture}: kwargs.{name}: is not a template variable")
