@@ -528,7 +528,7 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
         fix = True
     # Checked before linting, which can take minutes on a directory: a misspelt engine or a
     # missing node should not wait for the whole report.
-    engine_names = _engines_to_render(render_engines, node_modules) if render_engines else ()
+    engine_names = _engines_to_render(render_engines, node_modules) if render_engines is not None else ()
     sources = [_source_path(path) for path in paths] or ["."]
     reports = lint_paths(sources, config, fix=fix, unsafe_fixes=unsafe_fixes, diff=show_diff,
                          use_cache=not no_cache, jobs=jobs)
@@ -567,6 +567,9 @@ def _engines_to_render(engine_list: str, node_modules: Path | None) -> tuple[str
         names = parse_engine_list(engine_list)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--engines") from None
+    if not names:
+        # An empty variable in a CI script would otherwise turn the engine check off unnoticed.
+        raise click.BadParameter("names no engine; give minijinja, hf-jinja or both", param_hint="--engines")
     options = _engine_options(node_modules) or {}
     for name in names:
         try:

@@ -23,6 +23,9 @@ def _cli(*args: str, **options) -> subprocess.CompletedProcess:
     (("render", "--timeout", "0"), "render: Invalid value for '--timeout': budget seconds must be positive"),
     (("render", "--timeout", "nan"), "Invalid value for '--timeout': a budget must be a finite number"),
     (("render", "--max-output", "-5"), "Invalid value for '--max-output'"),
+    (("diff", "a", "b", "--timeout", "-1"), "diff: Invalid value for '--timeout': budget seconds must be positive"),
+    (("lint", "--engines", "", "x.jinja"), "lint: Invalid value for --engines: names no engine"),
+    (("lint", "--engines", " , ", "x.jinja"), "lint: Invalid value for --engines: names no engine"),
 ])
 def test_a_usage_mistake_is_one_line_naming_it_and_exit_2(run, args, expected) -> None:
     result = run(*args)
