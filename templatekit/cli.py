@@ -509,7 +509,7 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
 
     Exit codes: 0 clean, 1 findings at or above --fail-on, 2 unreadable input or bad configuration.
     """
-    from .lint.config import _check_selectors, load_config
+    from .lint.config import _check_selectors, _check_something_selected, load_config
     from .lint.model import severity_rank
     from .lint.runner import lint_paths
     from .report import format_reports
@@ -523,6 +523,8 @@ def lint(paths: tuple[str, ...], output_format: str, fix: bool, unsafe_fixes: bo
     if ignores:
         config.ignore = tuple(config.ignore) + _split_selectors(ignores)
         _check_selectors(config.ignore, "--ignore", "command line")
+    if selects or ignores:
+        _check_something_selected(config, "command line")
     threshold = fail_on or config.fail_on
     if show_diff and not (fix or unsafe_fixes):
         fix = True

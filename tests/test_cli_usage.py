@@ -26,6 +26,7 @@ def _cli(*args: str, **options) -> subprocess.CompletedProcess:
     (("diff", "a", "b", "--timeout", "-1"), "diff: Invalid value for '--timeout': budget seconds must be positive"),
     (("lint", "--engines", "", "x.jinja"), "lint: Invalid value for --engines: names no engine"),
     (("lint", "--engines", " , ", "x.jinja"), "lint: Invalid value for --engines: names no engine"),
+    (("lint", "--select", "TK201", "--ignore", "TK2", "x.jinja"), "ignore (TK2) removes every rule it names"),
 ])
 def test_a_usage_mistake_is_one_line_naming_it_and_exit_2(run, args, expected) -> None:
     result = run(*args)
