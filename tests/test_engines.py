@@ -1,13 +1,18 @@
 """Real renders in minijinja and @huggingface/jinja, classified against transformers.
 
 Every test here runs the real engine; a test skips only when its engine is really absent (the
-skip reason is the install message). CI installs both (.ci/run), so there they all run.
+skip reason is the install message). CI installs both (.ci/run), so there they all run. The
+exceptions say so: a broken or silent node is a fake script, and the report's tallies are
+checked on comparisons built by hand.
 """
 
 from __future__ import annotations
 
 import builtins
+import json
+import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +30,7 @@ from templatekit.engines import (
     parse_engine_list,
 )
 from templatekit.engines import hfjinja_engine
-from templatekit.engines.compare import OUTCOMES, compare_many
+from templatekit.engines.compare import OUTCOMES, EngineComparison, compare_many
 from templatekit.fixtures import builtin_fixtures, load_fixture
 from templatekit.sources import load_source
 
@@ -305,6 +310,117 @@ def test_node_missing_message(monkeypatch):
     assert "needs node" in message and "npm install --prefix ~/.cache/templatekit/node @huggingface/jinja" in message
 
 
+# -- when node runs but is not the engine: a fake node, no real engine needed ------------------------------
+
+
+def _fake_node(tmp_path: Path, body: str) -> dict:
+    """Engine options for a node that is the shell script ``body`` and a package that is only
+    its files (the fake node never imports it)."""
+    package = tmp_path / "node_modules" / "@huggingface" / "jinja"
+    (package / "dist").mkdir(parents=True)
+    (package / "package.json").write_text(json.dumps({"version": "0.0.0", "module": "dist/index.js"}))
+    (package / "dist" / "index.js").write_text("")
+    node = tmp_path / "bin" / "node"
+    node.parent.mkdir()
+    node.write_text("#!/bin/sh\n" + body + "\n")
+    node.chmod(0o755)
+    return {"node": str(node), "node_modules": tmp_path / "node_modules"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # killed, waiting for whichever init adopted it to reap it
+
+
+def _all_gone(pids: list[int], within: float = 3.0) -> bool:
+    """Whether every process in ``pids`` has died within ``within`` seconds: a SIGKILL is
+    delivered when the process is next scheduled, which on a busy machine is not at once."""
+    end = time.monotonic() + within
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+GARBAGE = ["echo garbage; echo '{not json'", "echo '[1]'", "printf '\\377\\n'"]
+NOW = datetime(2025, 1, 15, 10, 30)
+
+
+@pytest.mark.parametrize("output", GARBAGE, ids=["text", "json-array", "not-utf8"])
+def test_a_node_printing_garbage_is_an_unusable_engine(tmp_path, output):
+    engine = hfjinja_engine.HfJinjaEngine(**_fake_node(tmp_path, output))
+    with pytest.raises(EngineUnavailable) as caught:
+        engine.render_batch([EngineJob("{{ x }}", {"x": 1}, NOW)])
+    message = str(caught.value)
+    assert "runner gave unexpected output" in message and "npm install" in message and "\n" not in message
+
+
+def test_lint_with_a_node_printing_garbage_fails_in_one_line(run, monkeypatch, tmp_path):
+    options = _fake_node(tmp_path, GARBAGE[0])
+    monkeypatch.setenv("PATH", f"{Path(options['node']).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("TEMPLATEKIT_NODE_MODULES", str(options["node_modules"]))
+    template = tmp_path / "chat.jinja"
+    template.write_text(SIMPLE, encoding="utf-8")
+    result = run("lint", "--no-cache", "-q", str(template), "--engines", "hf-jinja")
+    assert result.exit_code == 2 and "runner gave unexpected output" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "internal error" not in result.output
+
+
+# A node that never answers: replaced by sleep, or a wrapper script whose child sleeps on (and,
+# unless killed with the script, keeps the pipes open after the script is killed).
+SILENT = {"exec": "exec sleep 30", "wrapper": "sleep 30 & echo $! >> {pids}; wait"}
+
+
+@pytest.mark.parametrize("kind", sorted(SILENT))
+def test_a_node_that_never_answers_is_an_unusable_engine_soon(tmp_path, kind):
+    pids = tmp_path / "pids"
+    options = _fake_node(tmp_path, SILENT[kind].format(pids=pids))
+    engine = hfjinja_engine.HfJinjaEngine(**options, job_timeout=0.5, start_timeout=0.5)
+    jobs = [EngineJob(SIMPLE, {"messages": []}, NOW)] * 9
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable) as caught:
+        engine.render_batch(jobs)  # not nine "timed out" runtime errors: the template did nothing wrong
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert "runner gave no answer within 0.5s" in message and "npm install" in message and "\n" not in message
+    if kind == "wrapper":
+        children = [int(pid) for pid in pids.read_text().split()]
+        assert len(children) == 2  # the batch and the trivial check, both killed
+        assert _all_gone(children)
+
+
+def test_lint_with_a_node_that_never_answers_fails_like_a_missing_engine(run, monkeypatch, tmp_path):
+    options = _fake_node(tmp_path, SILENT["exec"])
+    monkeypatch.setenv("PATH", f"{Path(options['node']).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("TEMPLATEKIT_NODE_MODULES", str(options["node_modules"]))
+    monkeypatch.setattr(hfjinja_engine, "START_TIMEOUT", 0.5)
+    monkeypatch.setattr(hfjinja_engine, "JOB_TIMEOUT", 0.5)
+    template = tmp_path / "chat.jinja"
+    template.write_text(SIMPLE, encoding="utf-8")
+    result = run("lint", "--no-cache", "-q", str(template), "--engines", "hf-jinja")
+    assert result.exit_code == 2 and "runner gave no answer" in result.output  # as when node is absent
+    assert len(result.output.strip().splitlines()) == 1 and "fixtures break" not in result.output
+
+
+def test_a_hung_render_whose_child_holds_the_pipes_still_times_out(tmp_path):
+    # The runner works (it renders the trivial check) but this template hangs it, in a child
+    # that outlives a kill of node alone and keeps stdout and stderr open.
+    pids = tmp_path / "pids"
+    body = (f'case "$(cat)" in *\'"templates": ["ok"]\'*) echo \'{{"status": "ok", "text": "ok"}}\';; '
+            f"*) sleep 30 & echo $! >> {pids}; wait;; esac")
+    engine = hfjinja_engine.HfJinjaEngine(**_fake_node(tmp_path, body), job_timeout=0.5, start_timeout=0.5)
+    started = time.monotonic()
+    [result] = engine.render_batch([EngineJob("{% for i in endless %}{% endfor %}", {}, NOW)])
+    assert time.monotonic() - started < 5
+    # Still the template's own failure, as a real endless loop in hf-jinja is.
+    assert result.status == RUNTIME_ERROR and result.message == "render timed out after 0.5s"
+    assert _all_gone([int(pid) for pid in pids.read_text().split()])
+
+
 def test_package_missing_messages(monkeypatch, tmp_path):
     monkeypatch.setattr(hfjinja_engine.shutil, "which", lambda name: "/usr/bin/node")
     # An explicit node_modules without the package: say where, and how to install it there.
@@ -412,6 +528,32 @@ def test_fixture_a_template_does_not_support_is_not_evaluated(hf_engine):
     assert cell.breaks and not cell.evaluated and "typed_content" in cell.missing_capabilities
     [plain] = compare_engines(SIMPLE, [load_fixture("basic")], ["hf-jinja"])
     assert plain.evaluated and not plain.breaks
+    # The report counts that cell apart: not as the one "different" of a portable template.
+    report = format_comparisons([plain, cell])
+    assert "hf-jinja" in report and "portable (1 identical); 1 not evaluated" in report
+    assert "1 different" not in report
+
+
+def _comparison(fixture: str, outcome: str, missing: tuple[str, ...] = ()) -> EngineComparison:
+    return EngineComparison(engine="minijinja", engine_version="9.9", template="t.jinja", fixture=fixture,
+                            outcome=outcome, message="", reference_text="x",
+                            engine_text="x" if outcome == "identical" else "y", missing_capabilities=missing)
+
+
+def test_report_counts_not_evaluated_fixtures_only_as_not_evaluated():
+    cells = [_comparison("basic", "identical"), _comparison("unicode", "identical"),
+             _comparison("tool-call", "identical", ("tools",)),
+             _comparison("multimodal", "different", ("typed_content",))]
+    [_, summary, listed] = format_comparisons(cells).splitlines()
+    assert summary == "  minijinja 9.9: portable (2 identical); 2 not evaluated (input the template does not support)"
+    assert listed.split()[:6] == ["multimodal", "not", "evaluated", "(the", "template", "lacks"]
+    # A break among the evaluated cells is counted out of those only.
+    cells[1] = _comparison("unicode", "different")
+    summary = format_comparisons(cells).splitlines()[1]
+    assert "1 of 2 fixtures break (1 identical, 1 different); 2 not evaluated" in summary
+    # Nothing evaluated is neither portable nor "transformers fails every fixture".
+    summary = format_comparisons(cells[2:]).splitlines()[1]
+    assert summary == "  minijinja 9.9: nothing evaluated (every fixture needs input the template does not support)"
 
 
 # -- predictions checked against the engine: each rule change claims a real difference ------------------

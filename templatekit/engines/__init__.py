@@ -55,8 +55,9 @@ class EngineResult:
 def get_engine(name: str, **options: Any) -> Any:
     """The engine called ``name``, ready to render; ``EngineUnavailable`` when it is not installed.
 
-    Options go to the engine's constructor (``node_modules=`` and ``node=`` for hf-jinja,
-    ``tojson_shim=`` for minijinja).
+    Options go to the engine's constructor (``node_modules=``, ``node=``, ``job_timeout=`` and
+    ``start_timeout=`` for hf-jinja, ``tojson_shim=`` for minijinja). A runner that cannot render
+    at all raises ``EngineUnavailable`` from ``render_batch`` too.
     """
     if name == "minijinja":
         from .minijinja_engine import MinijinjaEngine

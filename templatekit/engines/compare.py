@@ -21,7 +21,8 @@ engine did not give the identical text. ``missing_capabilities`` names what the 
 the template does not support (probed as the behaviour checks probe it, or declared): such a cell
 feeds the template input it was not written for (a list of content parts to a text-only template,
 whose Python repr transformers prints), so it says nothing about portability and ``evaluated`` is
-false for it.
+false for it. ``breaks`` still says what happened in such a cell; ``format_comparisons`` counts it
+only as not evaluated, never among the outcomes or the breaks.
 """
 
 from __future__ import annotations
@@ -293,27 +294,38 @@ def format_comparisons(comparisons: Sequence[EngineComparison], *, verbose: bool
         lines.append(template)
         for engine in dict.fromkeys(c.engine for c in group):
             cells = [c for c in group if c.engine == engine]
-            counts = Counter(c.outcome for c in cells)
-            summary = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
             version = cells[0].engine_version
+            # A cell the template was not written for measures nothing: it is counted apart, never
+            # as identical (portable) or as a break.
             evaluated = [c for c in cells if c.evaluated]
+            skipped = len(cells) - len(evaluated)
+            counts = Counter(c.outcome for c in evaluated)
+            summary = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
             broken = sum(c.breaks for c in evaluated)
-            verdict = "portable" if not broken else f"{broken} of {len(evaluated)} fixtures break"
-            if all(c.outcome in (NOT_RUN, BOTH_FAILED) for c in evaluated):
-                # Neither side rendered anything to hold the other to: not evidence of portability.
-                verdict = "nothing compared (transformers fails or refuses every fixture)"
-            if len(evaluated) < len(cells):
-                verdict += f"; {len(cells) - len(evaluated)} not evaluated (input the template does not support)"
-            lines.append(f"  {engine} {version}: {verdict} ({summary})")
+            if not evaluated:
+                line = "nothing evaluated (every fixture needs input the template does not support)"
+            else:
+                if all(c.outcome in (NOT_RUN, BOTH_FAILED) for c in evaluated):
+                    # Neither side rendered anything to hold the other to: not evidence of portability.
+                    verdict = "nothing compared (transformers fails or refuses every evaluated fixture)"
+                else:
+                    verdict = "portable" if not broken else f"{broken} of {len(evaluated)} fixtures break"
+                line = f"{verdict} ({summary})"
+                if skipped:
+                    line += f"; {skipped} not evaluated (input the template does not support)"
+            lines.append(f"  {engine} {version}: {line}")
             width = max(len(c.fixture) for c in cells)
             for cell in cells:
                 if cell.outcome == IDENTICAL and not verbose:
                     continue
-                note = ""
-                if not cell.evaluated:
-                    note = f"  [not evaluated: the template lacks {', '.join(cell.missing_capabilities)}]"
-                elif cell.breaks:
-                    note = f"  [predicted by {', '.join(cell.predicted_by)}]" if cell.predicted_by else "  [not predicted]"
                 message = f": {cell.message}" if cell.message else ""
+                if not cell.evaluated:
+                    lacks = ", ".join(cell.missing_capabilities)
+                    lines.append(f"    {cell.fixture:<{width}}  not evaluated (the template lacks {lacks}): "
+                                 f"{cell.outcome}{message}")
+                    continue
+                note = ""
+                if cell.breaks:
+                    note = f"  [predicted by {', '.join(cell.predicted_by)}]" if cell.predicted_by else "  [not predicted]"
                 lines.append(f"    {cell.fixture:<{width}}  {cell.outcome}{message}{note}")
     return "\n".join(lines)

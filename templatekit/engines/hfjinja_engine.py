@@ -14,6 +14,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -30,13 +31,21 @@ CACHE_PREFIX = Path("~/.cache/templatekit/node")
 INSTALL_COMMAND = f"npm install --prefix {CACHE_PREFIX} {PACKAGE}"
 # Seconds one render may take before it counts as hung; real templates render in milliseconds.
 JOB_TIMEOUT = 20.0
+# Seconds node may take to start and import the package before its first answer. A runner still
+# silent after this long is asked to render a trivial template: one that cannot is unusable.
+START_TIMEOUT = 10.0
+# Seconds node's stderr is still read after node is killed: a process it started outside its
+# process group may hold the pipe open forever, and must not hold templatekit too.
+DRAIN_TIMEOUT = 1.0
+# Bytes of node's stderr kept for a failure message (only its start is ever shown).
+STDERR_LIMIT = 1 << 16
 
 
 class HfJinjaEngine:
     name = "hf-jinja"
 
     def __init__(self, *, node_modules: str | os.PathLike | None = None, node: str | None = None,
-                 job_timeout: float = JOB_TIMEOUT) -> None:
+                 job_timeout: float | None = None, start_timeout: float | None = None) -> None:
         self.node = node or shutil.which("node")
         if not self.node:
             raise EngineUnavailable(
@@ -49,8 +58,11 @@ class HfJinjaEngine:
         self.module = self.package_dir / manifest.get("module", "dist/index.js")
         if not self.module.is_file():
             raise EngineUnavailable(f"{self.package_dir} has no {self.module.name}; reinstall: {INSTALL_COMMAND}")
-        self.job_timeout = job_timeout
-        self._works: bool | None = None  # whether node runs the package at all (_runner_works)
+        # Read at construction, not import, so a caller (or a test) can change the module's defaults.
+        self.job_timeout = JOB_TIMEOUT if job_timeout is None else job_timeout
+        self.start_timeout = START_TIMEOUT if start_timeout is None else start_timeout
+        self._works = False  # node rendered the trivial template (_check_runner)
+        self._broken: str | None = None  # why it could not, once known
 
     def render(self, job: EngineJob) -> EngineResult:
         return self.render_batch([job])[0]
@@ -74,7 +86,7 @@ class HfJinjaEngine:
                 continue
             pending.append((index, job, context))
         while pending:
-            done = self._run_node(pending, results)
+            done, _ = self._run_node(pending, results)
             hung = {job.template for index, job, _ in pending[:done] if results[index].message == self._timed_out}
             pending = pending[done:]
             for index, job, _ in pending:
@@ -84,9 +96,11 @@ class HfJinjaEngine:
             pending = [entry for entry in pending if entry[1].template not in hung]
         return results  # type: ignore[return-value] - every slot is filled above
 
-    def _run_node(self, pending: list[tuple[int, EngineJob, Any]], results: list, *, checking: bool = False) -> int:
+    def _run_node(self, pending: list[tuple[int, EngineJob, Any]], results: list, *,
+                  checking: bool = False) -> tuple[int, str]:
         """Run ``pending`` in one node process; returns how many jobs it settled (≥ 1; 0 only
-        when ``checking`` whether node and the package run at all)."""
+        when ``checking`` whether node and the package run at all) and node's stderr. Raises
+        ``EngineUnavailable`` when node cannot render anything."""
         templates: dict[str, int] = {}
         jobs = []
         for _, job, context in pending:
@@ -97,63 +111,138 @@ class HfJinjaEngine:
         payload = json.dumps({"module": str(self.module), "templates": list(templates), "jobs": jobs},
                              ensure_ascii=False).encode("utf-8")
         runner = resources.files("templatekit.engines").joinpath("hfjinja_runner.mjs")
+        errors = bytearray()
         with resources.as_file(runner) as script:
+            # Its own session: a timeout kills node and whatever node started, which would
+            # otherwise keep the pipes open (and the reads below waiting) after node is gone.
             process = subprocess.Popen([self.node, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE)
+                                       stderr=subprocess.PIPE, start_new_session=_GROUPS)
             # Written from a thread: a large batch would otherwise fill the pipe while node waits.
             writer = threading.Thread(target=_feed, args=(process, payload), daemon=True)
             writer.start()
-            settled = self._collect(process, pending, results)
-            writer.join()
-            stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
-            process.wait()
+            try:
+                settled = self._collect(process, pending, results, errors, checking=checking)
+            finally:
+                _stop(process, errors)
+                # A daemon: blocked only if something outside the group still holds node's stdin.
+                writer.join(DRAIN_TIMEOUT)
+        stderr = bytes(errors).decode("utf-8", "replace")
         if settled == 0 and not checking:
-            if not self._runner_works():
-                # The runner died before any result (bad install, syntax the node version lacks).
-                raise EngineUnavailable(f"{PACKAGE} runner failed ({one_line(stderr) or 'no output'}); "
-                                        f"check node and reinstall: {INSTALL_COMMAND}")
-            # node runs, so the first job itself brought it down (V8 aborts the process on an
-            # array of a billion items, for one): that job's failure, not the engine's.
+            # The runner died before any result: a broken install or a node too old for its syntax
+            # raise here; when a trivial template renders, the first job itself brought node down
+            # (V8 aborts the process on an array of a billion items, for one): that job's failure.
+            self._check_runner()
             results[pending[0][0]] = EngineResult(RUNTIME_ERROR, message=one_line(f"node crashed: {stderr}"))
-            return 1
-        return settled
+            return 1, stderr
+        return settled, stderr
 
-    def _runner_works(self) -> bool:
-        """Whether node renders a trivial template with the package (asked once per engine)."""
-        if self._works is None:
+    def _check_runner(self) -> None:
+        """Raise ``EngineUnavailable`` unless node renders a trivial template with the package
+        (asked at most once per engine, and only after a batch gave no answer)."""
+        if self._works:
+            return
+        if self._broken is None:
             scratch: list = [None]
-            self._works = self._run_node([(0, EngineJob("ok", {}, datetime(2025, 1, 15)), {})], scratch,
-                                         checking=True) == 1 and scratch[0].status == OK
-        return self._works
+            try:
+                settled, stderr = self._run_node([(0, EngineJob("ok", {}, datetime(2025, 1, 15)), {})], scratch,
+                                                 checking=True)
+            except EngineUnavailable as exc:
+                self._broken = str(exc)
+            else:
+                if settled == 1 and scratch[0].status == OK and scratch[0].text == "ok":
+                    self._works = True
+                    return
+                detail = stderr or (scratch[0].message if settled else "") or "no output"
+                self._broken = (f"{PACKAGE} runner failed ({one_line(detail)}); "
+                                f"check node and reinstall: {INSTALL_COMMAND}")
+        raise EngineUnavailable(self._broken)
 
-    def _collect(self, process: subprocess.Popen, pending: list, results: list) -> int:
+    def _collect(self, process: subprocess.Popen, pending: list, results: list, errors: bytearray, *,
+                 checking: bool) -> int:
+        """Read node's answers into ``results`` until every job is settled, node exits, or a job
+        overruns its time; returns how many jobs were settled."""
         selector = selectors.DefaultSelector()
         selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(process.stderr, selectors.EVENT_READ)  # read as it comes: a full pipe stalls node
         buffer = b""
         settled = 0
-        deadline = time.monotonic() + self.job_timeout + 10.0  # the first job also pays node's start-up
+        started = time.monotonic()
+        # The first answer also pays node's start-up; the check's trivial render costs nothing more.
+        deadline = started + self.start_timeout + (0.0 if checking else self.job_timeout)
         try:
             while settled < len(pending):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(timeout=remaining):
-                    process.kill()
-                    if settled == 0 and process.poll() is not None and process.returncode not in (None, -9):
-                        return 0
-                    index = pending[settled][0]
-                    results[index] = EngineResult(RUNTIME_ERROR, message=self._timed_out)
+                # Silent since start-up should have ended: a runner that answers nothing at all
+                # must not pass for a first template that hangs (nor hold every fixture that long).
+                unsure = settled == 0 and not checking and not self._works
+                if unsure and time.monotonic() >= started + self.start_timeout:
+                    self._check_runner()
+                    unsure = False
+                limit = min(deadline, started + self.start_timeout) if unsure else deadline
+                remaining = limit - time.monotonic()
+                events = selector.select(timeout=remaining) if remaining > 0 else []
+                if not events:
+                    if time.monotonic() < deadline:
+                        continue  # only the start-up allowance is over: the check above comes first
+                    if checking:
+                        raise EngineUnavailable(
+                            f"{PACKAGE} runner gave no answer within {self.start_timeout:g}s"
+                            f"{_detail(errors)}; check node and reinstall: {INSTALL_COMMAND}")
+                    results[pending[settled][0]] = EngineResult(RUNTIME_ERROR, message=self._timed_out)
                     return settled + 1
-                chunk = os.read(process.stdout.fileno(), 1 << 16)
-                if not chunk:  # node exited early; whatever is unsettled is retried or reported
-                    return settled
-                buffer += chunk
-                while b"\n" in buffer and settled < len(pending):
-                    line, buffer = buffer.split(b"\n", 1)
-                    results[pending[settled][0]] = _result(json.loads(line))
-                    settled += 1
-                    deadline = time.monotonic() + self.job_timeout
+                for key, _ in events:
+                    chunk = os.read(key.fd, 1 << 16)
+                    if key.fileobj is process.stderr:
+                        if not chunk:
+                            selector.unregister(process.stderr)
+                        errors += chunk[: max(0, STDERR_LIMIT - len(errors))]
+                        continue
+                    if not chunk:  # node exited early; whatever is unsettled is retried or reported
+                        return settled
+                    buffer += chunk
+                    while b"\n" in buffer and settled < len(pending):
+                        line, buffer = buffer.split(b"\n", 1)
+                        results[pending[settled][0]] = _result(line)
+                        settled += 1
+                        deadline = time.monotonic() + self.job_timeout
         finally:
             selector.close()
         return settled
+
+
+# Whether node can be put in a process group of its own and the group killed (POSIX).
+_GROUPS = hasattr(os, "killpg")
+
+
+def _stop(process: subprocess.Popen, errors: bytearray) -> None:
+    """Kill node and every process it started, keep the rest of its stderr, reap it. Bounded: a
+    process that left node's group may hold stderr open, so it is read for a moment only."""
+    try:
+        # The group still exists here: node is not reaped yet, so its id cannot have been reused.
+        if _GROUPS:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except (ProcessLookupError, PermissionError):
+        pass  # everything already exited
+    end = time.monotonic() + DRAIN_TIMEOUT
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while (remaining := end - time.monotonic()) > 0 and selector.select(timeout=remaining):
+            chunk = os.read(process.stderr.fileno(), 1 << 16)
+            if not chunk:
+                break
+            errors += chunk[: max(0, STDERR_LIMIT - len(errors))]
+    try:
+        process.wait(timeout=DRAIN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass  # killed but not yet gone (uninterruptible I/O): nothing left to wait for
+    process.stdout.close()
+    process.stderr.close()
+
+
+def _detail(errors: bytearray) -> str:
+    text = one_line(bytes(errors).decode("utf-8", "replace"))
+    return f" ({text})" if text else ""
 
 
 def _feed(process: subprocess.Popen, payload: bytes) -> None:
@@ -164,7 +253,17 @@ def _feed(process: subprocess.Popen, payload: bytes) -> None:
         pass  # node exited early; the reader reports what it got
 
 
-def _result(data: dict) -> EngineResult:
+def _result(line: bytes) -> EngineResult:
+    try:
+        data = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8
+        data = None
+    if not isinstance(data, dict) or (data.get("status") == OK and not isinstance(data.get("text", ""), str)):
+        # The runner prints nothing but JSON objects: this is another program, or node's own
+        # output (a wrapper script, a node too old to run the runner). No job's failure.
+        shown = one_line(line.decode("utf-8", "replace"), 80)
+        raise EngineUnavailable(f"{PACKAGE} runner gave unexpected output ({shown!r} is not a JSON result); "
+                                f"check node and reinstall: {INSTALL_COMMAND}")
     status = data.get("status")
     if status not in STATUSES:
         return EngineResult(RUNTIME_ERROR, message=f"unexpected runner output: {one_line(json.dumps(data))}")
