@@ -14,14 +14,22 @@ or in a comment in the template itself::
 
     {# templatekit: capabilities tools=false documents=false #}
 
+A declaration is a real Jinja comment (found in the lexer's tokens, as suppressions are): the
+same words inside ``{% raw %}`` or a string literal are text the template prints, not a
+declaration. Settings are ``name=true|false`` separated by spaces or commas; what cannot be
+understood is kept as a ``DeclarationProblem`` with the comment's position (lint rule TK092).
+
 Declarations win over probing: probing can only see what renders, while the author knows what
 the model was trained on. Behavioural checks skip every fixture that needs a capability the
-template lacks and list it as "not evaluated" rather than counting it as passed.
+template lacks and list it as "not evaluated" rather than counting it as passed. What the probe
+saw is kept beside the declared value, so a declaration the probe contradicts (declared
+unsupported, yet the template renders it) is reported (TK615) instead of silently hiding checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -48,8 +56,14 @@ DESCRIPTIONS = {
     "generation_prompt": "a generation prompt for add_generation_prompt",
 }
 
-_COMMENT = re.compile(r"\{#-?\s*templatekit\s*:\s*capabilities\b(?P<body>.*?)-?#\}", re.DOTALL)
-_SETTING = re.compile(r"([A-Za-z_]+)\s*=\s*([A-Za-z]+)")
+# A ``templatekit:`` directive inside a comment token, as suppressions read it; a declaration is
+# the one whose first word is ``KEYWORD`` (the suppression parser leaves exactly those alone).
+_DIRECTIVE = re.compile(r"^\s*templatekit\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
+KEYWORD = "capabilities"
+_LEADING_WORD = re.compile(r"[^\s=,]*")
+_EQUALS = re.compile(r"\s*=\s*")
+_SEPARATORS = re.compile(r"[\s,]+")
+_VALUES = {"true": True, "false": False}
 
 # The needles; distinctive enough that no template prints them by accident.
 SYSTEM_NEEDLE = "<System Needle>"
@@ -66,6 +80,41 @@ REASONING_NEEDLE = "<Reasoning Needle>"
 Render = Callable[[str, Conversation, bool], Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """One ``name=true|false`` setting of a capability comment, at the comment's opening."""
+
+    name: str
+    supported: bool
+    line: int
+    column: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DeclarationProblem:
+    """What is wrong with a capability comment, at the comment's opening (1-based)."""
+
+    line: int
+    column: int
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Declarations:
+    """Every understood setting of the template's capability comments, in template order, and
+    every problem with them."""
+
+    settings: tuple[Declaration, ...] = ()
+    problems: tuple[DeclarationProblem, ...] = ()
+
+    def effective(self) -> dict[str, Declaration]:
+        """The setting that counts for each declared name: the last one."""
+        return {setting.name: setting for setting in self.settings}
+
+    def values(self) -> dict[str, bool]:
+        return {name: setting.supported for name, setting in self.effective().items()}
+
+
 @dataclasses.dataclass
 class Capabilities:
     """Each capability's value, and where it came from (``"probed"``, ``"config"``, ``"comment"``).
@@ -73,11 +122,15 @@ class Capabilities:
     ``facts`` keeps what probing saw beyond yes/no (the system role raises or is dropped, tool
     arguments must be objects, content must not be null...), for reports and for rules that
     treat "raises" (declared by the template) differently from "silently dropped".
+    ``probed`` keeps the probe's own answers under any declaration, and ``declarations`` the
+    template's capability comments, problems included (both empty before ``resolve``).
     """
 
     values: dict[str, bool]
     sources: dict[str, str]
     facts: dict[str, str] = dataclasses.field(default_factory=dict)
+    probed: dict[str, bool] = dataclasses.field(default_factory=dict)
+    declarations: Declarations = dataclasses.field(default_factory=Declarations)
 
     def supports(self, name: str) -> bool:
         return self.values.get(name, True)
@@ -89,35 +142,109 @@ class Capabilities:
     def declared(self, name: str) -> bool:
         return self.sources.get(name, "probed") != "probed"
 
+    def contradicted(self) -> list[str]:
+        """Capabilities declared unsupported that the probe saw the template render. A probe's
+        "yes" is a needle found in the output, so it cannot be wrong; such a declaration only
+        skips checks the template could run."""
+        return [name for name in CAPABILITY_NAMES
+                if self.declared(name) and not self.supports(name) and self.probed.get(name, False)]
+
+
+def read_declarations(template: Any) -> Declarations:
+    """The capability comments of ``template`` (its text, or a ``LintTarget`` of it).
+
+    Only real comment tokens count, found with the same lexer and token stream the lint rules
+    and suppressions use; a template that does not lex is read up to where lexing fails.
+    """
+    from .lint.target import LintTarget
+
+    target = template if isinstance(template, LintTarget) else LintTarget(template)
+    settings: list[Declaration] = []
+    problems: list[DeclarationProblem] = []
+    tokens = target.tokens
+    for index, token in enumerate(tokens):
+        if token.type != "comment":
+            continue
+        match = _DIRECTIVE.match(token.value)
+        if not match:
+            continue
+        opening = tokens[index - 1] if index > 0 else token
+        line, column = target.position(opening.offset)
+        body = match.group("body")
+        words = body.split(None, 1)
+        if words[:1] != [KEYWORD]:
+            near = _near_keyword(body)
+            if near:
+                problems.append(DeclarationProblem(line, column, near))
+            continue
+        _read_settings(words[1] if len(words) > 1 else "", line, column, settings, problems)
+    return Declarations(tuple(settings), tuple(problems))
+
+
+def _near_keyword(body: str) -> str:
+    """Why a directive that was probably meant as a declaration is not one ("" when it was not)."""
+    word = _LEADING_WORD.match(body).group(0)
+    if not word or not (word.lower() == KEYWORD or difflib.get_close_matches(word.lower(), [KEYWORD], 1, 0.8)):
+        return ""
+    if word == KEYWORD:  # glued to what follows: "capabilities=...", "capabilities,tools=false"
+        what = f"'{KEYWORD}' must be followed by a space"
+    else:
+        what = f"'{_shown(word)}' is not '{KEYWORD}'"
+    return f"{what}: the comment declares nothing (write 'templatekit: {KEYWORD} tools=false')"
+
+
+def _read_settings(body: str, line: int, column: int, settings: list[Declaration],
+                   problems: list[DeclarationProblem]) -> None:
+    parts = [part for part in _SEPARATORS.split(_EQUALS.sub("=", body.strip())) if part]
+    if not parts:
+        problems.append(DeclarationProblem(line, column,
+                                           "the declaration names no capability (write e.g. tools=false)"))
+        return
+    for part in parts:
+        name, equals, value = part.partition("=")
+        if not equals or not name:
+            message = f"'{_shown(part)}' is not name=true|false; ignored"
+        elif name not in CAPABILITY_NAMES:
+            close = difflib.get_close_matches(name.lower(), CAPABILITY_NAMES, 1, 0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(CAPABILITY_NAMES)}"
+            message = f"unknown capability '{_shown(name)}' ({hint}); ignored"
+        elif value.lower() not in _VALUES:
+            message = f"'{name}' must be true or false, got '{_shown(value)}'; ignored"
+        else:
+            supported = _VALUES[value.lower()]
+            earlier = next((s for s in reversed(settings) if s.name == name), None)
+            if earlier is not None and earlier.supported != supported:
+                where = "" if (earlier.line, earlier.column) == (line, column) else \
+                    f" (at {earlier.line}:{earlier.column})"
+                problems.append(DeclarationProblem(line, column, (
+                    f"'{name}' is declared {_word(earlier.supported)}{where} and {_word(supported)}; "
+                    f"the last one ({_word(supported)}) counts")))
+            settings.append(Declaration(name, supported, line, column))
+            continue
+        problems.append(DeclarationProblem(line, column, message))
+
+
+def _word(supported: bool) -> str:
+    return "true" if supported else "false"
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    # Whatever the comment holds goes into a one-line message: keep it short and on one line.
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 def declared_in_template(text: str) -> dict[str, bool]:
-    """``{# templatekit: capabilities tools=false ... #}`` settings (the last comment wins per key).
+    """``{# templatekit: capabilities tools=false ... #}`` settings (the last one wins per key).
 
-    Unknown names and values other than true/false are ignored here; ``comment_problems``
-    explains them.
+    Settings that cannot be understood are left out here; ``comment_problems`` explains them.
     """
-    found: dict[str, bool] = {}
-    for match in _COMMENT.finditer(text):
-        for name, value in _SETTING.findall(match.group("body")):
-            if name in CAPABILITY_NAMES and value.lower() in ("true", "false"):
-                found[name] = value.lower() == "true"
-    return found
+    return read_declarations(text).values()
 
 
 def comment_problems(text: str) -> list[str]:
-    """What is wrong with the template's capability comments (unknown names, bad values)."""
-    problems = []
-    for match in _COMMENT.finditer(text):
-        body = match.group("body").strip()
-        for part in body.split():
-            name, equals, value = part.partition("=")
-            if not equals:
-                problems.append(f"'{part}' is not name=true|false")
-            elif name not in CAPABILITY_NAMES:
-                problems.append(f"unknown capability '{name}' (known: {', '.join(CAPABILITY_NAMES)})")
-            elif value.lower() not in ("true", "false"):
-                problems.append(f"'{name}' must be true or false, got '{value}'")
-    return problems
+    """What is wrong with the template's capability comments (unknown names, bad values...)."""
+    return [problem.message for problem in read_declarations(text).problems]
 
 
 def _user(text: str = USER_NEEDLE) -> dict:
@@ -256,21 +383,31 @@ def resolve(probed: Capabilities, template_text: str, config_values: Mapping[str
     """Probed values overridden by the template's comment, then by the lint config.
 
     The config is the user's last word (as per-file-ignores are), so it overrides the comment.
+    The probe's answers stay in ``probed``, so a contradicted declaration can be told.
     """
     values, sources = dict(probed.values), dict(probed.sources)
-    for origin, declared in (("comment", declared_in_template(template_text)), ("config", dict(config_values or {}))):
+    declarations = read_declarations(template_text)
+    for origin, declared in (("comment", declarations.values()), ("config", dict(config_values or {}))):
         for name, value in declared.items():
             values[name] = bool(value)
             sources[name] = origin
-    return Capabilities(values=values, sources=sources, facts=dict(probed.facts))
+    return Capabilities(values=values, sources=sources, facts=dict(probed.facts), probed=dict(probed.values),
+                        declarations=declarations)
+
+
+# The note of a capability declared unsupported that the probe saw rendered (``contradicted``).
+PROBE_DISAGREES = "the probe found it supported: the declaration skips checks the template can run"
 
 
 def capability_note(capabilities: Capabilities, name: str) -> str:
-    """What probing saw about ``name`` beyond yes/no ("" when nothing). The null-content fact
-    goes with tool calls: an assistant turn holding only tool calls is where content is null."""
+    """What probing saw about ``name`` beyond yes/no ("" when nothing), first of all that it
+    disagrees with a declaration. The null-content fact goes with tool calls: an assistant turn
+    holding only tool calls is where content is null."""
     note = capabilities.facts.get(name, "")
     if name == "tool_calls" and "content" in capabilities.facts:
         note = "; ".join(part for part in (note, capabilities.facts["content"]) if part)
+    if name in capabilities.contradicted():
+        note = "; ".join(part for part in (PROBE_DISAGREES, note) if part)
     return note
 
 
@@ -280,7 +417,8 @@ def capabilities_data(capabilities: Capabilities, not_evaluated: list[tuple[str,
 
     ``source`` is ``"probed"``, ``"comment"`` or ``"config"``; when probing stopped early
     (``probing_stopped``), a probed "no" may only mean the probe never ran, so its source is
-    ``"unknown"``.
+    ``"unknown"``. ``declaration_problems`` lists what is wrong with the template's capability
+    comments (``{line, column, message}``, in the template's own lines).
     """
     found = {}
     for name in CAPABILITY_NAMES:
@@ -293,12 +431,14 @@ def capabilities_data(capabilities: Capabilities, not_evaluated: list[tuple[str,
     return {
         "capabilities": found,
         "not_evaluated": [{"fixture": fixture, "needs": list(missing)} for fixture, missing in not_evaluated or ()],
+        "declaration_problems": [dataclasses.asdict(problem) for problem in capabilities.declarations.problems],
     }
 
 
 def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None) -> str:
     """The text ``templatekit capabilities SOURCE`` prints: one line per capability, then the
-    built-in fixtures that behavioural checks will skip."""
+    built-in fixtures that behavioural checks will skip, then what is wrong with the template's
+    capability comments (at line:column of the template)."""
     width = max(len(name) for name in CAPABILITY_NAMES)
     lines = []
     for name in CAPABILITY_NAMES:
@@ -312,4 +452,10 @@ def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[st
         lines.append("not evaluated (fixtures needing a capability this template lacks):")
         for fixture, missing in not_evaluated:
             lines.append(f"  {fixture}: needs {', '.join(missing)}")
+    problems = capabilities.declarations.problems
+    if problems:
+        lines.append("")
+        lines.append("capability declaration problems (templatekit: capabilities comments):")
+        for problem in problems:
+            lines.append(f"  {problem.line}:{problem.column}: {problem.message}")
     return "\n".join(lines)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from templatekit.behaviour import Behaviour, behaviour_of
 from templatekit.capabilities import (
     CAPABILITY_NAMES,
+    capabilities_data,
     comment_problems,
     declared_in_template,
     format_capabilities,
+    read_declarations,
 )
 from templatekit.lint.config import CAPABILITIES, LintConfig
 from templatekit.lint.engine import run_rules
@@ -103,6 +107,111 @@ def test_comment_problems_are_explained():
     assert any("unknown capability 'tool'" in p for p in problems)
     assert any("'system' must be true or false" in p for p in problems)
     assert any("'junk'" in p for p in problems)
+
+
+@pytest.mark.parametrize("text", [
+    "{% raw %}{# templatekit: capabilities system=false #}{% endraw %}",   # printed text
+    "{{ '{# templatekit: capabilities system=false #}' if false else '' }}",  # a string literal
+    "{{ x }}{# templatekit: capabilities my-system=false #}",                # a longer name
+], ids=["raw", "string", "prefixed-name"])
+def test_only_real_comments_declare_and_only_whole_names(text):
+    assert declared_in_template(text) == {}
+    assert Behaviour(text + CHATML).capabilities.supports("system")
+
+
+def test_declaration_settings_are_separated_by_spaces_or_commas():
+    text = "{#- templatekit:capabilities tools = false,documents=FALSE -#}" + CHATML
+    assert declared_in_template(text) == {"tools": False, "documents": False}
+    assert read_declarations(text).problems == ()
+
+
+def test_a_template_that_does_not_lex_is_read_up_to_where_lexing_fails():
+    assert declared_in_template("{# templatekit: capabilities tools=false #}{{ 'unclosed") == {"tools": False}
+    assert declared_in_template("{# templatekit: capabilities tools=false") == {}
+    assert read_declarations("{# templatekit: capabilities tools=false").problems == ()
+
+
+def test_declaration_problems_carry_the_comment_position():
+    text = "{{ x }}\n  {# templatekit: capabilities tols=false tools=0 #}\n{# templatekit: capability system=false #}"
+    problems = read_declarations(text).problems
+    assert [(p.line, p.column) for p in problems] == [(2, 3), (2, 3), (3, 1)]
+    assert "unknown capability 'tols' (did you mean 'tools'?)" in problems[0].message
+    assert "'tools' must be true or false, got '0'" in problems[1].message
+    assert "'capability' is not 'capabilities'" in problems[2].message
+
+
+def test_conflicting_declarations_are_a_problem_and_the_last_one_counts():
+    text = "{# templatekit: capabilities system=false #}{# templatekit: capabilities system=true #}"
+    assert declared_in_template(text) == {"system": True}
+    (problem,) = read_declarations(text).problems
+    assert problem.column == 45 and "declared false (at 1:1) and true" in problem.message
+
+
+def test_an_overlong_setting_is_shortened_in_the_problem():
+    (problem,) = read_declarations("{# templatekit: capabilities " + "a" * 5000 + "=false #}").problems
+    assert "'" + "a" * 40 + "...'" in problem.message and "a" * 41 not in problem.message
+
+
+def test_invalid_declarations_are_lint_findings_in_the_file(run, tmp_path):
+    template = tmp_path / "t.jinja"
+    template.write_text("{# templatekit: capabilities tols=false #}\n" + CHATML, encoding="utf-8")
+    result = run("lint", "--no-cache", "--select", "TK092", str(template))
+    assert result.exit_code == 1, result.output
+    assert f"{template}:1:1: TK092 [warning] invalid-capability-declaration: unknown capability 'tols'" in result.output
+
+
+def test_capabilities_command_lists_declaration_problems(run, tmp_path):
+    template = tmp_path / "t.jinja"
+    template.write_text("{# templatekit: capabilities tols=false #}\n" + CHATML, encoding="utf-8")
+    text = run("capabilities", str(template))
+    assert text.exit_code == 0
+    assert "capability declaration problems" in text.output
+    assert "1:1: unknown capability 'tols' (did you mean 'tools'?); ignored" in text.output
+    entry = json.loads(run("capabilities", str(template), "--format", "json").output)["templates"][0]
+    assert entry["declaration_problems"] == [
+        {"line": 1, "column": 1, "message": "unknown capability 'tols' (did you mean 'tools'?); ignored"}]
+    assert entry["capabilities"]["tools"]["source"] == "probed"
+
+
+# Renders the tool definitions it is declared not to support.
+STALE = "{# templatekit: capabilities tools=false #}\n{% if tools %}{{ tools|tojson }}{% endif %}" + CHATML
+
+
+def test_a_declaration_the_probe_contradicts_is_kept_and_noted():
+    behaviour = Behaviour(STALE)
+    capabilities = behaviour.capabilities
+    assert capabilities.supports("tools") is False and capabilities.sources["tools"] == "comment"
+    assert capabilities.probed["tools"] is True and capabilities.contradicted() == ["tools"]
+    # The declared skip is still a skip, listed as not evaluated.
+    assert dict(behaviour.not_evaluated())["tool-definitions"] == ["tools"]
+    data = capabilities_data(capabilities, behaviour.not_evaluated())
+    assert data["capabilities"]["tools"]["source"] == "comment"
+    assert data["capabilities"]["tools"]["note"].startswith("the probe found it supported")
+    assert {"fixture": "tool-definitions", "needs": ["tools"]} in data["not_evaluated"]
+    table = format_capabilities(capabilities, behaviour.not_evaluated())
+    assert "(comment)  - the probe found it supported" in table
+    # A declared gap the probe agrees with gets no such note.
+    agreed = Behaviour("{# templatekit: capabilities documents=false #}" + CHATML).capabilities
+    assert agreed.contradicted() == [] and "probe found" not in format_capabilities(agreed)
+
+
+def test_a_stale_declaration_is_a_lint_finding_at_the_comment(run, tmp_path):
+    template = tmp_path / "stale.jinja"
+    template.write_text("{{- '' -}}\n  " + STALE, encoding="utf-8")
+    result = run("lint", "--no-cache", "--format", "json", str(template))
+    (finding,) = [d for d in json.loads(result.output)["diagnostics"] if d["code"] == "TK615"]
+    assert (finding["line"], finding["column"]) == (2, 3)
+    assert "declares tools=false, but probing shows the template renders tool definitions" in finding["message"]
+    assert "tool-definitions" in finding["message"]
+
+
+def test_a_stale_config_declaration_is_reported_on_line_one():
+    rule = find_rule("TK615")()
+    text = "{% if tools %}{{ tools|tojson }}{% endif %}\n" + CHATML
+    (finding,) = run_rules(LintTarget(text, config=LintConfig(capabilities={"tools": False})), [rule])
+    assert (finding.line, finding.column) == (1, 1)
+    assert finding.message.startswith("the config's capabilities table declares tools=false")
+    assert run_rules(LintTarget(text), [rule]) == []
 
 
 def test_capability_comment_is_not_an_invalid_suppression():

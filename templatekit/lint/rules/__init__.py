@@ -7,3 +7,4 @@ FAMILY_MODULES: tuple[str, ...] = ("syntax", "whitespace", "portability", "struc
 
 for _module in FAMILY_MODULES:
     import_module(f"{__name__}.{_module}")
+from . import declarations  # noqa: E402,F401 - capability declaration rules (TK092, TK615)

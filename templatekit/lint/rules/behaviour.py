@@ -749,9 +749,10 @@ class ChecksNotEvaluated(BehaviourRule):
     Why: a template without tool support cannot fail (or pass) the tool fixtures, so they are
     skipped, and saying so keeps "no findings" from reading as "every check passed". Declare
     the capabilities (``{# templatekit: capabilities tools=false #}`` or the ``capabilities``
-    config table) to record that the gap is intended. When a probe render runs out of its time
-    budget (nested loops that never end), no behavioural check runs at all, since each render
-    would spend the whole budget again; this says so too.
+    config table) to record that the gap is intended (a declared gap is not listed here; one the
+    probe contradicts is TK615, a declaration that cannot be understood TK092). When a probe
+    render runs out of its time budget (nested loops that never end), no behavioural check runs
+    at all, since each render would spend the whole budget again; this says so too.
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
