@@ -27,10 +27,11 @@ from typing import Any
 
 from . import capabilities as caps
 from .conversation import REASONING_FIELDS, Conversation
+from .errors import RenderFailure
 from .fixtures import shared_builtin_fixtures
 from .guards import Budget
 from .environment import acting_settings, compile_with_text_slots, hand_over_tree, lex_variant
-from .rendering import Rendering, render_template
+from .rendering import Rendering, compile_failure, render_template
 from .visible import make_visible
 
 # The clock every behavioural render sees, so templates that print today's date render the same
@@ -81,6 +82,7 @@ class Behaviour:
         # there and no check runs.
         self._probe_spent_budget: Rendering | None = None
         self.spent_budget_probe = ""  # the probe's key for that render
+        self._compile_failure: tuple[RenderFailure | None] | None = None  # (compile_failure,) once asked
         # Whether the text-slotted compile reproduces each reference render (render_with_settings).
         self._slots_agree: dict[int, tuple[Rendering, bool]] = {}
 
@@ -152,6 +154,14 @@ class Behaviour:
             self._probe_spent_budget = rendering
             self.spent_budget_probe = key
         return rendering
+
+    @property
+    def compile_failure(self) -> RenderFailure | None:
+        """Why the template cannot be compiled, or None. Every render of such a template fails
+        the same way, so no behavioural check can say anything about it (TK614 says so)."""
+        if self._compile_failure is None:
+            self._compile_failure = (compile_failure(self.text, BEHAVIOUR_BUDGET),)
+        return self._compile_failure[0]
 
     @property
     def spent_budget(self) -> Rendering | None:

@@ -70,6 +70,18 @@ def test_clean_chatml_passes_every_invariant_except_the_not_evaluated_listing():
     assert "documents (needs documents)" in found[0].message
 
 
+
+def test_a_template_that_does_not_compile_gets_one_note_not_a_finding_per_invariant():
+    """Every render fails alike, so TK609/TK611 used to report the compile error as a broken
+    continuation and an empty-conversation crash, and probing read every capability as absent."""
+    broken = CHATML.replace("{{ m.content }}", "{{ m.content | no_such_filter }}")
+    behaviour = Behaviour(broken)
+    found = run_rules(LintTarget(broken), [rule() for rule in BEHAVIOURAL])
+    assert [d.code for d in found] == ["TK614"]
+    assert found[0].message == ("not evaluated: every behavioural check (TK6xx), because the template does not "
+                                "compile: syntax error: No filter named 'no_such_filter'.")
+    assert behaviour.compile_failure is not None and behaviour.render_count == 0
+
 def test_static_only_skips_behavioural_rules():
     static = Linter(LintConfig(static_only=True), use_cache=False)
     full = Linter(LintConfig(), use_cache=False)

@@ -84,6 +84,13 @@ def failure_text(failure: RenderFailure) -> str:
     return failure.describe_unplaced()
 
 
+def not_checkable(behaviour: Behaviour) -> bool:
+    """Whether no behavioural check can run: the template does not compile (every render fails
+    alike, and TK001/TK003 say why), or a capability probe spent a whole budget (see
+    ``Behaviour.spent_budget``). TK614 says which."""
+    return behaviour.compile_failure is not None or behaviour.spent_budget is not None
+
+
 class BehaviourRule(Rule):
     """A rule that renders: reports at most one finding, from ``findings``."""
 
@@ -98,7 +105,7 @@ class BehaviourRule(Rule):
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
-        if behaviour.spent_budget is not None and not self.checks_templates_past_budget:
+        if not self.checks_templates_past_budget and not_checkable(behaviour):
             return []
         for found in self.findings(behaviour, target):
             broken = found if isinstance(found, Broken) else Broken(found)
@@ -768,6 +775,11 @@ class ChecksNotEvaluated(BehaviourRule):
     checks_templates_past_budget = True
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
+        if behaviour.compile_failure is not None:
+            failure = behaviour.compile_failure
+            yield Broken(f"not evaluated: every behavioural check (TK6xx), because the template does not compile: "
+                         f"{failure_text(failure)}", failure.line)
+            return
         if behaviour.spent_budget is not None:
             failure = behaviour.spent_budget.error
             spent = "time" if failure.exception_type == OutOfTime.__name__ else "output or memory"
@@ -812,6 +824,8 @@ class EngineDependentWhitespace(BehaviourRule):
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
+        if not_checkable(behaviour):
+            return []
         try:
             groups = whitespace_sensitive_settings(behaviour.text)
         except Exception:  # noqa: BLE001 - a template that does not lex is TK0xx's finding

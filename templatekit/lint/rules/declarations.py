@@ -24,6 +24,7 @@ from ..model import Diagnostic
 from ..registry import Rule, register
 from ..suppressions import parse_suppressions
 from ..target import LintTarget
+from .behaviour import not_checkable
 
 
 def declarations_of(target: LintTarget) -> Declarations:
@@ -97,7 +98,7 @@ class StaleCapabilityDeclaration(Rule):
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
-        if behaviour.spent_budget is not None:
+        if not_checkable(behaviour):
             return []  # nothing was checked: TK614 says so
         capabilities = behaviour.capabilities
         stale = capabilities.contradicted()
