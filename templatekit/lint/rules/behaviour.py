@@ -757,9 +757,10 @@ class ChecksNotEvaluated(BehaviourRule):
     skipped, and saying so keeps "no findings" from reading as "every check passed". Declare
     the capabilities (``{# templatekit: capabilities tools=false #}`` or the ``capabilities``
     config table) to record that the gap is intended (a declared gap is not listed here; one the
-    probe contradicts is TK615, a declaration that cannot be understood TK092). When a probe
-    render runs out of its time budget (nested loops that never end), no behavioural check runs
-    at all, since each render would spend the whole budget again; this says so too.
+    probe contradicts is TK615, a declaration that cannot be understood TK092). When the
+    template does not compile, or a probe render runs out of its time budget (nested loops that
+    never end), no behavioural check runs at all, since every render would fail the same way or
+    spend the whole budget again; this says so too.
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
