@@ -58,7 +58,9 @@ DESCRIPTIONS = {
 
 # A ``templatekit:`` directive inside a comment token, as suppressions read it; a declaration is
 # the one whose first word is ``KEYWORD`` (the suppression parser leaves exactly those alone).
-_DIRECTIVE = re.compile(r"^\s*templatekit\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
+# A templatekit comment ({# templatekit: ... #}): a capability declaration or, for the lint,
+# a suppression (templatekit.lint.suppressions reads the same comments).
+DIRECTIVE = re.compile(r"^\s*templatekit\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
 KEYWORD = "capabilities"
 _LEADING_WORD = re.compile(r"[^\s=,]*")
 _EQUALS = re.compile(r"\s*=\s*")
@@ -165,7 +167,7 @@ def read_declarations(template: Any) -> Declarations:
     for index, token in enumerate(tokens):
         if token.type != "comment":
             continue
-        match = _DIRECTIVE.match(token.value)
+        match = DIRECTIVE.match(token.value)
         if not match:
             continue
         opening = tokens[index - 1] if index > 0 else token
@@ -173,7 +175,7 @@ def read_declarations(template: Any) -> Declarations:
         body = match.group("body")
         words = body.split(None, 1)
         if words[:1] != [KEYWORD]:
-            near = _near_keyword(body)
+            near = near_declaration_keyword(body)
             if near:
                 problems.append(DeclarationProblem(line, column, near))
             continue
@@ -181,7 +183,7 @@ def read_declarations(template: Any) -> Declarations:
     return Declarations(tuple(settings), tuple(problems))
 
 
-def _near_keyword(body: str) -> str:
+def near_declaration_keyword(body: str) -> str:
     """Why a directive that was probably meant as a declaration is not one ("" when it was not)."""
     word = _LEADING_WORD.match(body).group(0)
     if not word or not (word.lower() == KEYWORD or difflib.get_close_matches(word.lower(), [KEYWORD], 1, 0.8)):

@@ -21,14 +21,13 @@ template that does not parse) is not judged at all.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable
 
+from ..capabilities import DIRECTIVE, KEYWORD, near_declaration_keyword
 from .model import Diagnostic
 from .registry import Rule, all_rules, find_rule, is_known_selector, matches, register
 from .target import LintTarget
 
-_DIRECTIVE = re.compile(r"^\s*templatekit\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
 _KINDS = ("disable", "disable-next-line", "disable-line", "enable", "disable-file")
 
 
@@ -72,11 +71,12 @@ def parse_suppressions(target: LintTarget) -> tuple[list[Suppression], list[Prob
     for index, token in enumerate(tokens):
         if token.type != "comment":
             continue
-        match = _DIRECTIVE.match(token.value)
+        match = DIRECTIVE.match(token.value)
         if not match:
             continue
-        if match.group("body").split(None, 1)[:1] == ["capabilities"]:
-            continue  # a capability declaration (templatekit.capabilities), not a suppression
+        body = match.group("body")
+        if body.split(None, 1)[:1] == [KEYWORD] or near_declaration_keyword(body):
+            continue  # a capability declaration, or one gone wrong: TK092's (templatekit.capabilities)
         opening = tokens[index - 1] if index > 0 else token
         closing = tokens[index + 1] if index + 1 < len(tokens) else token
         line, column = target.position(opening.offset)

@@ -22,7 +22,6 @@ from ...behaviour import behaviour_of
 from ...capabilities import DESCRIPTIONS, Declarations, read_declarations
 from ..model import Diagnostic
 from ..registry import Rule, register
-from ..suppressions import parse_suppressions
 from ..target import LintTarget
 from .behaviour import not_checkable
 
@@ -42,8 +41,8 @@ class InvalidCapabilityDeclaration(Rule):
     with no setting, a misspelled ``capabilities`` keyword) is ignored, so the checks the author
     meant to skip still run and the declaration silently means nothing; a name declared both
     true and false keeps only the last. Settings are ``name=true|false``, separated by spaces or
-    commas. A misspelled keyword such as ``capability`` that TK091 already reports as an unknown
-    suppression is left to it.
+    commas. A misspelled keyword such as ``capability`` is reported here, not as an unknown
+    suppression (TK091).
 
     Bad:
         {# templatekit: capabilities tols=false #}
@@ -58,14 +57,10 @@ class InvalidCapabilityDeclaration(Rule):
     needs_tree = False
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
-        problems = declarations_of(target).problems
-        if not problems:
-            return []
-        # The suppression parser claims every templatekit comment that is not a declaration, so a
-        # misspelled keyword is already TK091's: one finding per comment is enough.
-        claimed = {(problem.line, problem.column) for problem in parse_suppressions(target)[1]}
+        # The suppression parser leaves declarations, and comments that look like a misspelled
+        # one, to this rule: one finding per comment.
         return [self.diagnostic(problem.line, problem.column, problem.message)
-                for problem in problems if (problem.line, problem.column) not in claimed]
+                for problem in declarations_of(target).problems]
 
 
 @register
