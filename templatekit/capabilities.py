@@ -160,6 +160,8 @@ def read_declarations(template: Any) -> Declarations:
     """
     from .lint.target import LintTarget
 
+    if isinstance(template, str) and "templatekit" not in template:
+        return Declarations()  # no directive to find; skips lexing the template once more
     target = template if isinstance(template, LintTarget) else LintTarget(template)
     settings: list[Declaration] = []
     problems: list[DeclarationProblem] = []
