@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,16 @@ class Vocabulary:
         tokens: Mapping[str, int] | Callable[[], Mapping[str, int]] | None = None,
         complete: bool = True,
         encoder: Callable[[], Callable[[str], list[int]] | None] | None = None,
+        single_word: Iterable[str] = (),
+        gguf: bool = False,
     ) -> None:
         self.source = source
         self.atomic = dict(atomic)
+        # Added tokens marked single_word: matched whole only where no letter, digit or "_"
+        # touches them (so "hi<|im_end|>" splits the marker; "hi\n<|im_end|>" does not).
+        self.single_word = frozenset(single_word)
+        # From a GGUF file's metadata (llama.cpp's rules), not from tokenizer files.
+        self.gguf = gguf
         self.special_ids = frozenset(special_ids)
         self.eos_ids = frozenset(eos_ids)
         self.special_tokens = dict(special_tokens)
@@ -168,7 +175,8 @@ class Vocabulary:
         if start >= len(text):
             return None
         for candidate in self._atomic_by_first_char.get(text[start], ()):
-            if text.startswith(candidate, start):
+            if text.startswith(candidate, start) and (
+                    candidate not in self.single_word or _alone(text, start, start + len(candidate))):
                 return candidate
         return None
 
@@ -192,6 +200,14 @@ class Vocabulary:
             return False
         ids = self.encode(text)
         return len(ids) != 1 if ids is not None else True
+
+
+def _alone(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` stands as a word of its own, as the tokenizers library decides
+    for a single_word token: no word character (alphanumeric or "_") right before or after."""
+    before = text[start - 1] if start > 0 else ""
+    after = text[end] if end < len(text) else ""
+    return not any(char.isalnum() or char == "_" for char in (before, after) if char)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +256,23 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) ->
         atomic.setdefault(content, token_id)
         if special:
             special_ids.add(atomic[content])
+    # It then adds every named special token and every entry of the unnamed list
+    # (extra_special_tokens, formerly additional_special_tokens) the backend does not match
+    # whole, as a special token: one that is an ordinary vocabulary entry keeps its id and is
+    # matched whole from then on. One missing from the vocabulary gets a new, untrained id
+    # (TK504 says so); it is left out here.
+    single_word = {content for content, flags in _added_token_flags(tokenizer, config) if flags.get("single_word")}
+    declared_added: list[tuple[int, str, bool]] = []
+    if tokenizer is not None:
+        declared = [*special_tokens.values(), *_unnamed_special_tokens(config, directory / SPECIAL_TOKENS_MAP_FILE)]
+        pending = [text for text in dict.fromkeys(declared) if text and text not in atomic]
+        if pending:
+            vocab = _model_vocab(tokenizer["model"], tokenizer_path)
+            for text in pending:
+                if text in vocab:
+                    atomic[text] = vocab[text]
+                    special_ids.add(vocab[text])
+                    declared_added.append((vocab[text], text, True))
     eos_ids = set(_generation_eos_ids(directory))
     eos_text = special_tokens.get("eos_token")
     vocab_of = (lambda: _model_vocab(tokenizer["model"], tokenizer_path)) if tokenizer is not None else None
@@ -254,12 +287,45 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) ->
                                               GENERATION_CONFIG_FILE, MODEL_CONFIG_FILE)),
         tokens=vocab_of,
         complete=tokenizer is not None,
-        encoder=(lambda: _tokenizers_encoder(tokenizer_path, config_added)) if tokenizer is not None else None,
+        encoder=(lambda: _tokenizers_encoder(tokenizer_path, config_added + declared_added))
+        if tokenizer is not None else None,
+        single_word=single_word,
     )
     if eos_text is not None and vocabulary.id_of(eos_text) is not None:
         eos_ids.add(vocabulary.id_of(eos_text))
     vocabulary.eos_ids = frozenset(eos_ids)
     return vocabulary
+
+
+def _added_token_flags(tokenizer: dict | None, config: dict) -> Iterator[tuple[str, dict]]:
+    """(content, entry) of every added token of tokenizer.json and of the config's
+    added_tokens_decoder (their shapes were checked when they were read)."""
+    for entry in (tokenizer or {}).get("added_tokens") or ():
+        yield entry["content"], entry
+    decoder = config.get("added_tokens_decoder")
+    for entry in decoder.values() if isinstance(decoder, dict) else ():
+        yield entry["content"], entry
+
+
+def _unnamed_special_tokens(config: dict, legacy_path: Path) -> list[str]:
+    """The texts of the config's unnamed special tokens (``extra_special_tokens`` as a list, or
+    ``additional_special_tokens``), and of special_tokens_map.json's when the config has none;
+    entries are strings or AddedToken objects. Their shape was checked when the source loaded."""
+    sources = [config]
+    if not any(isinstance(config.get(key), list) for key in ("extra_special_tokens", "additional_special_tokens")):
+        legacy = _json_object(legacy_path)
+        if legacy:
+            sources.append(legacy)
+    texts = []
+    for source in sources:
+        for key in ("extra_special_tokens", "additional_special_tokens"):
+            entries = source.get(key)
+            if isinstance(entries, list):
+                for entry in entries:
+                    content = entry.get("content") if isinstance(entry, dict) else entry
+                    if isinstance(content, str):
+                        texts.append(content)
+    return texts
 
 
 def _tokenizer_json_added_tokens(tokenizer: dict, path: Path) -> list[tuple[int, str, bool]]:
@@ -499,6 +565,7 @@ def _gguf_vocabulary(path: Path, special_tokens: Mapping[str, str]) -> Vocabular
         prepended=(tokens[bos_id],) if add_bos and bos_id is not None else (),
         fingerprint=tokenizer.digest,
         tokens=lambda: by_text,
+        gguf=True,
     )
 
 
@@ -516,12 +583,15 @@ def vocabulary_from_tokenizer(tokenizer: Any, generation_config: Any = None) -> 
     vocab = dict(tokenizer.get_vocab())
     atomic: dict[str, int] = {}
     special_ids = {token_id for token_id in getattr(tokenizer, "all_special_ids", ()) or () if _is_id(token_id)}
+    single_word = set()
     for token_id, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
         content = getattr(token, "content", token)
         if isinstance(content, str):
             atomic[content] = int(token_id)
             if getattr(token, "special", False):
                 special_ids.add(int(token_id))
+            if getattr(token, "single_word", False):
+                single_word.add(content)
     named = {key: str(value) for key, value in (getattr(tokenizer, "special_tokens_map", None) or {}).items()
              if isinstance(value, str) or hasattr(value, "content")}
     eos_ids = set()
@@ -545,6 +615,7 @@ def vocabulary_from_tokenizer(tokenizer: Any, generation_config: Any = None) -> 
         fingerprint=fingerprint,
         tokens=vocab,
         encoder=lambda: (lambda text: list(tokenizer.encode(text, add_special_tokens=False))),
+        single_word=single_word,
     )
 
 

@@ -35,17 +35,18 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 def write_model(directory: Path, *, template: str, special: list[str], plain: list[str] = (), config: dict | None = None,
-                generation: dict | None = None, prepend: str | None = None) -> Path:
+                generation: dict | None = None, prepend: str | None = None, single_word: bool = False) -> Path:
     """A model directory with a real tokenizers-library tokenizer: a WordLevel vocabulary of
-    ``plain`` words and the ``special`` tokens added as special; ``prepend`` makes its
-    post-processor put that token before every encoded text."""
+    ``plain`` words and the ``special`` tokens added as special (``single_word`` ones if asked);
+    ``prepend`` makes its post-processor put that token before every encoded text."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = {token: index for index, token in enumerate(["<unk>", *plain, *WORDS])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False, single_word=single_word)
+                                for token in special])
     if prepend is not None:
         backend.post_processor = processors.TemplateProcessing(
             single=f"{prepend} $A", pair=f"{prepend} $A $B", special_tokens=[(prepend, backend.token_to_id(prepend))])
@@ -92,6 +93,59 @@ def test_chatml_turn_end_that_is_not_eos_fires_and_the_fixed_config_passes(tmp_p
     result, payload = lint_json(str(fixed), "--select", "TK5")
     assert (result.exit_code, codes(payload)) == (0, [])
 
+
+
+def test_a_declared_special_token_that_is_an_ordinary_entry_is_matched_whole_as_in_transformers(tmp_path):
+    """transformers adds every named and additional special token the backend lacks as an added
+    token; an ordinary vocabulary entry becomes one, keeping its id. It was read as a marker
+    that splits (a false TK503), and the turn end it makes was never checked against the eos."""
+    from transformers import AutoTokenizer
+
+    model = write_model(tmp_path / "model", template=CHATML, special=["<|endoftext|>", "<|im_start|>"],
+                        plain=["<|im_end|>"], config={"eos_token": "<|endoftext|>",
+                                                       "additional_special_tokens": ["<|im_end|>"]},
+                        generation={"eos_token_id": 1 + 1 + len(WORDS)})
+    reference = AutoTokenizer.from_pretrained(model)
+    im_end = reference.convert_tokens_to_ids("<|im_end|>")
+    assert reference("hi<|im_end|>", add_special_tokens=False)["input_ids"][-1] == im_end == 1
+    vocabulary = load_vocabulary(load_source(model))
+    assert vocabulary.atomic["<|im_end|>"] == im_end and vocabulary.is_special("<|im_end|>")
+    result, payload = lint_json(str(model), "--select", "TK5")
+    assert codes(payload) == ["TK502"] and "'<|im_end|>' (id 1)" in payload["diagnostics"][0]["message"]
+
+
+def test_a_single_word_marker_touching_a_word_is_split_as_in_transformers(tmp_path):
+    from transformers import AutoTokenizer
+
+    model = write_model(tmp_path / "model", template=CHATML, special=CHATML_SPECIAL, single_word=True,
+                        config={"eos_token": "<|endoftext|>"}, generation={"eos_token_id": [ENDOFTEXT, IM_END]})
+    reference = AutoTokenizer.from_pretrained(model)
+    assert reference.convert_tokens_to_ids("<|im_end|>") not in reference("hi<|im_end|>")["input_ids"]
+    assert reference.convert_tokens_to_ids("<|im_end|>") in reference("hi\n<|im_end|>")["input_ids"]
+    result, payload = lint_json(str(model), "--select", "TK5")
+    found = {d["message"].split("'")[1] for d in payload["diagnostics"] if d["code"] == "TK503"}
+    assert found == {"<|im_start|>", "<|im_end|>"}  # both touch the role word or the reply
+    assert "marked single_word" in payload["diagnostics"][0]["message"]
+    plain = write_model(tmp_path / "plain", template=CHATML, special=CHATML_SPECIAL,
+                        config={"eos_token": "<|endoftext|>"}, generation={"eos_token_id": [ENDOFTEXT, IM_END]})
+    assert codes(lint_json(str(plain), "--select", "TK5")[1]) == []
+
+
+def test_doubled_bos_ignores_a_bos_token_the_config_does_not_declare(tmp_path):
+    """Without a bos_token, transformers renders {{ bos_token }} as nothing: the prompt does not
+    start with the BOS the post-processor adds, whatever stand-in the checks rendered with."""
+    from transformers import AutoTokenizer
+
+    template = "{{ bos_token }}" + CHATML
+    model = write_model(tmp_path / "model", template=template, special=["<s>", *CHATML_SPECIAL], prepend="<s>",
+                        config={"eos_token": "<|im_end|>"})
+    reference = AutoTokenizer.from_pretrained(model)
+    prompt = reference.apply_chat_template([{"role": "user", "content": "hello"}], tokenize=False)
+    assert reference.convert_ids_to_tokens(reference(prompt)["input_ids"])[:2] == ["<s>", "<|im_start|>"]
+    assert "TK501" not in codes(lint_json(str(model), "--select", "TK5")[1])
+    declared = write_model(tmp_path / "declared", template=template, special=["<s>", *CHATML_SPECIAL], prepend="<s>",
+                           config={"eos_token": "<|im_end|>", "bos_token": "<s>"})
+    assert "TK501" in codes(lint_json(str(declared), "--select", "TK5")[1])
 
 def test_eos_ids_come_from_config_json_without_a_generation_config(tmp_path):
     model = chatml_model(tmp_path / "model", None)
@@ -240,7 +294,7 @@ def test_tokenizer_findings_is_the_lint_engine_with_these_rules():
 
 
 def write_gguf_vocabulary(path: Path, tokens: list[str], types: list[int], ids: dict[str, int], *, model="gpt2",
-                          pre=None, add_bos=None) -> Path:
+                          pre=None, add_bos=None, template: str = CHATML) -> Path:
     from gguf import GGUFWriter
 
     writer = GGUFWriter(str(path), "llama")
@@ -253,14 +307,14 @@ def write_gguf_vocabulary(path: Path, tokens: list[str], types: list[int], ids: 
         writer.add_uint32(f"tokenizer.ggml.{name}_token_id", token_id)
     if add_bos is not None:
         writer.add_add_bos_token(add_bos)
-    return finish_gguf(writer, path)
+    return finish_gguf(writer, path, template)
 
 
-def finish_gguf(writer, path: Path) -> Path:
-    """Add the ChatML template and one small tensor, and write the file out."""
+def finish_gguf(writer, path: Path, template: str = CHATML) -> Path:
+    """Add the template (ChatML by default) and one small tensor, and write the file out."""
     import numpy
 
-    writer.add_chat_template(CHATML)
+    writer.add_chat_template(template)
     writer.add_tensor("token_embd.weight", numpy.ones((4, 4), dtype=numpy.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -283,6 +337,18 @@ def test_gguf_end_of_generation_ids_follow_llama_cpp(tmp_path):
     assert vocabulary.special_ids == {0, 1, 2, 3, 4}
     assert vocabulary.prepended == ()  # a gpt2 vocabulary adds no BOS unless the file says so
 
+
+
+def test_gguf_turn_end_advice_names_the_gguf_metadata(tmp_path):
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|turn_end|>", "<|endoftext|>"]
+    path = write_gguf_vocabulary(tmp_path / "m.gguf", tokens, [2, CONTROL, CONTROL, CONTROL, CONTROL, CONTROL],
+                                 {"bos": 1, "eos": 5}, template=CHATML.replace("<|im_end|>", "<|turn_end|>"))
+    vocabulary = load_vocabulary(load_source(path))
+    assert 4 not in vocabulary.eos_ids
+    result, payload = lint_json(str(path), "--select", "TK502")
+    message = payload["diagnostics"][0]["message"]
+    assert "set tokenizer.ggml.eot_token_id to 4 in the GGUF metadata" in message
+    assert "generation_config.json" not in message
 
 def test_gguf_harmony_vocabularies_do_not_stop_on_end(tmp_path):
     tokens = ["<|start|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>"]

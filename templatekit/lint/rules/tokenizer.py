@@ -12,7 +12,7 @@ What counts as a special-token reference. Only some literals are meant as single
 - the conventional names ``<s>``, ``</s>``, ``<unk>``, ``<pad>``, ``<bos>``, ``<eos>``,
   ``<start_of_turn>``, ``<end_of_turn>``;
 - ``<|...|>``, ``<｜...｜>`` and ``[UPPER_CASE]`` literals, but only when the vocabulary itself
-  has special tokens spelled that way. Zephyr's ``<|user|>`` on a Mistral vocabulary, or
+  has added (whole-matched) tokens spelled that way. Zephyr's ``<|user|>`` on a Mistral vocabulary, or
   Llama 2's ``[INST]``, are plain text by design: those vocabularies have no such tokens, and
   the models were trained on the pieces.
 
@@ -230,17 +230,32 @@ class Emitted:
             position += 1
         return None
 
+    def touched_single_word(self, literal: str) -> str | None:
+        """Where a render has ``literal``, a single_word added token, touching a word character
+        (so the tokenizer does not match it there), as a short excerpt; None when nowhere."""
+        if literal not in self.vocabulary.single_word:
+            return None
+        for text, _inputs in self.renders():
+            at = text.find(literal)
+            while at >= 0:
+                if self.vocabulary.atomic_at(text, at) != literal:
+                    return text[max(0, at - 8): at + len(literal) + 8]
+                at = text.find(literal, at + 1)
+        return None
+
     def without_phantoms(self, text: str) -> str:
         for phantom in self.phantoms:
             text = text.replace(phantom, "")
         return text
 
     def prompt_starts(self) -> Iterator[tuple[str, str]]:
-        """(fixture name, rendered prompt without leading whitespace) for each fixture."""
+        """(fixture name, rendered prompt without leading whitespace) for each fixture, without
+        the stand-ins for tokens the tokenizer does not declare (transformers renders those names
+        as nothing)."""
         for fixture in self.behaviour.evaluated():
             rendering = self.behaviour.fixture_render(fixture)
             if rendering.ok:
-                yield fixture.name or "fixture", rendering.text.lstrip(_WHITESPACE)
+                yield fixture.name or "fixture", self.without_phantoms(rendering.text).lstrip(_WHITESPACE)
 
 
 def emitted(target: LintTarget) -> Emitted:
@@ -407,8 +422,9 @@ class TurnEndNotEos(TokenizerRule):
         line, column = _locate(target, token, *_names_for(target, token))
         yield self.diagnostic(line, column, (
             f"assistant turns end with {vocabulary.describe(token_id)}, which is not an end-of-generation id "
-            f"(eos ids: {vocabulary.eos_description()}): generation will not stop after the reply; add "
-            f"{token_id} to eos_token_id in generation_config.json"))
+            f"(eos ids: {vocabulary.eos_description()}): generation will not stop after the reply; "
+            + (f"set tokenizer.ggml.eot_token_id to {token_id} in the GGUF metadata" if vocabulary.gguf
+               else f"add {token_id} to eos_token_id in generation_config.json")))
 
 
 @register
@@ -445,9 +461,20 @@ class MarkerNotSingleToken(TokenizerRule):
     }
 
     def findings(self, target: LintTarget, vocabulary: Any) -> Iterator[Diagnostic]:
-        for literal in emitted(target).literals:
+        analysis = emitted(target)
+        for literal in analysis.literals:
             token_id = vocabulary.id_of(literal)
-            if token_id is None or not vocabulary.splits(literal):
+            if token_id is None:
+                continue
+            if not vocabulary.splits(literal):
+                touched = analysis.touched_single_word(literal)
+                if touched is not None:
+                    line, column = _locate(target, literal, *_names_for(target, literal))
+                    yield self.diagnostic(line, column, (
+                        f"{literal!r} (id {token_id}) is an added token marked single_word, which the tokenizer "
+                        f"matches only where no letter, digit or '_' touches it; the prompt has {touched!r}, "
+                        "so there it is split into pieces: drop single_word from the token, or keep the marker "
+                        "apart from words"))
                 continue
             ids = vocabulary.encode(literal)
             pieces = f" into {len(ids)} tokens" if ids else " into pieces"
