@@ -56,11 +56,8 @@ DESCRIPTIONS = {
     "generation_prompt": "a generation prompt for add_generation_prompt",
 }
 
-# A ``templatekit:`` directive inside a comment token, as suppressions read it; a declaration is
-# the one whose first word is ``KEYWORD`` (the suppression parser leaves exactly those alone).
-# A templatekit comment ({# templatekit: ... #}): a capability declaration or, for the lint,
-# a suppression (templatekit.lint.suppressions reads the same comments).
-DIRECTIVE = re.compile(r"^\s*templatekit\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
+# Of the ``{# templatekit: ... #}`` comments (LintTarget.directive_comments), a declaration is
+# one whose first word is ``KEYWORD``; the suppression parser leaves those, and near misses, alone.
 KEYWORD = "capabilities"
 _LEADING_WORD = re.compile(r"[^\s=,]*")
 _EQUALS = re.compile(r"\s*=\s*")
@@ -165,16 +162,8 @@ def read_declarations(template: Any) -> Declarations:
     target = template if isinstance(template, LintTarget) else LintTarget(template)
     settings: list[Declaration] = []
     problems: list[DeclarationProblem] = []
-    tokens = target.tokens
-    for index, token in enumerate(tokens):
-        if token.type != "comment":
-            continue
-        match = DIRECTIVE.match(token.value)
-        if not match:
-            continue
-        opening = tokens[index - 1] if index > 0 else token
+    for body, opening, _closing in target.directive_comments():
         line, column = target.position(opening.offset)
-        body = match.group("body")
         words = body.split(None, 1)
         if words[:1] != [KEYWORD]:
             near = near_declaration_keyword(body)

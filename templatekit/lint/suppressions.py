@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from ..capabilities import DIRECTIVE, KEYWORD, near_declaration_keyword
+from ..capabilities import KEYWORD, near_declaration_keyword
 from .model import Diagnostic
 from .registry import Rule, all_rules, find_rule, is_known_selector, matches, register
 from .target import LintTarget
@@ -67,20 +67,11 @@ def parse_suppressions(target: LintTarget) -> tuple[list[Suppression], list[Prob
     problems: list[Problem] = []
     open_ranges: list[Suppression] = []
     last_line = len(target.lines)
-    tokens = target.tokens
-    for index, token in enumerate(tokens):
-        if token.type != "comment":
-            continue
-        match = DIRECTIVE.match(token.value)
-        if not match:
-            continue
-        body = match.group("body")
+    for body, opening, closing in target.directive_comments():
         if body.split(None, 1)[:1] == [KEYWORD] or near_declaration_keyword(body):
             continue  # a capability declaration, or one gone wrong: TK092's (templatekit.capabilities)
-        opening = tokens[index - 1] if index > 0 else token
-        closing = tokens[index + 1] if index + 1 < len(tokens) else token
         line, column = target.position(opening.offset)
-        kind, equals, listed = match.group("body").partition("=")
+        kind, equals, listed = body.partition("=")
         kind = kind.strip()
         selectors = tuple(part.strip() for part in listed.split(",") if part.strip())
         if kind not in _KINDS:

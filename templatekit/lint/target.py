@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import re
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -16,6 +17,8 @@ import jinja2
 from jinja2 import nodes
 
 from ..environment import environment, lex, parse_lexed
+
+_DIRECTIVE = re.compile(r"^\s*templatekit\s*:\s*(?P<body>.*?)\s*$", re.DOTALL)
 
 
 class Token(NamedTuple):
@@ -170,6 +173,22 @@ class LintTarget:
                 position = start + len(value)
         except jinja2.TemplateSyntaxError:
             pass
+        return found
+
+    def directive_comments(self) -> list[tuple[str, Token, Token]]:
+        """(body, opening token, closing token) of each ``{# templatekit: ... #}`` comment, in
+        order: capability declarations and suppressions. Only real comment tokens count, so the
+        same words inside ``{% raw %}`` or a string literal are not directives."""
+        found = []
+        tokens = self.tokens
+        for index, token in enumerate(tokens):
+            if token.type != "comment":
+                continue
+            match = _DIRECTIVE.match(token.value)
+            if match:
+                opening = tokens[index - 1] if index > 0 else token
+                closing = tokens[index + 1] if index + 1 < len(tokens) else token
+                found.append((match.group("body"), opening, closing))
         return found
 
     def node_position(self, node: nodes.Node, needle: str | None = None) -> tuple[int, int]:
