@@ -92,6 +92,7 @@ class Vocabulary:
         encoder: Callable[[], Callable[[str], list[int]] | None] | None = None,
         single_word: Iterable[str] = (),
         gguf: bool = False,
+        added_on_load: Iterable[str] = (),
     ) -> None:
         self.source = source
         self.atomic = dict(atomic)
@@ -100,6 +101,9 @@ class Vocabulary:
         self.single_word = frozenset(single_word)
         # From a GGUF file's metadata (llama.cpp's rules), not from tokenizer files.
         self.gguf = gguf
+        # Special tokens the config declares (named or in its unnamed list) that the vocabulary
+        # lacks: transformers adds each as a new token whose embedding was never trained.
+        self.added_on_load = frozenset(added_on_load)
         self.special_ids = frozenset(special_ids)
         self.eos_ids = frozenset(eos_ids)
         self.special_tokens = dict(special_tokens)
@@ -193,13 +197,14 @@ class Vocabulary:
         return self._encoder(text) if self._encoder is not None else None
 
     def splits(self, text: str) -> bool:
-        """Whether tokenizing ``text`` gives more than one token. Atomic tokens never split; for
-        anything else the real tokenizer decides when there is one (an ordinary entry can still
-        come out whole, from a word-level model say), and without one it is assumed to split."""
+        """Whether tokenizing ``text`` does not give exactly its own token. Atomic tokens never
+        split; for anything else the real tokenizer decides when there is one (an ordinary entry
+        can still come out whole, from a word-level model say; a normalizer can turn it into
+        another single token, the unknown one say), and without one it is assumed to split."""
         if self.is_atomic(text):
             return False
         ids = self.encode(text)
-        return len(ids) != 1 if ids is not None else True
+        return ids != [self.id_of(text)] if ids is not None else True
 
 
 def _alone(text: str, start: int, end: int) -> bool:
@@ -263,6 +268,7 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) ->
     # (TK504 says so); it is left out here.
     single_word = {content for content, flags in _added_token_flags(tokenizer, config) if flags.get("single_word")}
     declared_added: list[tuple[int, str, bool]] = []
+    added_on_load: list[str] = []
     if tokenizer is not None:
         declared = [*special_tokens.values(), *_unnamed_special_tokens(config, directory / SPECIAL_TOKENS_MAP_FILE)]
         pending = [text for text in dict.fromkeys(declared) if text and text not in atomic]
@@ -273,6 +279,8 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) ->
                     atomic[text] = vocab[text]
                     special_ids.add(vocab[text])
                     declared_added.append((vocab[text], text, True))
+                else:
+                    added_on_load.append(text)
     eos_ids = set(_generation_eos_ids(directory))
     eos_text = special_tokens.get("eos_token")
     vocab_of = (lambda: _model_vocab(tokenizer["model"], tokenizer_path)) if tokenizer is not None else None
@@ -290,6 +298,7 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) ->
         encoder=(lambda: _tokenizers_encoder(tokenizer_path, config_added + declared_added))
         if tokenizer is not None else None,
         single_word=single_word,
+        added_on_load=added_on_load,
     )
     if eos_text is not None and vocabulary.id_of(eos_text) is not None:
         eos_ids.add(vocabulary.id_of(eos_text))

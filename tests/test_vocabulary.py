@@ -131,6 +131,37 @@ def test_a_single_word_marker_touching_a_word_is_split_as_in_transformers(tmp_pa
     assert codes(lint_json(str(plain), "--select", "TK5")[1]) == []
 
 
+
+def test_a_marker_the_normalizer_turns_into_another_token_is_not_whole(tmp_path):
+    """NFKC turns the full-width bars of DeepSeek's markers into '|': an ordinary entry spelled
+    with them encodes to the unknown token, one token but not its own."""
+    from tokenizers import Tokenizer, models, normalizers
+
+    model = tmp_path / "model"
+    model.mkdir()
+    marker = "<｜User｜>"
+    end = "<｜end｜>"  # an added token in the same style, so the marker is meant as one
+    backend = Tokenizer(models.WordLevel({"<unk>": 0, end: 1, marker: 2}, unk_token="<unk>"))
+    backend.normalizer = normalizers.NFKC()
+    backend.add_special_tokens([end])
+    backend.save(str(model / "tokenizer.json"))
+    (model / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": end, "chat_template": f"{{% for m in messages %}}{marker}{{{{ m.content }}}}{end}{{% endfor %}}"}),
+        encoding="utf-8")
+    vocabulary = load_vocabulary(load_source(model))
+    assert vocabulary.encode(marker) == [0] and vocabulary.splits(marker)
+    [finding] = [d for d in lint_json(str(model), "--select", "TK503")[1]["diagnostics"]]
+    assert f"{marker!r} (id 2)" in finding["message"] and "turns it into '<unk>' (id 0)" in finding["message"]
+
+
+def test_a_listed_special_token_the_vocabulary_lacks_is_said_to_be_added_untrained(tmp_path):
+    model = write_model(tmp_path / "model", template=CHATML.replace("<|im_end|>", "<|eot_id|>"),
+                        special=CHATML_SPECIAL, config={"eos_token": "<|endoftext|>",
+                                                        "additional_special_tokens": ["<|eot_id|>"]})
+    [finding] = [d for d in lint_json(str(model), "--select", "TK504")[1]["diagnostics"]]
+    assert finding["message"].endswith("the tokenizer config lists it among its special tokens, so transformers adds "
+                                       "it as a new, untrained token")
+
 def test_doubled_bos_ignores_a_bos_token_the_config_does_not_declare(tmp_path):
     """Without a bos_token, transformers renders {{ bos_token }} as nothing: the prompt does not
     start with the BOS the post-processor adds, whatever stand-in the checks rendered with."""

@@ -477,11 +477,14 @@ class MarkerNotSingleToken(TokenizerRule):
                         "apart from words"))
                 continue
             ids = vocabulary.encode(literal)
-            pieces = f" into {len(ids)} tokens" if ids else " into pieces"
+            if ids and len(ids) == 1:
+                split = f"turns it into {vocabulary.describe(ids[0])}"  # a normalizer changed it
+            else:
+                split = f"splits it into {len(ids)} tokens" if ids else "splits it into pieces"
             line, column = _locate(target, literal, *_names_for(target, literal))
             yield self.diagnostic(line, column, (
                 f"{literal!r} (id {token_id}) is only an ordinary vocabulary entry, not a special "
-                f"or added token: tokenizing the rendered prompt splits it{pieces}, so the model never sees the marker"))
+                f"or added token: tokenizing the rendered prompt {split}, so the model never sees the marker"))
 
 
 @register
@@ -520,8 +523,13 @@ class UnknownSpecialToken(TokenizerRule):
             where = "a token of this tokenizer" if vocabulary.complete else \
                 "among this tokenizer's added tokens (there is no tokenizer.json to say more)"
             declared = analysis.declared.get(literal)
-            note = (f"; the tokenizer config names it as {declared}, so transformers adds it as a new, untrained token"
-                    if declared else ": it is tokenized as plain text pieces")
+            if declared:
+                note = f"; the tokenizer config names it as {declared}, so transformers adds it as a new, untrained token"
+            elif literal in vocabulary.added_on_load:
+                note = ("; the tokenizer config lists it among its special tokens, so transformers adds it as a new, "
+                        "untrained token")
+            else:
+                note = ": it is tokenized as plain text pieces"
             # A marker built from pieces ('<|' + role + '|>') is shown where its opening delimiter is.
             line, column = _locate(target, literal, *_names_for(target, literal), literal[:2])
             yield self.diagnostic(line, column, f"the template emits {literal!r}, which is not {where}{note}")
