@@ -179,19 +179,25 @@ class LintTarget:
         """(body, opening token, closing token) of each ``{# templatekit: ... #}`` comment, in
         order: capability declarations and suppressions. Only real comment tokens count, so the
         same words inside ``{% raw %}`` or a string literal are not directives."""
-        found = []
-        tokens = self.tokens
-        for index, token in enumerate(tokens):
-            if token.type != "comment":
-                continue
-            match = _DIRECTIVE.match(token.value)
-            if match:
-                opening = tokens[index - 1] if index > 0 else token
-                closing = tokens[index + 1] if index + 1 < len(tokens) else token
-                found.append((match.group("body"), opening, closing))
-        return found
+        return self.shared("directive_comments", _directive_comments)
 
     def node_position(self, node: nodes.Node, needle: str | None = None) -> tuple[int, int]:
         """(line, column) for a node: its line, and the column of ``needle`` on that line."""
         line = getattr(node, "lineno", 1) or 1
         return line, self.column_of(line, needle) if needle else 1
+
+
+def _directive_comments(target: LintTarget) -> list[tuple[str, Token, Token]]:
+    found: list[tuple[str, Token, Token]] = []
+    if "templatekit" not in target.text:
+        return found  # no directive anywhere: the common case, without a pass over the tokens
+    tokens = target.tokens
+    for index, token in enumerate(tokens):
+        if token.type != "comment":
+            continue
+        match = _DIRECTIVE.match(token.value)
+        if match:
+            opening = tokens[index - 1] if index > 0 else token
+            closing = tokens[index + 1] if index + 1 < len(tokens) else token
+            found.append((match.group("body"), opening, closing))
+    return found
