@@ -47,3 +47,13 @@ def test_a_summary_wrapped_over_lines_is_joined():
     assert doc.summary == ("Tool-call arguments work as an object but not as a JSON string (or the reverse), "
                            "or get encoded twice.")
     assert doc.why == "because."
+
+
+def test_rule_command_lists_options_as_the_config_file_writes_them(run):
+    """Options are shown in TOML (a list in double quotes, not Python's repr) with what each
+    accepts, so a line can be copied into the config as it is."""
+    loop = run("rule", "TK908").output
+    assert "  max-iterations = 1000000  (a whole number of at least 1)" in loop
+    names = run("rule", "TK006").output
+    assert "  extra-inputs = []  (a list of variable names (strings))" in names
+    assert "kwargs = [\"enable_thinking\"," in names

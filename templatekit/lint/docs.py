@@ -68,7 +68,14 @@ def rule_page(rule: type[Rule]) -> str:
     if rule.engines:
         parts += ["", "Breaks in: " + ", ".join(f"{name} ({ENGINES[name]})" for name in rule.engines)]
     if rule.options:
-        parts += ["", "Options:"] + [f"  {name} = {value!r}" for name, value in rule.options.items()]
+        from .config import option_spec
+
+        # Written as the config file takes them (TOML), with the values each accepts.
+        parts += ["", "Options:"]
+        for name, value in rule.options.items():
+            spec = option_spec(rule, name)
+            accepts = f"  ({spec.expects})" if spec is not None else ""
+            parts.append(f"  {name} = {json.dumps(value)}{accepts}")
     parts += ["", f"Disable with {{# templatekit: disable={rule.code} #}} or ignore = [\"{rule.code}\"] in config."]
     return "\n".join(parts)
 
