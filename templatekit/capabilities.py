@@ -405,13 +405,16 @@ def capability_note(capabilities: Capabilities, name: str) -> str:
 
 
 def capabilities_data(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None,
-                      *, probing_stopped: bool = False) -> dict[str, Any]:
+                      *, probing_stopped: bool = False, locate: Callable[[int, int], str] | None = None,
+                      ) -> dict[str, Any]:
     """The capabilities as plain JSON data, keyed by name in report order.
 
     ``source`` is ``"probed"``, ``"comment"`` or ``"config"``; when probing stopped early
     (``probing_stopped``), a probed "no" may only mean the probe never ran, so its source is
     ``"unknown"``. ``declaration_problems`` lists what is wrong with the template's capability
-    comments (``{line, column, message}``, in the template's own lines).
+    comments (``{line, column, message}``, in the template's own lines, plus ``location`` when
+    ``locate`` (``ChatTemplate.location``) is given: the file, and the template's name when it is
+    embedded in one, with that line and column, as lint's findings are located).
     """
     found = {}
     for name in CAPABILITY_NAMES:
@@ -424,14 +427,18 @@ def capabilities_data(capabilities: Capabilities, not_evaluated: list[tuple[str,
     return {
         "capabilities": found,
         "not_evaluated": [{"fixture": fixture, "needs": list(missing)} for fixture, missing in not_evaluated or ()],
-        "declaration_problems": [dataclasses.asdict(problem) for problem in capabilities.declarations.problems],
+        "declaration_problems": [
+            {**dataclasses.asdict(problem), **({"location": locate(problem.line, problem.column)} if locate else {})}
+            for problem in capabilities.declarations.problems
+        ],
     }
 
 
-def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None) -> str:
+def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None,
+                        locate: Callable[[int, int], str] | None = None) -> str:
     """The text ``templatekit capabilities SOURCE`` prints: one line per capability, then the
     built-in fixtures that behavioural checks will skip, then what is wrong with the template's
-    capability comments (at line:column of the template)."""
+    capability comments (located by ``locate``, else at the template's line:column)."""
     width = max(len(name) for name in CAPABILITY_NAMES)
     lines = []
     for name in CAPABILITY_NAMES:
@@ -450,5 +457,6 @@ def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[st
         lines.append("")
         lines.append("capability declaration problems (templatekit: capabilities comments):")
         for problem in problems:
-            lines.append(f"  {problem.line}:{problem.column}: {problem.message}")
+            where = locate(problem.line, problem.column) if locate else f"{problem.line}:{problem.column}"
+            lines.append(f"  {where}: {problem.message}")
     return "\n".join(lines)

@@ -641,12 +641,12 @@ def capabilities(source: str, template_name: str | None, output_format: str) -> 
             any_stopped = True
         if output_format == "json":
             data = capabilities_data(behaviour.capabilities, behaviour.not_evaluated(),
-                                     probing_stopped=stopped is not None)
+                                     probing_stopped=stopped is not None, locate=template.location)
             entries.append({"template": template.name, **data, "probing_stopped": stopped})
         else:
             if len(chosen) > 1:
                 click.echo(f"== {one_line(template.name)}")
-            click.echo(format_capabilities(behaviour.capabilities, behaviour.not_evaluated()))
+            click.echo(format_capabilities(behaviour.capabilities, behaviour.not_evaluated(), template.location))
         if stopped is not None:
             # The "no"s only mean the probing stopped, not that the template lacks them.
             click.echo(f"templatekit: {template.location()}: probing stopped at '{stopped['probe']}': "

@@ -166,11 +166,22 @@ def test_capabilities_command_lists_declaration_problems(run, tmp_path):
     text = run("capabilities", str(template))
     assert text.exit_code == 0
     assert "capability declaration problems" in text.output
-    assert "1:1: unknown capability 'tols' (did you mean 'tools'?); ignored" in text.output
+    assert f"  {template}:1:1: unknown capability 'tols' (did you mean 'tools'?); ignored" in text.output
     entry = json.loads(run("capabilities", str(template), "--format", "json").output)["templates"][0]
     assert entry["declaration_problems"] == [
-        {"line": 1, "column": 1, "message": "unknown capability 'tols' (did you mean 'tools'?); ignored"}]
+        {"line": 1, "column": 1, "message": "unknown capability 'tols' (did you mean 'tools'?); ignored",
+         "location": f"{template}:1:1"}]
     assert entry["capabilities"]["tools"]["source"] == "probed"
+
+
+def test_capabilities_command_names_the_template_a_problem_is_in(run, tmp_path):
+    """A template embedded in a tokenizer_config.json is named with its file, as lint names the
+    location of its findings: a bare line:column would not say where to look."""
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({"chat_template": CHATML + "\n  {# templatekit: capabilities tols=false #}"}),
+                      encoding="utf-8")
+    line = CHATML.count("\n") + 2
+    assert f"  {config}[default]:{line}:3: unknown capability 'tols'" in run("capabilities", str(config)).output
 
 
 # Renders the tool definitions it is declared not to support.
