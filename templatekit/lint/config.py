@@ -109,18 +109,10 @@ class RuleOptions(dict):
         self.specs: dict[str, OptionSpec] = dict(specs)
 
 
-def option_spec(rule: type[Rule], option: str) -> OptionSpec | None:
-    """The spec of one of ``rule``'s options; a rule still declaring a bare default gets one
-    inferred from that default's type, so no option value reaches a rule unchecked."""
-    specs = getattr(rule.options, "specs", {})
-    if option in specs:
-        return specs[option]
-    default = rule.options.get(option)
-    if isinstance(default, int) and not isinstance(default, bool):
-        return WholeNumber(default, minimum=0)
-    if isinstance(default, (list, tuple)):
-        return NameList(list(default))
-    return None
+def option_spec(rule: type[Rule], option: str) -> OptionSpec:
+    """The spec of one of ``rule``'s options (every rule declares them with ``RuleOptions``;
+    tests/test_config_options.py holds each rule to it)."""
+    return rule.options.specs[option]
 
 
 def _shown(value: Any) -> str:
@@ -388,9 +380,6 @@ def _load_rule_options(table: Any, config: LintConfig, where: Path | str) -> Non
                 known = ", ".join(rule.options) or "none"
                 raise ConfigError(where, f"'rules.{selector}': {rule.code} has no option '{option}'{_suggest(option, rule.options)} (options: {known})")
             spec = option_spec(rule, option)
-            if spec is None:
-                parsed[option] = value
-                continue
             try:
                 parsed[option] = spec.parse(value)
             except OptionValueError as refusal:

@@ -73,9 +73,7 @@ def rule_page(rule: type[Rule]) -> str:
         # Written as the config file takes them (TOML), with the values each accepts.
         parts += ["", "Options:"]
         for name, value in rule.options.items():
-            spec = option_spec(rule, name)
-            accepts = f"  ({spec.expects})" if spec is not None else ""
-            parts.append(f"  {name} = {json.dumps(value)}{accepts}")
+            parts.append(f"  {name} = {json.dumps(value)}  ({option_spec(rule, name).expects})")
     parts += ["", f"Disable with {{# templatekit: disable={rule.code} #}} or ignore = [\"{rule.code}\"] in config."]
     return "\n".join(parts)
 
