@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from . import capabilities as caps
@@ -82,7 +83,6 @@ class Behaviour:
         # there and no check runs.
         self._probe_spent_budget: Rendering | None = None
         self.spent_budget_probe = ""  # the probe's key for that render
-        self._compile_failure: tuple[RenderFailure | None] | None = None  # (compile_failure,) once asked
         # Whether the text-slotted compile reproduces each reference render (render_with_settings).
         self._slots_agree: dict[int, tuple[Rendering, bool]] = {}
 
@@ -155,13 +155,11 @@ class Behaviour:
             self.spent_budget_probe = key
         return rendering
 
-    @property
+    @cached_property
     def compile_failure(self) -> RenderFailure | None:
         """Why the template cannot be compiled, or None. Every render of such a template fails
         the same way, so no behavioural check can say anything about it (TK614 says so)."""
-        if self._compile_failure is None:
-            self._compile_failure = (compile_failure(self.text, BEHAVIOUR_BUDGET),)
-        return self._compile_failure[0]
+        return compile_failure(self.text, BEHAVIOUR_BUDGET)
 
     @property
     def spent_budget(self) -> Rendering | None:
