@@ -1170,10 +1170,14 @@ def _gguf_kind(value: Any) -> str:
     return "a number" if isinstance(value, (int, float)) else type(value).__name__
 
 
+def _require_token_id(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(where, f"token id must be an integer, found {_gguf_kind(value)}")
+
+
 def _gguf_token_index(tokens: _GgufStringArray, token_id: Any, where: str) -> int:
     """The vocabulary index of ``token_id``, indexed like a Python list (as transformers indexes it)."""
-    if isinstance(token_id, bool) or not isinstance(token_id, int):
-        raise InputError(where, f"token id must be an integer, found {_gguf_kind(token_id)}")
+    _require_token_id(token_id, where)
     index = token_id + tokens.count if token_id < 0 else token_id
     if not 0 <= index < tokens.count:
         raise InputError(where, f"token id {token_id} is outside the vocabulary of {tokens.count} tokens")
@@ -1238,8 +1242,8 @@ def read_gguf_tokenizer(path: Path) -> GgufTokenizer | None:
     for key, value in metadata.items():
         if not key.startswith("tokenizer.ggml."):
             continue
-        if key.endswith("_token_id") and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InputError(f"{path}[{key}]", f"token id must be an integer, found {_gguf_kind(value)}")
+        if key.endswith("_token_id"):
+            _require_token_id(value, f"{path}[{key}]")
         if isinstance(value, bytes):
             values[key] = value.decode("utf-8", "replace")
         elif isinstance(value, (int, float, bool)):
