@@ -105,6 +105,10 @@ class TemplateSource:
     single: bool
     special_tokens: dict[str, str]
     tokenizer_dir: Path | None = None
+    # The texts of the unnamed special-token list (``extra_special_tokens``, formerly
+    # ``additional_special_tokens``) a tokenizer loaded from tokenizer_dir ends up with; no
+    # template sees them, but the tokenizer matches them whole (the TK5xx rules need that).
+    unnamed_special_tokens: tuple[str, ...] = ()
 
     def select(self, name: str | None = None, tools: list | None = None) -> ChatTemplate:
         """Pick a template the way ``tokenizer.get_chat_template`` does.
@@ -315,8 +319,8 @@ def _json_type(value: Any) -> str:
 def _load_jinja_file(path: Path) -> TemplateSource:
     template = ChatTemplate(read_template_file(path), "default", path, "jinja", embedded=False)
     tokenizer_dir = _template_file_tokenizer_dir(path)
-    special_tokens = _directory_special_tokens(tokenizer_dir) if tokenizer_dir is not None else {}
-    return TemplateSource(path, "jinja", {"default": template}, True, special_tokens, tokenizer_dir)
+    special_tokens, unnamed = _directory_special_tokens(tokenizer_dir) if tokenizer_dir is not None else ({}, ())
+    return TemplateSource(path, "jinja", {"default": template}, True, special_tokens, tokenizer_dir, unnamed)
 
 
 def _template_file_tokenizer_dir(path: Path) -> Path | None:
@@ -346,12 +350,12 @@ def _load_json_file(path: Path) -> TemplateSource:
     tokenizer_dir = _sibling_tokenizer_dir(path)
     if tokenizer_dir is not None:
         own_config = config if path.name == TOKENIZER_CONFIG_FILE else None
-        special_tokens = _directory_special_tokens(tokenizer_dir, own_config)
+        special_tokens, unnamed = _directory_special_tokens(tokenizer_dir, own_config)
     elif kind == "tokenizer_config":
-        special_tokens = named_special_tokens(config, path)
+        special_tokens, unnamed = declared_special_tokens(config, path)
     else:
-        special_tokens = {}
-    return TemplateSource(path, kind, templates, single, special_tokens, tokenizer_dir)
+        special_tokens, unnamed = {}, ()
+    return TemplateSource(path, kind, templates, single, special_tokens, tokenizer_dir, unnamed)
 
 
 def _sibling_tokenizer_dir(path: Path) -> Path | None:
@@ -420,8 +424,8 @@ def _load_model_dir(directory: Path) -> TemplateSource:
         templates, single = _templates_from_json(config["chat_template"], config_path, "tokenizer_config")
     if not templates:
         templates, single = _processor_templates(directory)
-    special_tokens = _directory_special_tokens(directory, config)
-    return TemplateSource(directory, "model_dir", templates, single, special_tokens, tokenizer_dir=directory)
+    special_tokens, unnamed = _directory_special_tokens(directory, config)
+    return TemplateSource(directory, "model_dir", templates, single, special_tokens, directory, unnamed)
 
 
 def _template_files(directory: Path) -> tuple[dict[str, ChatTemplate], bool]:
@@ -509,8 +513,9 @@ class _ListEntry:
 _TOKEN_LIST_KEYS = ("additional_special_tokens", "extra_special_tokens")
 
 
-def _directory_special_tokens(directory: Path, config: dict | None = None) -> dict[str, str]:
-    """The special tokens a tokenizer loaded from ``directory`` passes into its templates."""
+def _directory_special_tokens(directory: Path, config: dict | None = None) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The special tokens of a tokenizer loaded from ``directory``: the named ones it passes into
+    its templates, and the texts of its unnamed list (``declared_special_tokens``)."""
     config_path = directory / TOKENIZER_CONFIG_FILE
     if config is None:
         config = read_json_object(config_path) if config_path.is_file() else {}
@@ -526,18 +531,19 @@ def _directory_special_tokens(directory: Path, config: dict | None = None) -> di
             contents.update(str(token) for token in read_json_object(added_file))
         return contents
 
-    return named_special_tokens(config, config_path, legacy, legacy_path, padding_token, backend_added_tokens)
+    return declared_special_tokens(config, config_path, legacy, legacy_path, padding_token, backend_added_tokens)
 
 
-def named_special_tokens(
+def declared_special_tokens(
     config: dict,
     config_path: Path | str,
     legacy_map: dict | None = None,
     legacy_path: Path | str = SPECIAL_TOKENS_MAP_FILE,
     padding_token: str | None = None,
     backend_added_tokens: Callable[[], set[str]] | None = None,
-) -> dict[str, str]:
-    """``tokenizer.special_tokens_map`` of a tokenizer built from these loaded files.
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """``tokenizer.special_tokens_map`` of a tokenizer built from these loaded files, and the
+    texts of its unnamed special tokens (``extra_special_tokens`` as a list) in its order.
 
     Follows transformers 5's ``_from_pretrained``, ``PreTrainedTokenizerBase.__init__`` and the
     token-adding step of ``TokenizersBackend.__init__`` in order, because the order of those steps
@@ -693,9 +699,10 @@ def _convert_added_tokens(value: Any, key: str) -> Any:
     return value
 
 
-def _init_special_tokens(kwargs: dict, added_tokens: Callable[[], set[str]]) -> dict[str, str]:
+def _init_special_tokens(kwargs: dict, added_tokens: Callable[[], set[str]]) -> tuple[dict[str, str], tuple[str, ...]]:
     """The named-token part of ``PreTrainedTokenizerBase.__init__`` and ``special_tokens_map``,
-    then the check ``TokenizersBackend.__init__`` makes when it adds the unnamed special tokens."""
+    then the check ``TokenizersBackend.__init__`` makes when it adds the unnamed special tokens;
+    returns the named tokens and the texts of the unnamed ones."""
     list_key = "extra_special_tokens"
     if "additional_special_tokens" in kwargs and list_key not in kwargs:
         kwargs[list_key] = kwargs.pop("additional_special_tokens")
@@ -726,7 +733,11 @@ def _init_special_tokens(kwargs: dict, added_tokens: Callable[[], set[str]]) -> 
     if merged:
         _add_named_tokens(attributes, values, merged)
     _check_unnamed_tokens(unnamed, added_tokens)
-    return {name: str(values[name]) for name in attributes if values.get(name) is not None}
+    named = {name: str(values[name]) for name in attributes if values.get(name) is not None}
+    # An entry that is neither a string nor an AddedToken passed the check only because its text
+    # already is an added token, which the backend matches whole anyway.
+    texts = tuple(dict.fromkeys(str(entry) for entry in unnamed if isinstance(entry, (str, _AddedToken))))
+    return named, texts
 
 
 def _check_unnamed_tokens(entries: list | tuple, added_tokens: Callable[[], set[str]]) -> None:
@@ -1023,7 +1034,7 @@ def _load_gguf(path: Path) -> TemplateSource:
     with _read_as_gguf(path) as data:
         metadata = _read_gguf(data)
         templates = _gguf_templates(metadata, path)
-        special_tokens = named_special_tokens(_gguf_token_config(data, metadata, path), path)
+        special_tokens, _ = declared_special_tokens(_gguf_token_config(data, metadata, path), path)
     single = list(templates) == ["default"]
     return TemplateSource(path, "gguf", templates, single, special_tokens)
 

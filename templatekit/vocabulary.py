@@ -230,14 +230,15 @@ def load_vocabulary(source: TemplateSource) -> Vocabulary | None:
         return _gguf_vocabulary(source.path, source.special_tokens)
     if source.tokenizer_dir is None:
         return None
-    return _directory_vocabulary(Path(source.tokenizer_dir), source.special_tokens)
+    return _directory_vocabulary(Path(source.tokenizer_dir), source.special_tokens, source.unnamed_special_tokens)
 
 
 def _json_object(path: Path) -> dict | None:
     return read_json_object(path) if path.is_file() else None
 
 
-def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) -> Vocabulary | None:
+def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str],
+                          unnamed_special_tokens: Iterable[str] = ()) -> Vocabulary | None:
     tokenizer_path = directory / TOKENIZER_FILE
     config_path = directory / TOKENIZER_CONFIG_FILE
     tokenizer = _json_object(tokenizer_path)
@@ -270,7 +271,7 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str]) ->
     declared_added: list[tuple[int, str, bool]] = []
     added_on_load: list[str] = []
     if tokenizer is not None:
-        declared = [*special_tokens.values(), *_unnamed_special_tokens(config, directory / SPECIAL_TOKENS_MAP_FILE)]
+        declared = [*special_tokens.values(), *unnamed_special_tokens]
         pending = [text for text in dict.fromkeys(declared) if text and text not in atomic]
         if pending:
             vocab = _model_vocab(tokenizer["model"], tokenizer_path)
@@ -314,27 +315,6 @@ def _added_token_flags(tokenizer: dict | None, config: dict) -> Iterator[tuple[s
     decoder = config.get("added_tokens_decoder")
     for entry in decoder.values() if isinstance(decoder, dict) else ():
         yield entry["content"], entry
-
-
-def _unnamed_special_tokens(config: dict, legacy_path: Path) -> list[str]:
-    """The texts of the config's unnamed special tokens (``extra_special_tokens`` as a list, or
-    ``additional_special_tokens``), and of special_tokens_map.json's when the config has none;
-    entries are strings or AddedToken objects. Their shape was checked when the source loaded."""
-    sources = [config]
-    if not any(isinstance(config.get(key), list) for key in ("extra_special_tokens", "additional_special_tokens")):
-        legacy = _json_object(legacy_path)
-        if legacy:
-            sources.append(legacy)
-    texts = []
-    for source in sources:
-        for key in ("extra_special_tokens", "additional_special_tokens"):
-            entries = source.get(key)
-            if isinstance(entries, list):
-                for entry in entries:
-                    content = entry.get("content") if isinstance(entry, dict) else entry
-                    if isinstance(content, str):
-                        texts.append(content)
-    return texts
 
 
 def _tokenizer_json_added_tokens(tokenizer: dict, path: Path) -> list[tuple[int, str, bool]]:

@@ -114,6 +114,30 @@ def test_a_declared_special_token_that_is_an_ordinary_entry_is_matched_whole_as_
     assert codes(payload) == ["TK502"] and "'<|im_end|>' (id 1)" in payload["diagnostics"][0]["message"]
 
 
+@pytest.mark.parametrize("config_has_added_tokens_decoder", [True, False])
+def test_special_tokens_map_list_counts_only_where_transformers_reads_it(tmp_path, config_has_added_tokens_decoder):
+    """special_tokens_map.json's additional_special_tokens make an ordinary vocabulary entry whole
+    only when transformers reads that file: not when tokenizer_config.json has an
+    added_tokens_decoder. The tokenizer rules read the list the way the template's special
+    tokens are read, so they agree with transformers either way."""
+    from transformers import AutoTokenizer
+
+    config = {"eos_token": "<|im_end|>"}
+    if config_has_added_tokens_decoder:
+        first_special = 1 + 1 + len(WORDS)  # after <unk>, the one plain entry and the words
+        config["added_tokens_decoder"] = {
+            str(first_special + offset): {"content": token, "special": True, "normalized": False}
+            for offset, token in enumerate(["<|endoftext|>", "<|im_end|>"])}
+    model = write_model(tmp_path / "model", template=CHATML, special=["<|endoftext|>", "<|im_end|>"],
+                        plain=["<|im_start|>"], config=config)
+    (model / "special_tokens_map.json").write_text(json.dumps({"additional_special_tokens": ["<|im_start|>"]}))
+    reference = AutoTokenizer.from_pretrained(model)
+    whole = reference.tokenize("<|im_start|>user") == ["<|im_start|>", "user"]
+    assert whole is not config_has_added_tokens_decoder
+    result, payload = lint_json(str(model), "--select", "TK503")
+    assert codes(payload) == ([] if whole else ["TK503"])
+
+
 def test_a_single_word_marker_touching_a_word_is_split_as_in_transformers(tmp_path):
     from transformers import AutoTokenizer
 
