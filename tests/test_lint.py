@@ -209,6 +209,36 @@ def test_cached_results_are_not_reused_under_another_jinja_version(project, monk
     assert len(set((project / "cache").rglob("*.json")) - before) == 1
 
 
+def test_cached_results_are_not_reused_after_templatekit_code_changes(project, monkeypatch):
+    # Installed from a checkout, `git pull` changes the rules without changing the version.
+    from templatekit.lint import runner
+
+    Linter(load_config()).lint_path(project / "bad.jinja")
+    before = set((project / "cache").rglob("*.json"))
+    monkeypatch.setattr(runner, "installed_code_fingerprint", lambda: "other code")
+    Linter(load_config()).lint_path(project / "bad.jinja")
+    assert len(set((project / "cache").rglob("*.json")) - before) == 1
+
+
+def test_code_fingerprint_changes_when_a_package_file_changes(tmp_path):
+    from templatekit.lint.runner import installed_code_fingerprint
+
+    package = tmp_path / "package"
+    (package / "rules").mkdir(parents=True)
+    (package / "rules" / "a.py").write_text("x = 1\n")
+    (package / "fixtures.yaml").write_text("- a\n")
+    (package / "__pycache__").mkdir()
+    first = installed_code_fingerprint.__wrapped__(str(package))
+    (package / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"compiled")
+    assert installed_code_fingerprint.__wrapped__(str(package)) == first  # bytecode is not code
+    (package / "rules" / "a.py").write_text("x = 2\n")
+    os.utime(package / "rules" / "a.py", ns=(1, 1))
+    changed = installed_code_fingerprint.__wrapped__(str(package))
+    assert changed != first
+    (package / "rules" / "b.py").write_text("")
+    assert installed_code_fingerprint.__wrapped__(str(package)) != changed
+
+
 def test_readme_rule_table_is_generated_from_the_rules():
     from templatekit.lint.docs import main as docs_main
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import jinja2
@@ -31,6 +32,31 @@ from .target import LintTarget
 MODEL_FILES = ("chat_template.jinja", "tokenizer_config.json", "chat_template.json")
 CARRIAGE_RETURN_RULE = "TK104"
 TEMPLATE_SUFFIXES = (".jinja", ".j2", ".gguf")
+
+
+@lru_cache(maxsize=None)
+def installed_code_fingerprint(package_dir: str | None = None) -> str:
+    """The name, size and modification time of every file of templatekit's installed code.
+
+    Cached results are keyed by it as well as by the version: templatekit is installed from a
+    checkout (``pip install -e .``), where ``git pull`` changes the rules, the fixtures and the
+    renderer without changing the version, and a cache keyed by the version alone would keep
+    answering with the old code's findings.
+    """
+    root = package_dir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    entries = []
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories[:] = sorted(name for name in subdirectories if name != "__pycache__")
+        for name in sorted(names):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                status = os.stat(path)
+            except OSError:
+                continue
+            entries.append(f"{os.path.relpath(path, root)}\0{status.st_size}\0{status.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclasses.dataclass
@@ -280,7 +306,8 @@ class Linter:
         digest = hashlib.sha256()
         # The vocabulary's fingerprint hashes the tokenizer files, so editing them invalidates results.
         # Jinja's version too: it parses every template and renders the behavioural checks' fixtures.
-        for part in (__version__, jinja2.__version__, self.config.fingerprint(), ",".join(r.code for r in rules),
+        for part in (__version__, installed_code_fingerprint(), jinja2.__version__, self.config.fingerprint(),
+                     ",".join(r.code for r in rules),
                      json.dumps(sorted((special_tokens or {}).items())), getattr(vocabulary, "fingerprint", ""),
                      text, "\0", source_text or ""):
             digest.update(part.encode("utf-8", "surrogatepass"))
