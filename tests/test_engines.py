@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -613,3 +614,17 @@ def test_lint_checks_its_engines_before_linting(run, monkeypatch, tmp_path):
     missing = run("lint", str(template), "--engines", "hf-jinja")
     assert missing.exit_code == 2 and "needs node" in missing.output
     assert "finding" not in missing.output and len(missing.output.strip().splitlines()) == 1
+
+
+def test_lint_engines_render_a_bare_template_with_the_stand_in_special_tokens(run, tmp_path):
+    # A bare .jinja has no tokenizer, so no eos_token: lint's behavioural renders stand in <s>/</s>,
+    # and the engine renders must too, or every fixture "both fails" and the engine is called portable.
+    pytest.importorskip("minijinja")
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m.role }}: {{ m.content }}{{ eos_token + '\\n' }}{% endfor %}",
+                        encoding="utf-8")
+    result = run("lint", "--no-cache", "--format", "json", "--fail-on", "never", str(template),
+                 "--engines", "minijinja")
+    [report] = json.loads(result.output)["files"]
+    outcomes = Counter(render["outcome"] for render in report["engine_renders"])
+    assert outcomes["identical"] >= 10 and outcomes["both-failed"] == 0, outcomes

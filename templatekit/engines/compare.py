@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..behaviour import Behaviour
+from ..behaviour import DEFAULT_SPECIAL_TOKENS, Behaviour
 from ..conversation import Conversation
 from ..errors import RenderFailure
 from ..rendering import Rendering, cut_at_continue_tag, prepare_variables, render_template
@@ -123,7 +123,10 @@ def compare_engines(
     ``load_source`` reads) or template text (a ``str`` that is not an existing path). A source picks
     its template per fixture as transformers does (``tool_use`` when the fixture has tools).
     ``fixtures`` defaults to the built-ins. ``diagnostics`` are the lint findings to credit as
-    predictions; by default the TK2xx rules are run here. Raises ``EngineUnavailable`` (one line,
+    predictions; by default the TK2xx rules are run here. The special tokens are the source's and
+    ``special_tokens``, over the stand-ins lint's behavioural renders use where neither gives one
+    (``behaviour.DEFAULT_SPECIAL_TOKENS``): without them a bare template that prints ``eos_token``
+    fails in every engine alike, and the comparison would say nothing. Raises ``EngineUnavailable`` (one line,
     with the install command) when an engine is not installed. Results are ordered by fixture, then
     engine.
     """
@@ -136,12 +139,12 @@ def compare_engines(
     elif isinstance(source_or_template, str):
         source_or_template = template_from_text(source_or_template)
     if isinstance(source_or_template, TemplateSource):
-        tokens = {**source_or_template.special_tokens, **(special_tokens or {})}
+        tokens = {**DEFAULT_SPECIAL_TOKENS, **source_or_template.special_tokens, **(special_tokens or {})}
         conversations = _fixtures(fixtures)
         items = [(source_or_template.select(template_name, conversation.tools), tokens, [conversation])
                  for conversation in conversations]
     else:
-        items = [(source_or_template, dict(special_tokens or {}), _fixtures(fixtures))]
+        items = [(source_or_template, {**DEFAULT_SPECIAL_TOKENS, **(special_tokens or {})}, _fixtures(fixtures))]
     return compare_many(items, engines, now=now, diagnostics=diagnostics, engine_options=engine_options)
 
 
