@@ -436,3 +436,13 @@ def test_the_readme_config_example_is_a_valid_config(tmp_path) -> None:
     # Every [rules.CODE] table names an option that rule has, with the value given.
     for code, option, value in re.findall(r"\[rules\.(TK\d+)\][^\n]*\n([\w-]+) = (\[[^\]]*\])", example):
         assert config.options_for(find_rule(code))[option] == json.loads(value)
+
+
+def test_template_kwarg_that_transformers_never_passes_is_called_dead(tmp_path):
+    # apply_chat_template binds continue_final_message as its own argument: the template never sees it.
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}{{ m.content }}{% endfor %}{% if continue_final_message %}+{% endif %}")
+    result = CliRunner().invoke(main, ["lint", "--no-cache", "--format", "json", "--select", "TK008", str(template)])
+    [finding] = json.loads(result.output)["diagnostics"]
+    assert "transformers never passes to a template" in finding["message"]
+    assert "always undefined here" in finding["message"]

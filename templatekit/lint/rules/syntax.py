@@ -21,6 +21,11 @@ from jinja2 import nodes
 from jinja2.lexer import TokenStream, describe_token
 from jinja2.parser import Parser
 
+from ...conversation import (
+    APPLY_CHAT_TEMPLATE_KEYWORDS,
+    APPLY_CHAT_TEMPLATE_TOKENIZING,
+    RENDER_JINJA_TEMPLATE_KEYWORDS,
+)
 from ...environment import environment
 from ..config import NameList, RuleOptions
 from ..model import Diagnostic, Edit, Fix
@@ -634,6 +639,12 @@ KNOWN_KWARGS = (
     "tool_choice",
 )
 
+# Names apply_chat_template takes as its own arguments and never hands to the template: a caller
+# passing one sets transformers' option (continue_final_message, tokenize, ...), not a variable.
+NEVER_PASSED = frozenset(
+    (*APPLY_CHAT_TEMPLATE_KEYWORDS, *APPLY_CHAT_TEMPLATE_TOKENIZING, *RENDER_JINJA_TEMPLATE_KEYWORDS)
+) - set(RENDER_ARGUMENTS)
+
 # Names that mean something in Python or JavaScript but are undefined in Jinja, and what to use.
 _FOREIGN_NAMES = {
     "null": "the literal none",
@@ -659,14 +670,14 @@ _FOREIGN_NAMES = {
 _IMPLICIT = frozenset({"loop", "caller", "varargs", "kwargs"})
 
 
-def _name_events(node: nodes.Node, macros: list[nodes.Macro]) -> Iterator[tuple[str, str]]:
-    """Every (name, ctx) of ``node`` in the order Jinja evaluates them: an assignment's value
-    before its target, a loop's iterable before its variable. Macro bodies run when called, not
-    where written, so they are queued on ``macros`` instead."""
+def _name_events(node: nodes.Node, macros: list[nodes.Macro]) -> Iterator[tuple[str, str, int]]:
+    """Every (name, ctx, line) of ``node`` in the order Jinja evaluates them: an assignment's
+    value before its target, a loop's iterable before its variable. Macro bodies run when called,
+    not where written, so they are queued on ``macros`` instead."""
     if isinstance(node, nodes.Name):
-        yield node.name, node.ctx
+        yield node.name, node.ctx, node.lineno
     elif isinstance(node, nodes.Macro):
-        yield node.name, "store"
+        yield node.name, "store", node.lineno
         macros.append(node)
     elif isinstance(node, nodes.Assign):
         yield from _name_events(node.node, macros)
@@ -682,9 +693,10 @@ def _name_events(node: nodes.Node, macros: list[nodes.Macro]) -> Iterator[tuple[
             yield from _name_events(child, macros)
 
 
-def template_inputs(tree: nodes.Template) -> dict[str, bool]:
+def template_inputs(tree: nodes.Template) -> dict[str, tuple[bool, frozenset[int]]]:
     """Names whose value can only come from the caller: what the template reads before (or
-    without ever) setting it, each mapped to whether the template also assigns it (a default).
+    without ever) setting it, each mapped to whether the template also assigns it (a default)
+    and the lines where it is read as that outer variable (not as a macro's own parameter).
 
     ``jinja2.meta.find_undeclared_variables`` counts a variable assigned in an ``{% if %}`` branch
     as undeclared, so subtracting every assigned name is needed; but that alone would hide the
@@ -695,24 +707,28 @@ def template_inputs(tree: nodes.Template) -> dict[str, bool]:
     """
     first: dict[str, str] = {}
     assigned: set[str] = set()
+    read_on: dict[str, set[int]] = {}
 
-    def see(name: str, ctx: str) -> None:
+    def see(name: str, ctx: str, line: int) -> None:
         first.setdefault(name, ctx)
         if ctx == "store":
             assigned.add(name)
+        elif ctx == "load":
+            read_on.setdefault(name, set()).add(line)
 
     macros: list[nodes.Macro] = []
-    for name, ctx in _name_events(tree, macros):
-        see(name, ctx)
+    for name, ctx, line in _name_events(tree, macros):
+        see(name, ctx, line)
     while macros:
         macro = macros.pop(0)
         local = {argument.name for argument in macro.args}
         for child in (*macro.defaults, *macro.body):
-            for name, ctx in _name_events(child, macros):
+            for name, ctx, line in _name_events(child, macros):
                 if ctx != "param" and not (ctx == "load" and name in local):
-                    see(name, ctx)
+                    see(name, ctx, line)
     ignored = _IMPLICIT | set(environment().globals)
-    return {name: name in assigned for name, ctx in first.items() if ctx == "load" and name not in ignored}
+    return {name: (name in assigned, frozenset(read_on.get(name, ()))) for name, ctx in first.items()
+            if ctx == "load" and name not in ignored}
 
 
 def known_inputs(target: LintTarget, extra: Iterable[str] = ()) -> frozenset[str]:
@@ -774,7 +790,12 @@ class _InputRule(Rule):
         if target not in _INPUTS:
             inputs = template_inputs(target.tree)
             references = _references(target, set(inputs))
-            found = [(name, tokens, inputs[name]) for name, tokens in references.items()]
+            found = []
+            for name, tokens in references.items():
+                has_default, lines = inputs[name]
+                # The same word as a macro's parameter, or a local of one, is not this input.
+                reads = [token for token in tokens if token.line in lines] or tokens
+                found.append((name, reads, has_default))
             _INPUTS[target] = sorted(found, key=lambda item: item[1][0].offset)
         return _INPUTS[target]
 
@@ -894,7 +915,14 @@ class TemplateKwarg(_InputRule):
                 continue  # TK006's finding
             first = references[0]
             common = " (a widely used kwarg)" if name in self.settings["kwargs"] else ""
-            if has_default:
+            if name in NEVER_PASSED:
+                outcome = "its default always applies" if has_default else "it is always undefined here"
+                message = (
+                    f"reads {name!r}, which transformers never passes to a template: apply_chat_template takes "
+                    f"{name!r} as its own argument, so {outcome} under transformers; only a renderer that passes a "
+                    "variable of that name changes it"
+                )
+            elif has_default:
                 message = (
                     f"reads {name!r}{common}, a chat-template kwarg the template gives a default: callers who pass it "
                     "change the prompt"
