@@ -297,6 +297,8 @@ def test_diff_shows_fixes_and_writes_nothing(project):
     assert "--- a/fixable.jinja" in result.output and "+++ b/fixable.jinja" in result.output
     assert "+{% for m in messages %}{{ m['content'].strip() }}{{ m|tojson }}{% endfor %}" in result.output
     assert result.exit_code == 1
+    summary = result.output.strip().splitlines()[-1]
+    assert "1 fix(es) shown in the diff above, not applied" in summary and "applied 1" not in summary
 
 
 def test_diff_of_a_template_inside_json_shows_the_template_lines(project):

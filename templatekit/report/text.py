@@ -100,8 +100,12 @@ def summary_line(reports: list) -> str:
             text += f"; {safe} fixable with --fix"
         if unsafe:
             text += f"; {unsafe} fixable with --unsafe-fixes"
-    if fixed:
-        text += f"; applied {fixed} fix(es)"
+    # --diff shows the fixes without writing them: saying "applied" there would be false.
+    shown = sum(report.fixed for report in reports if report.diff)
+    if fixed - shown:
+        text += f"; applied {fixed - shown} fix(es)"
+    if shown:
+        text += f"; {shown} fix(es) shown in the diff above, not applied"
     if errors:
         text += f"; {errors} source(s) could not be read"
     return text + "."
