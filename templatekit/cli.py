@@ -10,6 +10,7 @@ import codecs
 import json
 import math
 import os
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -314,7 +315,7 @@ def render(
             else:
                 failures += 1
                 which = f"{name}: " if several else ""
-                click.echo(f"templatekit: {which}{_failure_line(result)}", err=True)
+                click.echo(f"templatekit: {which}{_failure_line(result, template_source.special_tokens)}", err=True)
     else:
         use_color = _use_color(color)
         tokens = list(template_source.special_tokens.values())
@@ -324,7 +325,7 @@ def render(
                 click.echo(make_visible(result.text, tokens, color=use_color), color=use_color)
             else:
                 failures += 1
-                click.echo(_failure_line(result))
+                click.echo(_failure_line(result, template_source.special_tokens))
             click.echo()
         ok = len(chosen) - failures
         click.echo(f"{ok} of {len(chosen)} rendered" + (f", {failures} failed" if failures else ""))
@@ -344,17 +345,26 @@ def _render_format(output_format: str | None, as_json: bool, raw: bool) -> str:
     return formats.pop() if formats else "text"
 
 
-def _failure_line(result: Any) -> str:
+def _failure_line(result: Any, special_tokens: dict[str, str] | None = None) -> str:
     """A failed render in one line. A failure with no place in the template (transformers refusing
     the inputs: an empty conversation, a message to continue that has no such field) is put on
-    the conversation, named by its file when it came from one."""
+    the conversation, named by its file when it came from one. Given the source's
+    ``special_tokens``, an undefined special token the source does not define gets a hint."""
     line = result.error.describe() + (_TIMEOUT_HINT if result.error.out_of_time else "")
+    missing = _UNDEFINED_TOKEN.fullmatch(result.error.message or "") if special_tokens is not None else None
+    if missing and result.error.exception_type == "UndefinedError" and missing[1] not in special_tokens \
+            and missing[1] not in result.conversation.kwargs:
+        line += (f"; no {missing[1]} is passed, as the source defines none (nor would transformers pass one): "
+                 f"give one with --var {missing[1]}=TEXT")
     if result.error.location:
         return line
     conversation = result.conversation
     where = conversation.origin or f"fixture {conversation.name or 'conversation'}"
     return f"{one_line(where)}: {line}"
 
+
+# Jinja's message for a special token the template reads and nobody passed.
+_UNDEFINED_TOKEN = re.compile(r"'(\w+_token)' is undefined")
 
 # Only the commands with a --timeout option say so; lint's per-render budget is fixed.
 _TIMEOUT_HINT = "; allow more with --timeout SECONDS"

@@ -47,6 +47,20 @@ def test_render_raw_prints_exact_text(run, chatml):
     assert result.output.endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_render_of_a_bare_template_says_how_to_give_an_undefined_special_token(run, tmp_path):
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ bos_token + messages[0]['content'] }}", encoding="utf-8")
+    failed = run("render", str(template), "-f", "basic")
+    assert failed.exit_code == 1
+    assert "'bos_token' is undefined; no bos_token is passed, as the source defines none" in failed.output
+    assert "--var bos_token=TEXT" in failed.output
+    given = run("render", str(template), "-f", "basic", "--var", "bos_token=<s>", "--raw")
+    assert given.exit_code == 0 and given.output.startswith("<s>")
+    # A token the template reads under another name is the template's business: no hint.
+    template.write_text("{{ bos + messages[0]['content'] }}", encoding="utf-8")
+    assert "--var" not in run("render", str(template), "-f", "basic").output
+
+
 def test_render_json_has_text_spans_and_errors(run, tmp_path):
     template = tmp_path / "t.jinja"
     template.write_text("{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}", encoding="utf-8")
