@@ -12,7 +12,8 @@ from ...registry import AstRule, register
 from ...target import LintTarget
 from ...walk import find_all
 from ._shared import (
-    _FactWalkingRule, _TYPE_TESTS, _and_chain, _at, _code, _finding, _is, _key, _target_names,
+    _FactWalkingRule, _TYPE_TESTS, _and_chain, _at, _code, _finding, _implies, _is, _key, _target_names,
+    _through_logic,
 )
 from .message_fields import _CLIENT_ROLES, _constant_strings
 from .schema import (
@@ -236,8 +237,11 @@ class LoopSetCarriedOver(AstRule):
     outside the loop: there, the iterations that differ are ones transformers cannot render. It is
     info when an ``if``/``elif`` chain on the message role sets the name for every client role
     the template names (LlamaGuard's user and assistant): only a message of another role keeps
-    the previous value. To carry state across iterations use ``namespace()``; to keep it per
-    iteration, set it unconditionally first.
+    the previous value. A set no later iteration sees is not reported: one made only in the last
+    iteration (under ``loop.last``) or followed by ``break``; nor is the read inside a default
+    that recomputes what the previous iteration left (``{% set x = x if x is defined else false
+    %}``, ``x|default('')``, the same constant in every set of ``x``). To carry state across
+    iterations use ``namespace()``; to keep it per iteration, set it unconditionally first.
 
     Bad:
         {% for m in messages %}{% if m.role == 'system' %}{% set sys = m.content %}{% endif %}{{ sys }}{% endfor %}
@@ -254,12 +258,17 @@ class LoopSetCarriedOver(AstRule):
     severity = "warning"
 
     def visit_For(self, node: nodes.For) -> None:
+        # Only a set a later iteration can see makes the engines differ: not one in the last
+        # iteration, nor one the iteration leaves by `break` or a raise.
+        carrying = list(_carrying_sets(node.body))
         assigned = _assigned_names(node.body) - _target_names(node.target)
+        assigned &= {name for statement in carrying for name in _target_names(statement.target)}
         if assigned:
             reported: set[str] = set()
             outside = _names_bound_outside(self.target, node)
+            same_either_way = _idempotent_default_reads(node, carrying)
             for read in _reads_before_set(node.body, assigned, set()):
-                if read.name in reported:
+                if read.name in reported or id(read) in same_either_way:
                     continue
                 if read.name not in outside and id(read) in _failing_when_undefined(node):
                     # Unset, the read raises in transformers (`x.name`, `x + '...'`): the iterations
@@ -283,6 +292,126 @@ class LoopSetCarriedOver(AstRule):
                         f"template handles ({', '.join(sorted(covered))})"))
                 self.found.append(finding)
         self.generic_visit(node)
+
+
+def _carrying_sets(body: list[nodes.Node], last: bool = False, ends: bool = False) -> Iterator[nodes.Node]:
+    """The ``set`` statements of a loop body (at the loop's own scope, as ``_assigned_names``)
+    after which another iteration can run: not under a condition that holds only in the last
+    iteration (``loop.last``), and not followed on every path by ``break`` or a raise.
+
+    ``last``: the enclosing conditions hold only in the last iteration; ``ends``: what follows
+    the enclosing statement ends the iteration for good."""
+    for index, statement in enumerate(body):
+        ended = ends or any(_ends_loop(later) for later in body[index + 1:])
+        if isinstance(statement, (nodes.Assign, nodes.AssignBlock)):
+            if not (last or ended):
+                yield statement
+        elif isinstance(statement, nodes.If):
+            facts: list[tuple[nodes.Expr, bool]] = []
+            for test, branch in [(statement.test, statement.body)] + [(elif_.test, elif_.body)
+                                                                      for elif_ in statement.elif_]:
+                yield from _carrying_sets(branch, last or _only_last(facts + [(test, True)]), ended)
+                facts.append((test, False))
+            yield from _carrying_sets(statement.else_, last or _only_last(facts), ended)
+        elif isinstance(statement, (nodes.FilterBlock, nodes.Scope, nodes.ScopedEvalContextModifier)):
+            yield from _carrying_sets(statement.body, last, ended)
+
+
+def _ends_loop(statement: nodes.Node) -> bool:
+    """Whether a statement leaves the loop for good on every path (``break``, a raise, or an
+    ``if`` whose every branch does)."""
+    if isinstance(statement, nodes.Break) or _raises(statement):
+        return True
+    if isinstance(statement, nodes.If) and statement.else_:
+        branches = [statement.body, statement.else_] + [elif_.body for elif_ in statement.elif_]
+        return all(any(_ends_loop(inner) for inner in branch) for branch in branches)
+    return False
+
+
+def _only_last(facts: list[tuple[nodes.Expr, bool]]) -> bool:
+    return any(_last_iteration(test, positive) for test, positive in facts)
+
+
+@_through_logic
+def _last_iteration(test: nodes.Expr, positive: bool) -> bool:
+    """Whether ``test`` having the truth value ``positive`` means this is the loop's last
+    iteration (``loop.last``, ``loop.revindex == 1``, ``loop.index == loop.length``)."""
+    if _key(test) == "loop.last":
+        return positive
+    if isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op in ("eq", "ne") \
+            and (test.ops[0].op == "eq") == positive:
+        sides = {_loop_value(test.expr), _loop_value(test.ops[0].expr)}
+        return sides in ({"loop.index", "loop.length"}, {"loop.revindex", 1}, {"loop.revindex0", 0})
+    return False
+
+
+def _loop_value(node: nodes.Expr) -> object:
+    if isinstance(node, nodes.Const) and type(node.value) is int:
+        return node.value
+    return _key(node)
+
+
+def _idempotent_default_reads(loop: nodes.For, carrying: list[nodes.Node]) -> set[int]:
+    """Ids of the reads inside ``{% set x = x if x is defined else D %}`` (or ``x|default(D)``)
+    for a name whose every set a later iteration sees is that default, with one ``D`` that is the
+    same in every iteration: the value carried over is the one the default recomputes, so those
+    reads give the same result in every engine."""
+    varying = _target_names(loop.target) | {"loop"}
+    for found in loop.find_all((nodes.Assign, nodes.AssignBlock, nodes.For)):
+        varying |= _target_names(found.target)
+    defaults: dict[str, set[str]] = {}
+    for statement in carrying:
+        names = _target_names(statement.target)
+        default = _self_default(statement) if isinstance(statement, nodes.Assign) else None
+        spelled = repr(default) if default is not None and _invariant(default, varying) else None
+        for name in names:
+            defaults.setdefault(name, set()).add(spelled or "")
+    safe = {name for name, spellings in defaults.items() if len(spellings) == 1 and "" not in spellings}
+    reads: set[int] = set()
+    for statement in loop.find_all(nodes.Assign):
+        names = _target_names(statement.target)
+        default = _self_default(statement)
+        if names <= safe and default is not None and defaults[statement.target.name] == {repr(default)}:
+            reads |= {id(name) for name in statement.node.find_all(nodes.Name) if name.name in names}
+    return reads
+
+
+def _self_default(statement: nodes.Assign) -> nodes.Expr | None:
+    """``D`` when the statement is ``set x = x if x is defined else D``, ``x if x is not
+    undefined ...``, ``D if x is not defined else x`` or ``x|default(D)``; None otherwise."""
+    if not isinstance(statement.target, nodes.Name):
+        return None
+    name, value = statement.target.name, statement.node
+    if isinstance(value, nodes.Filter) and value.name in ("default", "d") and _key(value.node) == name \
+            and len(value.args) == 1:
+        return value.args[0]
+    if isinstance(value, nodes.CondExpr) and value.expr2 is not None:
+        defined = _definedness(value.test, name)
+        if defined is True and _key(value.expr1) == name:
+            return value.expr2
+        if defined is False and _key(value.expr2) == name:
+            return value.expr1
+    return None
+
+
+def _definedness(test: nodes.Expr, name: str) -> bool | None:
+    """True for ``name is defined``, False for ``name is not defined`` (``is undefined``, ``not
+    ... is defined``), None for any other test."""
+    if isinstance(test, nodes.Not):
+        inner = _definedness(test.node, name)
+        return None if inner is None else not inner
+    if isinstance(test, nodes.Test) and _key(test.node) == name and not test.args and test.name in ("defined",
+                                                                                                     "undefined"):
+        return test.name == "defined"
+    return None
+
+
+def _invariant(node: nodes.Expr, varying: set[str]) -> bool:
+    """Whether an expression has one value in every iteration: it reads no name the loop sets or
+    iterates over and calls nothing (``namespace()`` gives a new object each time)."""
+    parts = [node, *node.find_all(nodes.Node)]
+    return not any(isinstance(part, nodes.Call) or isinstance(part, nodes.Name) and part.name in varying
+                   for part in parts)
 
 
 def _role_values(test: nodes.Expr) -> set[str] | None:
@@ -445,6 +574,11 @@ class IterableTestOnNone(_FactWalkingRule):
     minijinja, which then fails on ``none|length`` (Qwen3-Coder, Nemotron-3-Nano). Test
     ``tools is not none`` (or just ``tools``) first. Message fields are not reported:
     transformers drops None-valued message keys, and an undefined value is iterable everywhere.
+    Nor is a test after the template itself replaced None (``{% if tools is none %}{% set tools
+    = [] %}{% endif %}``, ``{% set tools = tools or [] %}``), within the reach of that ``set``:
+    a ``set`` in an ``if`` lasts after it, one in a loop only to the end of its iteration.
+    Replacing only an undefined value (``if tools is not defined``, ``tools|default([])``) is
+    not enough: transformers passes None, which is defined.
 
     Bad:
         {% if tools is iterable and tools|length > 0 %}{{ tools|tojson }}{% endif %}
@@ -458,9 +592,19 @@ class IterableTestOnNone(_FactWalkingRule):
     engines = ("minijinja", "minijinja-js")
     severity = "warning"
 
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        # The inputs a `set` earlier in the current scope made sure are not None.
+        self.assured: frozenset[str] = frozenset()
+
+    def check(self, target: LintTarget):
+        self.assured = frozenset()
+        return super().check(target)
+
     def visit_Test(self, node: nodes.Test) -> None:
         key = _key(node.node)
-        if node.name == "iterable" and key in _NONE_INPUTS and not self.known(key, "not-none"):
+        if node.name == "iterable" and key in _NONE_INPUTS and key not in self.assured \
+                and not self.known(key, "not-none"):
             self.flag(
                 node,
                 f"`{key} is iterable` is true for none in minijinja and minijinja-js but false in transformers "
@@ -469,6 +613,104 @@ class IterableTestOnNone(_FactWalkingRule):
                 needle="iterable",
             )
         self.generic_visit(node)
+
+    def visit_Assign(self, node: nodes.Assign) -> None:
+        self.visit(node.node)
+        names = _target_names(node.target) & _NONE_INPUTS
+        if isinstance(node.target, nodes.Name) and self._never_none(node.node, self.facts):
+            self.assured |= names
+        else:
+            self.assured -= names
+
+    def visit_AssignBlock(self, node: nodes.AssignBlock) -> None:
+        self.generic_visit(node)
+        self.assured |= _target_names(node.target) & _NONE_INPUTS  # a block set is a string
+
+    def visit_If(self, node: nodes.If) -> None:
+        # A `set` in a branch stays after the `if` (Jinja2's `if` has no scope of its own), so an
+        # input is assured after it when every branch assures it: by a `set`, by the branch's
+        # own conditions (the implicit `else` of `if tools is none`), or by raising.
+        before = self.assured
+        self.visit(node.test)
+        outcomes = []
+        previous: list[tuple[nodes.Expr, bool]] = []
+        for test, body in [(node.test, node.body)] + [(branch.test, branch.body) for branch in node.elif_]:
+            if previous:
+                self._under(previous, test)
+            outcomes.append(self._branch_outcome(previous + [(test, True)], body, before))
+            previous = previous + [(test, False)]
+        outcomes.append(self._branch_outcome(previous, node.else_, before))
+        self.assured = frozenset.intersection(*outcomes)
+
+    def _branch_outcome(self, facts: list[tuple[nodes.Expr, bool]], body: list[nodes.Node],
+                        before: frozenset[str]) -> frozenset[str]:
+        self.assured = before
+        self._under(facts, body)
+        if any(_raises(statement) for statement in body):
+            return _NONE_INPUTS  # the render ends in this branch: nothing after it runs
+        untouched = _NONE_INPUTS - _assigned_names(body)
+        return self.assured | {key for key in untouched if any(_implies(test, positive, key, "not-none")
+                                                                for test, positive in facts)}
+
+    def visit_For(self, node: nodes.For) -> None:
+        # A `set` in a loop body lasts until the end of its iteration; the next one starts from
+        # the values before the loop, and none of it reaches the code after the loop.
+        before = self.assured
+        self.visit(node.iter)
+        self.assured = before - _target_names(node.target)
+        for child in node.body:
+            self.visit(child)
+        self.assured = before
+        for child in node.else_:
+            self.visit(child)
+        if node.test is not None:
+            self.visit(node.test)
+        self.assured = before
+
+    def visit_Macro(self, node: nodes.Macro) -> None:
+        # A macro runs wherever it is called, with the caller's value or its own argument.
+        before, self.assured = self.assured, frozenset()
+        try:
+            self.generic_visit(node)
+        finally:
+            self.assured = before
+
+    def visit_CallBlock(self, node: nodes.CallBlock) -> None:
+        self.visit(node.call)
+        self.visit_Macro(node)  # the body is the `caller()` macro
+
+    def visit_Scope(self, node: nodes.Scope) -> None:
+        before = self.assured
+        self.generic_visit(node)
+        self.assured = before
+
+    def _never_none(self, node: nodes.Expr, facts: list[tuple[nodes.Expr, bool]]) -> bool:
+        """Whether ``node``'s value cannot be None where the conditions ``facts`` hold (a literal,
+        ``tools or []``, ``tools if tools is not none else []``, ``tools|default([], true)``)."""
+        if isinstance(node, nodes.Const):
+            return node.value is not None
+        if isinstance(node, (nodes.List, nodes.Tuple, nodes.Dict, nodes.Concat)):
+            return True
+        key = _key(node)
+        if key is not None:
+            return key in self.assured or any(_implies(test, positive, key, "not-none") for test, positive in facts)
+        if isinstance(node, nodes.Or):
+            # A true left side is not None; a false one gives the right side.
+            return self._never_none(node.right, facts + [(node.left, False)])
+        if isinstance(node, nodes.And):
+            return self._never_none(node.left, facts) and self._never_none(node.right, facts + [(node.left, True)])
+        if isinstance(node, nodes.CondExpr):
+            return node.expr2 is not None and self._never_none(node.expr1, facts + [(node.test, True)]) \
+                and self._never_none(node.expr2, facts + [(node.test, False)])
+        if isinstance(node, nodes.Filter) and node.name in ("list", "string", "tojson"):
+            return True  # a list or a string (Jinja2's `none|list` raises)
+        if isinstance(node, nodes.Filter) and node.name in ("default", "d") and node.node is not None:
+            # Without `boolean=true`, default replaces only an undefined value: None stays None.
+            replacement = node.args[0] if node.args else nodes.Const("")
+            flags = node.args[1:2] + [keyword.value for keyword in node.kwargs if keyword.key == "boolean"]
+            replaces_none = any(isinstance(flag, nodes.Const) and bool(flag.value) for flag in flags)
+            return self._never_none(replacement, facts) and (replaces_none or self._never_none(node.node, facts))
+        return False
 
 
 # The inputs transformers passes as None rather than leaving undefined.
