@@ -25,6 +25,7 @@ from .structure import (
     DOCUMENT,
     DOCUMENTS,
     MESSAGE,
+    SAME_LIST_FILTERS,
     TOOL_CALLS,
     TOOLS,
     FactsRule,
@@ -438,6 +439,114 @@ def _string_uses(facts: TemplateFacts) -> list[tuple[nodes.Node, str, str]]:
     return uses
 
 
+# Keys of an OpenAI-style content part (text, image, audio, video and file parts).
+PART_KEYS = {
+    "type", "text", "image", "image_url", "video", "video_url", "audio", "audio_url", "input_audio",
+    "file", "url",
+}  # fmt: skip
+# Filters under which a loop still walks the content list (picked, reordered or mapped items).
+PICKING_FILTERS = SAME_LIST_FILTERS | {"map"}
+
+
+def _unfiltered(iterable: nodes.Node) -> nodes.Node:
+    """The list under filters that pick or map its items: ``content|selectattr('type', ...)``
+    and ``content|map(attribute='text')`` still iterate content, but the kinds analysis carries
+    only the tracked list kinds through filters."""
+    while isinstance(iterable, nodes.Filter) and iterable.node is not None and iterable.name in PICKING_FILTERS:
+        iterable = iterable.node
+    return iterable
+
+
+def _selects_parts(iterable: nodes.Node) -> bool:
+    """``content|selectattr('type', ...)`` or ``content|map(attribute='text')``: the filter
+    itself picks items by a part key."""
+    while isinstance(iterable, nodes.Filter) and iterable.node is not None:
+        if iterable.name in ("selectattr", "rejectattr") and iterable.args:
+            first = iterable.args[0]
+            if isinstance(first, nodes.Const) and first.value in PART_KEYS:
+                return True
+        if iterable.name == "map":
+            for keyword in iterable.kwargs:
+                if keyword.key == "attribute" and isinstance(keyword.value, nodes.Const):
+                    if keyword.value.value in PART_KEYS:
+                        return True
+        iterable = iterable.node
+    return False
+
+
+Scope = tuple[str, nodes.Node, list[nodes.Node]]  # a name, the node that binds it, where it is visible
+
+
+def _used_as_part(facts: TemplateFacts, use: nodes.Name, follow: list[Scope]) -> bool:
+    """Whether one use of a loop item treats it as a content part: reads a part key from it,
+    tests a part key in it, or prints it as text. An alias (``set part = item``) or a macro
+    handed the item is queued on ``follow`` to be judged by its own uses."""
+    node, parent = use, facts.parent(use)
+    # ``item if item is string else item.text``: the branch taken is printed like the item.
+    while isinstance(parent, nodes.CondExpr) and node is not parent.test:
+        node, parent = parent, facts.parent(parent)
+    if parent is None:
+        return False
+    if lookup_base(parent) is node:
+        key = key_of(parent)
+        if isinstance(parent, nodes.Getattr) and key == "get":
+            call = facts.parent(parent)
+            key = key_of(call) if isinstance(call, nodes.Call) and call.node is parent else None
+        if key in PART_KEYS:
+            return True
+        if isinstance(parent, nodes.Getattr) and key in STRING_METHODS:
+            call = facts.parent(parent)
+            return isinstance(call, nodes.Call) and call.node is parent
+        return False
+    if isinstance(parent, (nodes.Output, nodes.Concat, nodes.Add)):
+        return True  # printed, joined or concatenated as text
+    if isinstance(parent, nodes.Filter) and parent.node is node:
+        return parent.name in STRING_FILTERS
+    if isinstance(parent, nodes.Operand) and parent.op in ("in", "notin"):
+        compare = facts.parent(parent)
+        subject = compare.expr if isinstance(compare, nodes.Compare) else None
+        return isinstance(subject, nodes.Const) and subject.value in PART_KEYS
+    if isinstance(parent, nodes.Assign) and parent.node is node and isinstance(parent.target, nodes.Name):
+        # ``set`` inside a loop body lasts for that iteration; outside, for the template.
+        loops = facts.loops(parent)
+        owner = loops[0] if loops else facts.tree
+        follow.append((parent.target.name, owner, loops[0].body if loops else [facts.tree]))
+    elif isinstance(parent, nodes.Call) and isinstance(parent.node, nodes.Name) and parent.node.name in facts.macros:
+        macro = facts.macros[parent.node.name]
+        params = [arg.name for arg in macro.args]
+        passed = list(zip(params, parent.args))
+        passed += [(keyword.key, keyword.value) for keyword in parent.kwargs if keyword.key in params]
+        follow.extend((name, macro, macro.body) for name, arg in passed if arg is node)
+    return False
+
+
+def _iterates_parts(facts: TemplateFacts, loop: nodes.For) -> bool:
+    """Whether a loop over content treats its items as content parts (see ``_used_as_part``).
+
+    Not every loop over a value that may hold content does: a template that keeps a legacy
+    "tool_calls" role does ``{% set tool_calls = message.content %}`` and loops over calls,
+    reading ``tool_call.function``; that says nothing about callers sending lists of parts."""
+    if _selects_parts(loop.iter):
+        return True
+    if not isinstance(loop.target, nodes.Name):
+        return False
+    roots: list[nodes.Node] = list(loop.body) + ([loop.test] if loop.test is not None else [])
+    follow: list[Scope] = [(loop.target.name, loop, roots)]
+    seen: set[tuple[str, int]] = set()
+    while follow:
+        name, owner, scope = follow.pop()
+        if (name, id(owner)) in seen:
+            continue
+        seen.add((name, id(owner)))
+        for root in scope:
+            uses = [root] if isinstance(root, nodes.Name) else []
+            uses += list(root.find_all(nodes.Name))
+            for use in uses:
+                if use.name == name and use.ctx == "load" and _used_as_part(facts, use, follow):
+                    return True
+    return False
+
+
 @register
 class ContentAssumedString(FactsRule):
     """Message content is used as a string, but it can be a list of content parts.
@@ -472,7 +581,11 @@ class ContentAssumedString(FactsRule):
             return
         first, how, pattern = uses[0]
         more = len({use.lineno for use, _, _ in uses} - {first.lineno})
-        iterated = [loop for loop in facts.find(nodes.For) if facts.has(loop.iter, CONTENT)]
+        iterated = [
+            loop
+            for loop in facts.find(nodes.For)
+            if facts.has(_unfiltered(loop.iter), CONTENT) and _iterates_parts(facts, loop)
+        ]
         context = (
             f"; the template iterates content as parts on line {iterated[0].lineno}, so callers do send lists"
             if iterated
