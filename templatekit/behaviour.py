@@ -61,6 +61,11 @@ HISTORY_WINDOW = 2
 # re-render them differently.)
 TEXT_VARIANT_FIXTURES = frozenset({"unicode", "markup-in-content"})
 
+# The built-in fixtures every chat template must render: plain user/assistant turns, with and
+# without a generation prompt. A render error on one of them is the template's own failure
+# (TK616), never the failure of a feature that another fixture or variant adds to them.
+ORDINARY_FIXTURES = ("basic", "multi-turn", "ends-with-assistant")
+
 
 class Behaviour:
     """The renders of one template, cached by key, and its capabilities."""
@@ -69,6 +74,8 @@ class Behaviour:
                  config_capabilities: dict[str, bool] | None = None) -> None:
         self.text = text
         self.special_tokens = {**DEFAULT_SPECIAL_TOKENS, **(special_tokens or {})}
+        # What the source itself gave (empty for a bare template, whose tokenizer is unknown).
+        self.source_special_tokens = dict(special_tokens or {})
         self._config_capabilities = dict(config_capabilities or {})
         self._renders: dict[tuple[str, bool], Rendering] = {}
         self._capabilities: caps.Capabilities | None = None
@@ -96,6 +103,7 @@ class Behaviour:
         "the conversation" when it has no name.
         """
         checked = Behaviour(self.text, self.special_tokens, self._config_capabilities)
+        checked.source_special_tokens = dict(self.source_special_tokens)
         checked._capabilities = self.capabilities
         checked._probe_spent_budget, checked.spent_budget_probe = self._probe_spent_budget, self.spent_budget_probe
         checked.given = conversation.replace(name=conversation.name or "conversation")
@@ -148,7 +156,7 @@ class Behaviour:
 
     def _probe_render(self, key: str, conversation: Conversation, add_generation_prompt: bool | None) -> Rendering:
         if self._probe_spent_budget is not None:
-            return self._probe_spent_budget  # a failure: the probe reads the capability as absent
+            return self._probe_spent_budget  # a failure: the probe reads the capability as unknown
         rendering = self.render(key, conversation, add_generation_prompt)
         if not rendering.ok and rendering.error.spent_budget:
             self._probe_spent_budget = rendering
@@ -296,6 +304,22 @@ def with_typed_text(conversation: Conversation) -> Conversation:
     return conversation.replace(messages=messages)
 
 
+def with_text_on_tool_calls(conversation: Conversation, text: str = "Let me check.") -> Conversation:
+    """The same conversation with ``text`` as the content of every assistant turn that calls tools
+    (which carry none, or null, in the fixtures)."""
+    messages = copy.deepcopy(conversation.messages)
+    for message in messages:
+        if message.get("tool_calls"):
+            message["content"] = text
+    return conversation.replace(messages=messages)
+
+
+def not_continued(conversation: Conversation) -> Conversation:
+    """The same messages rendered as a finished exchange: no continue_final_message and no
+    generation prompt (what a prefill conversation is without the feature)."""
+    return conversation.replace(continue_final_message=False, add_generation_prompt=False)
+
+
 def with_string_arguments(conversation: Conversation) -> Conversation:
     """The same conversation with every tool call's object arguments as a JSON string."""
     messages = copy.deepcopy(conversation.messages)
@@ -402,19 +426,46 @@ def _texts(content: Any) -> list[str]:
     return []
 
 
-def content_reaches(message: dict, rendered: str) -> bool:
+def content_reaches(message: dict, rendered: str, *, as_repr: bool = False) -> bool:
     """Whether every text of ``message``'s content appears in ``rendered``: verbatim, without
     surrounding whitespace (templates trim), or JSON-escaped (templates print tool results with
-    ``tojson``). A message without text content trivially does."""
+    ``tojson``); with ``as_repr``, also as a Python string repr (``python_repr_of_content``). A
+    message without text content trivially does."""
     for text in _texts(message.get("content")):
-        core = text.strip()
-        if not core or core in rendered:
-            continue
-        escaped = json.dumps(core, ensure_ascii=False)[1:-1]
-        if escaped in rendered or json.dumps(core)[1:-1] in rendered:
-            continue
-        return False
+        if not _text_reaches(text, rendered) and not (as_repr and _repr_offset(text, rendered) is not None):
+            return False
     return True
+
+
+def python_repr_of_content(message: dict, rendered: str) -> int | None:
+    """Where a text of ``message``'s content that does not reach ``rendered`` (``content_reaches``)
+    appears in it as a Python string repr instead (``'0\\xa00'`` for "0", a no-break space and
+    "0"), which is what printing a list or dict of content parts gives: the offset of the first
+    such repr, or None. A text that needs no escaping reads the same in a repr and verbatim, so
+    only texts with quotes, backslashes or non-printable characters are found this way."""
+    for text in _texts(message.get("content")):
+        if not _text_reaches(text, rendered):
+            at = _repr_offset(text, rendered)
+            if at is not None:
+                return at
+    return None
+
+
+def _text_reaches(text: str, rendered: str) -> bool:
+    core = text.strip()
+    if not core or core in rendered:
+        return True
+    escaped = json.dumps(core, ensure_ascii=False)[1:-1]
+    return escaped in rendered or json.dumps(core)[1:-1] in rendered
+
+
+def _repr_offset(text: str, rendered: str) -> int | None:
+    # A repr prints the whole text; the stripped one covers templates that trim each part first.
+    for candidate in (text, text.strip()):
+        at = rendered.find(repr(candidate)[1:-1])
+        if at >= 0:
+            return at
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,29 @@ the model was trained on. Behavioural checks skip every fixture that needs a cap
 template lacks and list it as "not evaluated" rather than counting it as passed. What the probe
 saw is kept beside the declared value, so a declaration the probe contradicts (declared
 unsupported, yet the template renders it) is reported (TK615) instead of silently hiding checks.
+
+A probed capability reads one of four ways, and each probe is judged against a *baseline*, the
+same probe without the feature (a plain user turn for the system role, tools, documents and typed
+content; tool definitions alone for tool calls and results; a single call for parallel calls; a
+user turn and an answer for reasoning; the render without ``add_generation_prompt`` for the
+generation prompt; the generation tag is looked for in every probe with an assistant turn):
+
+- **yes**: the feature's needle reached the output. Needles the template prints anyway (tool
+  names and parameter names in the tool definitions it lists) do not count, so "yes" is proof:
+  parallel calls are "yes" only when each call's own argument value is in the output.
+- **no**: the probe rendered without the needle (the system role's note says "dropped").
+- **no, raises**: the probe fails while its baseline renders; the note is "raises: " and the
+  error. A capability whose baseline probes a capability that is a "no" (tool calls when tool
+  definitions raise, parallel calls when single calls raise) reads the same way.
+- **unknown** (``None`` in ``values``, ``supported: null`` in JSON, ``?`` in the table): the
+  probe fails and so does its baseline, so nothing tells whether the template lacks the feature
+  or fails on more than the feature; the note is "unknown: " and why (the baseline fails too,
+  or every probe render fails) with the baseline's error. A probe render that spent its whole
+  time or output budget reads as unknown too.
+
+Checks treat an unknown capability as present: the fixtures that need it are rendered, and a
+template that fails on them is reported by the checks that render them, where skipping them
+would list them as "not evaluated" for a capability the template was never shown to lack.
 """
 
 from __future__ import annotations
@@ -74,6 +97,17 @@ RESPONSE_NEEDLE = "Some response!"
 CALL_ID = "call_911_"
 DOCUMENT_NEEDLE = "<Document Needle>"
 REASONING_NEEDLE = "<Reasoning Needle>"
+# The parallel probe's two tools, and each call's argument value: what proves both calls rendered.
+PARALLEL_TOOLS = ["test_tool1", "test_tool2"]
+PARALLEL_NEEDLES = ("first_call_needle", "second_call_needle")
+# Each call's id: nine characters, as Mistral's templates demand of every id (they raise otherwise).
+CALL_IDS = (CALL_ID, "call_912_")
+
+# What each baseline renders, for the note of a probe that could not tell.
+A_USER_TURN = "a plain user turn"
+WITH_TOOLS = "a user turn with tool definitions"
+ONE_CALL = "a single tool call"
+AN_EXCHANGE = "a user turn and an assistant answer"
 
 # A render function: (cache key, conversation, add_generation_prompt) -> Rendering.
 Render = Callable[[str, Conversation, bool], Any]
@@ -118,24 +152,33 @@ class Declarations:
 class Capabilities:
     """Each capability's value, and where it came from (``"probed"``, ``"config"``, ``"comment"``).
 
+    A value is True, False, or None when the probe could not tell (its render and its baseline's
+    both fail; see the module docstring). ``supports`` counts None as present, so checks render
+    the fixtures that need it rather than skipping them as unsupported.
     ``facts`` keeps what probing saw beyond yes/no (the system role raises or is dropped, tool
-    arguments must be objects, content must not be null...), for reports and for rules that
-    treat "raises" (declared by the template) differently from "silently dropped".
+    arguments must be objects, content must not be null, why a value is unknown...), for reports
+    and for rules that treat "raises" (declared by the template) differently from "silently
+    dropped"; ``failures`` the render error behind a "raises" or an unknown.
     ``probed`` keeps the probe's own answers under any declaration, and ``declarations`` the
     template's capability comments, problems included (both empty before ``resolve``).
     """
 
-    values: dict[str, bool]
+    values: dict[str, bool | None]
     sources: dict[str, str]
     facts: dict[str, str] = dataclasses.field(default_factory=dict)
-    probed: dict[str, bool] = dataclasses.field(default_factory=dict)
+    probed: dict[str, bool | None] = dataclasses.field(default_factory=dict)
     declarations: Declarations = dataclasses.field(default_factory=Declarations)
+    failures: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def supports(self, name: str) -> bool:
-        return self.values.get(name, True)
+        return self.values.get(name, True) is not False
+
+    def unknown(self, name: str) -> bool:
+        """Whether the value is the probe's "could not tell" (a declaration always tells)."""
+        return self.values.get(name, True) is None
 
     def missing(self, requires: tuple[str, ...] | list[str]) -> list[str]:
-        """The capabilities in ``requires`` this template lacks."""
+        """The capabilities in ``requires`` this template lacks (an unknown one is not lacking)."""
         return [name for name in requires if not self.supports(name)]
 
     def declared(self, name: str) -> bool:
@@ -144,9 +187,9 @@ class Capabilities:
     def contradicted(self) -> list[str]:
         """Capabilities declared unsupported that the probe saw the template render. A probe's
         "yes" is a needle found in the output, so it cannot be wrong; such a declaration only
-        skips checks the template could run."""
+        skips checks the template could run. (An unknown probe contradicts nothing.)"""
         return [name for name in CAPABILITY_NAMES
-                if self.declared(name) and not self.supports(name) and self.probed.get(name, False)]
+                if self.declared(name) and not self.supports(name) and self.probed.get(name) is True]
 
 
 def read_declarations(template: Any) -> Declarations:
@@ -260,12 +303,12 @@ def _tool(name: str) -> dict:
     }
 
 
-def _tool_call_conversation(arguments: Any, calls: int = 1, *, user_after_results: bool = True) -> Conversation:
-    """minja's tool-call probe: a call (or two), its result, and a user turn after it (or, with
-    ``user_after_results=False``, ending at the results, where the model answers next)."""
-    names = [TOOL_NAME] if calls == 1 else ["test_tool1", "test_tool2"]
-    tool_calls = [_call(name, arguments, CALL_ID if index == 0 else f"call_912_{index}")
-                  for index, name in enumerate(names)]
+def _tool_call_conversation(arguments: list[Any], *, user_after_results: bool = True) -> Conversation:
+    """minja's tool-call probe: one call per item of ``arguments`` (one, or two in one turn), the
+    results, and a user turn after them (or, with ``user_after_results=False``, ending at the
+    results, where the model answers next)."""
+    names = [TOOL_NAME] if len(arguments) == 1 else PARALLEL_TOOLS
+    tool_calls = [_call(name, each, call_id) for name, each, call_id in zip(names, arguments, CALL_IDS)]
     messages = [
         _user(),
         {"role": "assistant", "content": "", "tool_calls": tool_calls},
@@ -277,14 +320,14 @@ def _tool_call_conversation(arguments: Any, calls: int = 1, *, user_after_result
     return Conversation(messages, tools=[_tool(name) for name in names])
 
 
-def _render_tool_calls(render: Render, key: str, arguments: Any, calls: int = 1) -> Any:
+def _render_tool_calls(render: Render, key: str, arguments: list[Any]) -> Any:
     """The tool-call probe rendered; when the template itself refuses minja's shape (Mistral's
     templates raise unless an assistant turn follows tool results), the same calls ending at their
     results, the shape every tool-calling client sends before the model's answer."""
-    rendering = render(key, _tool_call_conversation(arguments, calls), True)
+    rendering = render(key, _tool_call_conversation(arguments), True)
     if rendering is not None and not rendering.ok and getattr(rendering.error, "kind", None) == "raised":
         rendering = render(f"{key}:ending-with-results",
-                           _tool_call_conversation(arguments, calls, user_after_results=False), True)
+                           _tool_call_conversation(arguments, user_after_results=False), True)
     return rendering
 
 
@@ -306,70 +349,142 @@ def _has(rendering: Any, needle: str) -> bool:
     return text is not None and needle in text
 
 
+def _failure(rendering: Any) -> Any:
+    """The render's error, or None when it rendered."""
+    return None if rendering is not None and rendering.ok else getattr(rendering, "error", None)
+
+
+class _Readings:
+    """The probe's readings, each judged against the same probe without the feature (its
+    baseline): a failing probe is "raises" only when its baseline renders."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bool | None] = {}
+        self.facts: dict[str, str] = {}
+        self.failures: dict[str, Any] = {}
+
+    def read(self, name: str, found: bool, feature: Any, baseline: Any, baseline_is: str,
+             depends_on: str | None = None) -> None:
+        """``found``: the needle reached ``feature``'s output. ``baseline_is`` says what the
+        baseline renders, for the note when it fails too. When ``depends_on`` (the capability the
+        baseline probes) is a "no", a failing probe is a "no" as well: tool calls cannot render
+        where tool definitions already raise."""
+        failure = _failure(feature)
+        if found or failure is None:
+            self.values[name] = found
+        elif getattr(failure, "spent_budget", False):
+            self.unknown(name, "the probe's render spent its whole budget", failure)
+        elif _failure(baseline) is None or (depends_on is not None and self.values.get(depends_on) is False):
+            self.values[name] = False
+            self.facts[name] = "raises"
+            self.failures[name] = failure
+        else:
+            self.unknown(name, f"the probe without it ({baseline_is}) fails too", _failure(baseline))
+
+    def unknown(self, name: str, why: str, failure: Any) -> None:
+        self.values[name] = None
+        self.facts[name] = f"unknown: {why}"
+        self.failures[name] = failure
+
+
 def probe(render: Render) -> Capabilities:
     """Probe a template through ``render`` (which caches, so probes shared with rules are free)."""
-    values: dict[str, bool] = {}
-    facts: dict[str, str] = {}
+    renders: list[Any] = []
 
-    plain = render("probe:user", Conversation([_user()]), True)
-    with_system = render("probe:system", Conversation([{"role": "system", "content": SYSTEM_NEEDLE}, _user()]), True)
-    values["system"] = _has(with_system, SYSTEM_NEEDLE)
-    if not values["system"]:
-        facts["system"] = "raises" if with_system.error is not None else "dropped"
+    def run(key: str, conversation: Conversation, add_generation_prompt: bool) -> Any:
+        rendering = render(key, conversation, add_generation_prompt)
+        renders.append(rendering)
+        return rendering
 
-    with_tools = render("probe:tools", Conversation([_user()], tools=[_tool(TOOL_NAME)]), True)
-    values["tools"] = _has(with_tools, TOOL_NAME)
+    readings = _Readings()
+    read, values, facts = readings.read, readings.values, readings.facts
 
-    as_object = _render_tool_calls(render, "probe:call-object", {ARGUMENT_NEEDLE: "print('Hello, World!')"})
-    as_string = _render_tool_calls(render, "probe:call-string", json.dumps({ARGUMENT_NEEDLE: "print('Hello, World!')"}))
+    plain = run("probe:user", Conversation([_user()]), True)
+    with_system = run("probe:system", Conversation([{"role": "system", "content": SYSTEM_NEEDLE}, _user()]), True)
+    read("system", _has(with_system, SYSTEM_NEEDLE), with_system, plain, A_USER_TURN)
+    if values["system"] is False and "system" not in facts:
+        facts["system"] = "dropped"
+
+    with_tools = run("probe:tools", Conversation([_user()], tools=[_tool(TOOL_NAME)]), True)
+    read("tools", _has(with_tools, TOOL_NAME), with_tools, plain, A_USER_TURN)
+
+    as_object = _render_tool_calls(run, "probe:call-object", [{ARGUMENT_NEEDLE: "print('Hello, World!')"}])
+    as_string = _render_tool_calls(run, "probe:call-string", [json.dumps({ARGUMENT_NEEDLE: "print('Hello, World!')"})])
     tools_text = _text(with_tools)
     object_ok = _shows_arguments(_text(as_object), tools_text)
     string_ok = _shows_arguments(_text(as_string), tools_text)
-    values["tool_calls"] = object_ok or string_ok
+    # The call render that counts: one showing the arguments, else one that rendered at all.
+    if object_ok or string_ok:
+        working = as_object if object_ok else as_string
+    else:
+        working = as_string if _failure(as_object) is not None and _failure(as_string) is None else as_object
+    read("tool_calls", object_ok or string_ok, working, with_tools, WITH_TOOLS, depends_on="tools")
     if object_ok and not string_ok:
         facts["tool_calls"] = "arguments must be objects (a JSON string fails or is not shown)"
     elif string_ok and not object_ok:
         facts["tool_calls"] = "arguments must be JSON strings (an object fails or is not shown)"
-    working = as_object if object_ok else as_string
-    values["tool_responses"] = _has(working, RESPONSE_NEEDLE)
-    values["tool_call_id"] = _has(working, CALL_ID)
+    read("tool_responses", _has(working, RESPONSE_NEEDLE), working, with_tools, WITH_TOOLS, depends_on="tools")
+    read("tool_call_id", _has(working, CALL_ID), working, with_tools, WITH_TOOLS, depends_on="tools")
 
-    arguments = {ARGUMENT_NEEDLE: "x"} if object_ok or not string_ok else json.dumps({ARGUMENT_NEEDLE: "x"})
-    parallel = _render_tool_calls(render, "probe:parallel", arguments, calls=2)
-    values["parallel_tool_calls"] = _has(parallel, "test_tool1") and _has(parallel, "test_tool2")
+    # Each call carries its own value, which the tool definitions never hold: both values in the
+    # output prove both calls rendered (the tools' names do not: a template that lists its tools,
+    # or names each tool result, prints them without rendering any call).
+    as_json = not object_ok and string_ok
+    parallel = _render_tool_calls(run, "probe:parallel", [
+        json.dumps({ARGUMENT_NEEDLE: value}) if as_json else {ARGUMENT_NEEDLE: value} for value in PARALLEL_NEEDLES])
+    read("parallel_tool_calls", all(_has(parallel, value) for value in PARALLEL_NEEDLES), parallel, working,
+         ONE_CALL, depends_on="tool_calls")
 
-    documents = render("probe:documents", Conversation(
+    documents = run("probe:documents", Conversation(
         [_user()], documents=[{"title": "Needle title", "text": DOCUMENT_NEEDLE}]), True)
-    values["documents"] = _has(documents, DOCUMENT_NEEDLE)
+    read("documents", _has(documents, DOCUMENT_NEEDLE), documents, plain, A_USER_TURN)
 
-    typed = render("probe:typed", Conversation([{"role": "user", "content": [{"type": "text", "text": USER_NEEDLE}]}]),
-                   True)
+    typed = run("probe:typed", Conversation([{"role": "user", "content": [{"type": "text", "text": USER_NEEDLE}]}]),
+                True)
     typed_text = _text(typed)
     # A string-only template prints the list's Python repr, which contains the needle too.
-    values["typed_content"] = typed_text is not None and USER_NEEDLE in typed_text and "{'type'" not in typed_text
+    read("typed_content", typed_text is not None and USER_NEEDLE in typed_text and "{'type'" not in typed_text,
+         typed, plain, A_USER_TURN)
     if values["typed_content"] and not _has(plain, USER_NEEDLE):
         facts["typed_content"] = "requires typed content (a plain string does not render)"
 
-    reasoning = render("probe:reasoning", Conversation(
+    reasoning = run("probe:reasoning", Conversation(
         [_user(), {"role": "assistant", "reasoning_content": REASONING_NEEDLE, "content": ASSISTANT_NEEDLE}],
         add_generation_prompt=False), False)
-    values["reasoning"] = _has(reasoning, REASONING_NEEDLE)
-
-    exchange = render("probe:exchange", Conversation(
+    exchange = run("probe:exchange", Conversation(
         [_user(), {"role": "assistant", "content": ASSISTANT_NEEDLE}], add_generation_prompt=False), False)
-    values["generation_tag"] = exchange is not None and exchange.ok and bool(exchange.spans)
+    read("reasoning", _has(reasoning, REASONING_NEEDLE), reasoning, exchange, AN_EXCHANGE)
 
-    unprompted = render("probe:user-no-prompt", Conversation([_user()]), False)
-    values["generation_prompt"] = (
-        _text(plain) is not None and _text(unprompted) is not None and _text(plain) != _text(unprompted)
-    )
+    unprompted = run("probe:user-no-prompt", Conversation([_user()]), False)
 
-    null_content = render("probe:null-content", Conversation(
+    # The feature is the generation prompt: the render without it is the baseline.
+    if _failure(plain) is None and _failure(unprompted) is not None:
+        readings.unknown("generation_prompt", "the render without add_generation_prompt fails", _failure(unprompted))
+    else:
+        read("generation_prompt", _text(plain) is not None and _text(unprompted) is not None
+             and _text(plain) != _text(unprompted), plain, unprompted, "the same turn without add_generation_prompt")
+
+    null_content = run("probe:null-content", Conversation(
         [_user(), {"role": "assistant", "content": None}, _user("Again."), {"role": "assistant", "content": "ok"}],
         add_generation_prompt=False), False)
     if _has(exchange, USER_NEEDLE) and not _has(null_content, USER_NEEDLE):
         facts["content"] = "requires non-null assistant content"
-    return Capabilities(values=values, sources={name: "probed" for name in values}, facts=facts)
+
+    # The tag is the template's, not the input's: any probe with an assistant turn shows it, and
+    # only when none renders is there nothing to tell from.
+    answered = [rendering for rendering in (exchange, reasoning, as_object, as_string, parallel, null_content)
+                if _failure(rendering) is None]
+    if answered:
+        values["generation_tag"] = any(rendering.spans for rendering in answered)
+    else:
+        readings.unknown("generation_tag", "no probe with an assistant turn renders", _failure(exchange))
+
+    if renders and all(_failure(rendering) is not None for rendering in renders):
+        # Nothing rendered: one reason for every capability, the first failure.
+        for name in [name for name, value in values.items() if value is None]:
+            readings.unknown(name, "every probe render fails", _failure(renders[0]))
+    return Capabilities(values=values, sources={name: "probed" for name in values}, facts=facts,
+                        failures=readings.failures)
 
 
 def resolve(probed: Capabilities, template_text: str, config_values: Mapping[str, bool] | None = None) -> Capabilities:
@@ -385,18 +500,27 @@ def resolve(probed: Capabilities, template_text: str, config_values: Mapping[str
             values[name] = bool(value)
             sources[name] = origin
     return Capabilities(values=values, sources=sources, facts=dict(probed.facts), probed=dict(probed.values),
-                        declarations=declarations)
+                        declarations=declarations, failures=dict(probed.failures))
 
 
 # The note of a capability declared unsupported that the probe saw rendered (``contradicted``).
 PROBE_DISAGREES = "the probe found it supported: the declaration skips checks the template can run"
 
 
-def capability_note(capabilities: Capabilities, name: str) -> str:
+# How much of a render error a note quotes: the error's first words say what failed.
+NOTE_ERROR_LIMIT = 200
+
+
+def capability_note(capabilities: Capabilities, name: str, locate: Callable[..., str] | None = None) -> str:
     """What probing saw about ``name`` beyond yes/no ("" when nothing), first of all that it
-    disagrees with a declaration. The null-content fact goes with tool calls: an assistant turn
-    holding only tool calls is where content is null."""
+    disagrees with a declaration. A "raises" or "unknown: ..." fact is followed by the render
+    error behind it, located by ``locate`` (``ChatTemplate.location``) when given. The
+    null-content fact goes with tool calls: an assistant turn holding only tool calls is where
+    content is null."""
     note = capabilities.facts.get(name, "")
+    failure = capabilities.failures.get(name)
+    if note and failure is not None:
+        note = f"{note}: {_failure_text(failure, locate)}"
     if name == "tool_calls" and "content" in capabilities.facts:
         note = "; ".join(part for part in (note, capabilities.facts["content"]) if part)
     if name in capabilities.contradicted():
@@ -404,25 +528,35 @@ def capability_note(capabilities: Capabilities, name: str) -> str:
     return note
 
 
+def _failure_text(failure: Any, locate: Callable[..., str] | None) -> str:
+    if locate is not None and getattr(failure, "line", None):
+        failure = failure.placed(lambda line: locate(line, None))
+    text = failure.describe() if hasattr(failure, "describe") else str(failure)
+    return text if len(text) <= NOTE_ERROR_LIMIT else text[:NOTE_ERROR_LIMIT] + "..."
+
+
 def capabilities_data(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None,
                       *, probing_stopped: bool = False, locate: Callable[[int, int], str] | None = None,
                       ) -> dict[str, Any]:
     """The capabilities as plain JSON data, keyed by name in report order.
 
-    ``source`` is ``"probed"``, ``"comment"`` or ``"config"``; when probing stopped early
-    (``probing_stopped``), a probed "no" may only mean the probe never ran, so its source is
-    ``"unknown"``. ``declaration_problems`` lists what is wrong with the template's capability
-    comments (``{line, column, message}``, in the template's own lines, plus ``location`` when
-    ``locate`` (``ChatTemplate.location``) is given: the file, and the template's name when it is
-    embedded in one, with that line and column, as lint's findings are located).
+    ``supported`` is true, false, or null when the probe could not tell (the table's ``?``; the
+    note says why, "unknown: ..."). ``source`` is ``"probed"``, ``"comment"`` or ``"config"``;
+    when probing stopped early (``probing_stopped``), a probed "no" or unknown may only mean the
+    probe never ran, so its source is ``"unknown"``. ``declaration_problems`` lists what is wrong
+    with the template's capability comments (``{line, column, message}``, in the template's own
+    lines, plus ``location`` when ``locate`` (``ChatTemplate.location``) is given: the file, and
+    the template's name when it is embedded in one, with that line and column, as lint's findings
+    are located).
     """
     found = {}
     for name in CAPABILITY_NAMES:
-        supported = capabilities.supports(name)
+        supported = None if capabilities.unknown(name) else capabilities.supports(name)
         source = capabilities.sources.get(name, "probed")
-        if probing_stopped and source == "probed" and not supported:
+        if probing_stopped and source == "probed" and supported is not True:
             source = "unknown"
-        found[name] = {"supported": supported, "source": source, "note": capability_note(capabilities, name) or None,
+        found[name] = {"supported": supported, "source": source,
+                       "note": capability_note(capabilities, name, locate) or None,
                        "description": DESCRIPTIONS[name]}
     return {
         "capabilities": found,
@@ -436,15 +570,16 @@ def capabilities_data(capabilities: Capabilities, not_evaluated: list[tuple[str,
 
 def format_capabilities(capabilities: Capabilities, not_evaluated: list[tuple[str, list[str]]] | None = None,
                         locate: Callable[[int, int], str] | None = None) -> str:
-    """The text ``templatekit capabilities SOURCE`` prints: one line per capability, then the
-    built-in fixtures that behavioural checks will skip, then what is wrong with the template's
-    capability comments (located by ``locate``, else at the template's line:column)."""
+    """The text ``templatekit capabilities SOURCE`` prints: one line per capability (``yes``,
+    ``no``, or ``?`` when the probe could not tell), then the built-in fixtures that behavioural
+    checks will skip, then what is wrong with the template's capability comments (located by
+    ``locate``, else at the template's line:column; render errors in notes likewise)."""
     width = max(len(name) for name in CAPABILITY_NAMES)
     lines = []
     for name in CAPABILITY_NAMES:
-        mark = "yes" if capabilities.supports(name) else "no "
+        mark = "?  " if capabilities.unknown(name) else "yes" if capabilities.supports(name) else "no "
         source = capabilities.sources.get(name, "probed")
-        note = capability_note(capabilities, name)
+        note = capability_note(capabilities, name, locate)
         detail = f"  ({source})" if source != "probed" else ""
         lines.append(f"{name:<{width}}  {mark}  {DESCRIPTIONS[name]}{detail}{'  - ' + note if note else ''}")
     if not_evaluated:

@@ -168,8 +168,8 @@ class Checker:
         self.special_tokens = dict(special_tokens or {})
         self.behaviour = Behaviour(text, self.special_tokens, config_capabilities)
         self._target_type = LintTarget
-        rules = [rule() for rule in all_rules()
-                 if issubclass(rule, BehaviourRule) and rule.severity in ("warning", "error")]
+        rules = [rule() for rule in all_rules() if issubclass(rule, BehaviourRule)
+                 and rule.severity in ("warning", "error") and rule.checks_given_conversations]
         # Every other invariant compares renders, so a template that is not deterministic would
         # break whichever runs first; checking determinism first names the real cause.
         self.rules = sorted(rules, key=lambda rule: rule.name != "nondeterministic-output")

@@ -153,3 +153,87 @@ def test_findings_name_a_checked_conversation_as_such_and_a_fixture_as_a_fixture
     assert unnamed.describe(unnamed.given) == "the conversation"
     labelled = Behaviour(text).checking(basic.replace(name=None), "the generated conversation")
     assert labelled.describe(labelled.given) == "the generated conversation"
+
+
+# A template that fails on every conversation: assigning an attribute on a message (a dict).
+EVERY_RENDER_FAILS = ("{%- for m in messages %}{%- set m.seen = 1 %}<|{{ m.role }}|>{{ m.content }}<|end|>"
+                      "{% endfor %}{%- if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_a_template_failing_on_every_conversation_gets_one_error_saying_so_not_a_feature_finding():
+    """It used to get only TK609 ("continue_final_message fails") beside the TK614 listing: the
+    failure was blamed on prefill, and every other check skipped the failing renders silently.
+    (Whether TK614 lists anything depends on how probing reads a template it cannot render.)"""
+    found = run_rules(LintTarget(EVERY_RENDER_FAILS), [rule() for rule in BEHAVIOURAL])
+    assert [d.code for d in found if d.code != "TK614"] == ["TK616"]
+    failure = next(d for d in found if d.code == "TK616")
+    assert failure.severity == "error"
+    assert failure.message.startswith("fixture 'basic' fails: render error (TemplateRuntimeError): cannot assign "
+                                      "attribute on non-namespace object (fixtures 'multi-turn' and "
+                                      "'ends-with-assistant' fail the same way)")
+    assert "transformers cannot render a plain user/assistant conversation" in failure.message
+
+
+def test_a_failure_of_later_turns_only_is_reported_where_it_is_raised():
+    text = ("{% for m in messages %}<|{{ m.role }}|>{% if m.role == 'assistant' %}\n"
+            "{{ m.content ~ m.missing.field }}{% else %}{{ m.content }}{% endif %}<|end|>{% endfor %}")
+    found = [d for d in run_rules(LintTarget(text), [rule() for rule in BEHAVIOURAL]) if d.code in ("TK609", "TK616")]
+    assert [(d.code, d.line) for d in found] == [("TK616", 2)]
+    assert found[0].message.startswith("fixture 'multi-turn' fails: render error (UndefinedError)")
+
+
+def test_a_tool_use_template_is_rendered_with_tools_as_transformers_picks_it_only_then():
+    from pathlib import Path
+
+    from templatekit.lint.registry import find_rule
+    from templatekit.sources import ChatTemplate
+
+    text = ("{% for t in tools %}<|tool|>{{ t.function.name }}{% endfor %}"
+            "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}")
+    rule = find_rule("TK616")
+
+    def codes(name: str) -> list[str]:
+        template = ChatTemplate(text, name, Path("tokenizer_config.json"), "json", True)
+        return [d.code for d in run_rules(LintTarget(text, template=template), [rule()])]
+
+    assert codes("default") == ["TK616"]
+    assert codes("tool_use") == []
+
+
+def test_an_undefined_special_token_is_a_failure_only_when_the_tokenizer_is_known():
+    from templatekit.lint.registry import find_rule
+
+    text = "{% for m in messages %}<|{{ m.role }}|>{{ m.content + sep_token }}{% endfor %}"
+    rule = find_rule("TK616")
+    assert [d.code for d in run_rules(LintTarget(text), [rule()])] == []
+    known = LintTarget(text, special_tokens={"bos_token": "<s>", "eos_token": "</s>"})
+    assert [d.code for d in run_rules(known, [rule()])] == ["TK616"]
+
+
+def test_content_printed_as_a_python_repr_is_found_there_not_called_dropped():
+    from templatekit.behaviour import content_reaches, python_repr_of_content
+
+    message = {"role": "system", "content": [{"type": "text", "text": "0\xa00"}]}
+    rendered = "<|system|>[{'type': 'text', 'text': '0\\xa00'}]"
+    assert not content_reaches(message, rendered)
+    assert content_reaches(message, rendered, as_repr=True)
+    assert python_repr_of_content(message, rendered) == rendered.index("0\\xa00")
+    # Text that reads the same in a repr is found verbatim: no repr is claimed.
+    assert python_repr_of_content({"content": "plain"}, "['plain']") is None
+    assert not content_reaches({"content": "gone\t"}, "nothing here", as_repr=True)
+
+
+def test_fuzzing_reports_a_typed_system_message_printed_as_a_repr_as_a_repr_leak():
+    """A typed system message through |trim prints the list's repr (gemma 4 does this): the
+    text is in the prompt, escaped. It used to be reported as content silently dropped (TK603)."""
+    from templatekit.conversation import Conversation
+    from templatekit.fuzz import Checker
+
+    text = ("{% if messages[0].role == 'system' %}<|system|>{{ messages[0].content|trim }}<|end|>{% endif %}"
+            "{% for m in messages if m.role != 'system' %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    conversation = Conversation([{"role": "system", "content": [{"type": "text", "text": "0\xa00"}]},
+                                 {"role": "user", "content": "Hi!"}])
+    invariant, _summary, message = Checker(text).check(conversation)
+    assert invariant == "TK604 python-repr-leak"
+    assert "[{'type'" in message

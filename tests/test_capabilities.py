@@ -10,6 +10,7 @@ from templatekit.behaviour import Behaviour, behaviour_of
 from templatekit.capabilities import (
     CAPABILITY_NAMES,
     capabilities_data,
+    capability_note,
     comment_problems,
     declared_in_template,
     format_capabilities,
@@ -316,3 +317,160 @@ def test_capabilities_says_when_probing_stopped(run, tmp_path):
     assert result.exit_code == 1
     assert f"templatekit: {template}: probing stopped at 'probe:" in result.output
     assert f"': {template}:1: " in result.output and "<template>" not in result.output
+    # Nothing rendered, so no capability reads as lacking: each is unknown, and says why.
+    rows = [line for line in result.stdout.splitlines() if line.split(" ", 1)[0] in CAPABILITY_NAMES]
+    assert len(rows) == len(CAPABILITY_NAMES)
+    assert all(row.split()[1] == "?" and "unknown: every probe render fails" in row for row in rows), rows
+
+
+# ---------------------------------------------------------------------------------------------
+# what a probe reads when a render fails, and parallel calls told from printed tool names
+
+# Prints every tool definition and names each tool result, but never an assistant's tool calls.
+CALLS_DROPPED = (
+    "{% if tools %}{{ tools|tojson }}{% endif %}"
+    "{% for m in messages %}<|{{ m.role }}{% if m.name %} {{ m.name }}{% endif %}|>{{ m.content }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+# Renders only the first call of a turn (as gpt-oss's template does), silently dropping the rest.
+FIRST_CALL_ONLY = FULL.replace("{% for c in m.tool_calls or [] %}", "{% for c in (m.tool_calls or [])[:1] %}", 1)
+
+
+def test_tool_names_in_the_definitions_do_not_make_parallel_calls():
+    # The parallel probe's tool names reach the output through the definitions and the results'
+    # names, yet no call is rendered: several calls in one turn cannot be supported without one.
+    values = Behaviour(CALLS_DROPPED).capabilities.values
+    assert values["tools"] is True and values["tool_responses"] is True
+    assert values["tool_calls"] is False
+    assert values["parallel_tool_calls"] is False
+
+
+def test_a_template_that_renders_only_the_first_call_has_no_parallel_calls():
+    behaviour = Behaviour(FIRST_CALL_ONLY)
+    values = behaviour.capabilities.values
+    assert values["tool_calls"] is True and values["parallel_tool_calls"] is False
+    assert dict(behaviour.not_evaluated())["parallel-tool-calls"] == ["parallel_tool_calls"]
+    assert Behaviour(FULL).capabilities.values["parallel_tool_calls"] is True
+
+
+def test_parallel_calls_with_ids_of_nine_characters_are_found():
+    # Mistral's templates raise unless every tool call id is nine characters long.
+    strict = FULL.replace("{% for c in m.tool_calls or [] %}", (
+        "{% for c in m.tool_calls or [] %}{% if c.id|length != 9 %}"
+        "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}"), 1)
+    values = Behaviour(strict).capabilities.values
+    assert values["tool_calls"] is True and values["parallel_tool_calls"] is True
+
+
+# Fails on every conversation without tools (transformers passes tools=None), as Phi-4-mini's and
+# Hermes 2 Pro's tool templates do; renders everything else once tools are given.
+NEEDS_TOOLS = "{% for t in tools %}{% endfor %}" + FULL
+# Fails on every conversation: setting an attribute on a message is refused by Jinja.
+FAILS_ALWAYS = ("{% for m in messages %}{% set m.seen = 1 %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_a_probe_whose_baseline_fails_too_is_unknown_not_raises():
+    behaviour = Behaviour(NEEDS_TOOLS)
+    capabilities = behaviour.capabilities
+    assert capabilities.values["tools"] is True and capabilities.values["tool_calls"] is True
+    for name in ("system", "documents", "typed_content", "reasoning", "generation_prompt"):
+        assert capabilities.values[name] is None, name
+        assert capabilities.unknown(name) and capabilities.supports(name), name
+    assert capabilities.facts["system"] == "unknown: the probe without it (a plain user turn) fails too"
+    assert capability_note(capabilities, "system") == (
+        "unknown: the probe without it (a plain user turn) fails too: "
+        "<template>:1: render error (TypeError): 'NoneType' object is not iterable")
+    # Checks render the fixtures needing them (where the template's failure shows) instead of
+    # listing them as not evaluated for a capability the template was never shown to lack.
+    assert "system-multi-turn" not in dict(behaviour.not_evaluated())
+    assert "system-multi-turn" in {fixture.name for fixture in behaviour.evaluated()}
+
+
+def test_every_probe_failing_makes_every_capability_unknown():
+    capabilities = Behaviour(FAILS_ALWAYS).capabilities
+    assert all(capabilities.values[name] is None for name in CAPABILITY_NAMES), capabilities.values
+    assert capability_note(capabilities, "tools") == (
+        "unknown: every probe render fails: <template>:1: render error (TemplateRuntimeError): "
+        "cannot assign attribute on non-namespace object")
+    assert Behaviour(FAILS_ALWAYS).not_evaluated() == []
+    # A declaration still decides, and an unknown probe does not contradict it.
+    declared = Behaviour("{# templatekit: capabilities tools=false #}" + FAILS_ALWAYS).capabilities
+    assert declared.values["tools"] is False and declared.probed["tools"] is None
+    assert declared.contradicted() == []
+
+
+def test_the_lint_does_not_skip_fixtures_for_a_capability_it_could_not_tell():
+    rule = find_rule("TK614")()
+    # Before, these read as lacking the system role (and FAILS_ALWAYS as lacking every feature).
+    [note] = run_rules(LintTarget(FAILS_ALWAYS), [rule])
+    assert "because the render of every fixture fails" in note.message and "needs" not in note.message
+    assert run_rules(LintTarget(NEEDS_TOOLS), [rule]) == []
+
+
+@pytest.mark.parametrize("name, template, error", [
+    ("tools", FULL.replace("{% if tools %}", "{% if tools %}{{ raise_exception('no tools here') }}", 1),
+     "template raised: no tools here"),
+    ("documents", FULL.replace("{% for d in documents or [] %}",
+                               "{% for d in documents or [] %}{{ raise_exception('no documents') }}", 1),
+     "template raised: no documents"),
+    ("typed_content", CHATML.replace("{{ m.content }}", "{{ m.content + '' }}"),
+     'render error (TypeError): can only concatenate list (not "str") to list'),
+    ("reasoning", FULL.replace("{% if m.reasoning_content %}",
+                               "{% if m.reasoning_content %}{{ raise_exception('no reasoning') }}", 1),
+     "template raised: no reasoning"),
+    ("generation_prompt", CHATML.replace("<|im_start|>assistant\n{% endif %}",
+                                         "{{ raise_exception('prompt') }}{% endif %}"),
+     "template raised: prompt"),
+], ids=["tools", "documents", "typed_content", "reasoning", "generation_prompt"])
+def test_a_probe_that_raises_where_its_baseline_renders_says_raises(name, template, error):
+    capabilities = Behaviour(template).capabilities
+    assert capabilities.values[name] is False
+    assert capabilities.facts[name] == "raises"
+    note = capability_note(capabilities, name)
+    assert note.startswith("raises: <template>:") and note.endswith(error), note
+
+
+def test_capabilities_that_need_a_raising_one_raise_too():
+    # Tool calls and results come with tool definitions: when those raise, nothing can show them.
+    template = FULL.replace("{% if tools %}", "{% if tools %}{{ raise_exception('no tools here') }}", 1)
+    capabilities = Behaviour(template).capabilities
+    for name in ("tools", "tool_calls", "parallel_tool_calls", "tool_responses", "tool_call_id"):
+        assert capabilities.values[name] is False and capabilities.facts[name] == "raises", name
+    # Several calls in one turn refused, one call rendered: parallel calls raise, calls do not.
+    single = FULL.replace("{% for c in m.tool_calls or [] %}", (
+        "{% if (m.tool_calls or [])|length > 1 %}{{ raise_exception('one call at a time') }}{% endif %}"
+        "{% for c in m.tool_calls or [] %}"), 1)
+    capabilities = Behaviour(single).capabilities
+    assert capabilities.values["tool_calls"] is True and "tool_calls" not in capabilities.failures
+    assert capability_note(capabilities, "parallel_tool_calls") == (
+        "raises: <template>:1: template raised: one call at a time")
+
+
+def test_the_generation_tag_is_unknown_only_when_no_assistant_turn_renders():
+    no_answers = CHATML.replace("{% for m in messages %}", (
+        "{% for m in messages %}{% if m.role == 'assistant' %}{{ raise_exception('no answers') }}{% endif %}"), 1)
+    capabilities = Behaviour(no_answers).capabilities
+    assert capabilities.values["system"] is True
+    assert capabilities.values["generation_tag"] is None and capabilities.values["reasoning"] is None
+    assert capability_note(capabilities, "generation_tag") == (
+        "unknown: no probe with an assistant turn renders: <template>:1: template raised: no answers")
+    assert capability_note(capabilities, "reasoning").startswith(
+        "unknown: the probe without it (a user turn and an assistant answer) fails too")
+
+
+def test_capabilities_command_shows_unknown_alike_in_text_and_json(run, tmp_path):
+    template = tmp_path / "needs_tools.jinja"
+    template.write_text(NEEDS_TOOLS, encoding="utf-8")
+    text = run("capabilities", str(template))
+    assert text.exit_code == 0
+    (system,) = [line for line in text.output.splitlines() if line.startswith("system ")]
+    assert system.split()[1] == "?"
+    assert f"unknown: the probe without it (a plain user turn) fails too: {template}:1: render error" in system
+    assert "<template>" not in text.output
+    assert "system-multi-turn" not in text.output
+    entry = json.loads(run("capabilities", str(template), "--format", "json").output)["templates"][0]
+    found = entry["capabilities"]["system"]
+    assert found["supported"] is None and found["source"] == "probed"
+    assert found["note"] == system.split("  - ", 1)[1]
+    assert entry["capabilities"]["tools"]["supported"] is True

@@ -448,3 +448,15 @@ def test_template_kwarg_that_transformers_never_passes_is_called_dead(tmp_path):
     [finding] = json.loads(result.output)["diagnostics"]
     assert "transformers never passes to a template" in finding["message"]
     assert "always undefined here" in finding["message"]
+
+
+def test_cached_results_are_kept_apart_for_templates_of_the_same_text_under_other_names(tmp_path):
+    # transformers renders a template named tool_use only with tools: the same text fails plain
+    # chat as the default template (tools is None) but not as tool_use.
+    text = "{% for t in tools %}{{ t.function.name }}{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}"
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({"chat_template": [{"name": "default", "template": text},
+                                                    {"name": "tool_use", "template": text}]}), encoding="utf-8")
+    for _ in range(2):  # cold, then from the cache
+        report = Linter(config_from_mapping({"select": ["TK616"]})).lint_path(config)
+        assert [d.template_name for d in report.diagnostics] == ["default"]

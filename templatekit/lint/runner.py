@@ -160,7 +160,7 @@ class Linter:
                   vocabulary: object = None) -> list[Diagnostic]:
         """Diagnostics for one template text (locations filled in from ``template``)."""
         rules = self.rules_for(path)
-        key = self._cache_key(text, source_text, special_tokens, rules, vocabulary)
+        key = self._cache_key(text, source_text, special_tokens, rules, vocabulary, getattr(template, "name", ""))
         cached = self._cache_read(key)
         if cached is not None:
             found = cached
@@ -302,14 +302,16 @@ class Linter:
 
     # -- cache ---------------------------------------------------------------------------------
     def _cache_key(self, text: str, source_text: str | None, special_tokens: dict | None, rules: list[Rule],
-                   vocabulary: object = None) -> str:
+                   vocabulary: object = None, template_name: str = "") -> str:
         digest = hashlib.sha256()
+        # The template's name too: transformers uses a template named tool_use only with tools,
+        # so the behavioural rules render the same text differently under that name.
         # The vocabulary's fingerprint hashes the tokenizer files, so editing them invalidates results.
         # Jinja's version too: it parses every template and renders the behavioural checks' fixtures.
         for part in (__version__, installed_code_fingerprint(), jinja2.__version__, self.config.fingerprint(),
                      ",".join(r.code for r in rules),
                      json.dumps(sorted((special_tokens or {}).items())), getattr(vocabulary, "fingerprint", ""),
-                     text, "\0", source_text or ""):
+                     template_name, "\0", text, "\0", source_text or ""):
             digest.update(part.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 

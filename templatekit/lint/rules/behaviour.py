@@ -6,9 +6,15 @@ result between rules. Fixtures needing a capability the template lacks (probed, 
 config or a ``{# templatekit: capabilities ... #}`` comment) are skipped; TK614 lists them as not
 evaluated. Each rule reports at most one finding per template, naming the fixture and the place
 the invariant breaks. Where it sits: on the line a failing render stopped at, when a render
-failed; otherwise on the first place in the template's code (tags and expressions, never the text
-it prints or the prose inside its string literals) that reads what the rule is about (its
-``anchors``); otherwise on line 1.
+failed; on the place a rule found to be the cause, when it looked (TK601: the ``set`` that
+overwrites ``add_generation_prompt``); otherwise on the first place in the template's code (tags
+and expressions, never the text it prints or the prose inside its string literals) that reads
+what the rule is about (its ``anchors``); otherwise on line 1.
+
+A render failure is blamed on the feature a rule checks (continuing the final message, null
+content on a tool call, an empty conversation) only when the same conversation without that
+feature renders, or fails in another way; a template that fails on plain user/assistant
+conversations gets one error for that instead (TK616).
 
 These rules are marked ``behavioural``: ``static-only`` in the config skips them.
 """
@@ -24,6 +30,7 @@ from jinja2 import nodes
 
 from ...behaviour import (
     HISTORY_WINDOW,
+    ORDINARY_FIXTURES,
     TEXT_VARIANT_FIXTURES,
     Behaviour,
     behaviour_of,
@@ -33,15 +40,19 @@ from ...behaviour import (
     dropped_segment,
     excerpt,
     input_strings,
+    not_continued,
+    python_repr_of_content,
     render_without_tools,
     strip_reasoning,
     visible_excerpt,
     whitespace_sensitive_settings,
     with_string_arguments,
+    with_text_on_tool_calls,
     with_typed_text,
 )
 from ...conversation import REASONING_FIELDS, Conversation
 from ...errors import OutOfTime, RenderFailure
+from ...rendering import Rendering
 from ..model import Diagnostic
 from ..registry import Rule, register
 from ..target import LintTarget, Token
@@ -65,10 +76,12 @@ _DISPLAY_OPENING = 32
 
 @dataclasses.dataclass(frozen=True)
 class Broken:
-    """A finding's message and, when a render failed, the template line it failed on."""
+    """A finding's message and, when a render failed, the template line it failed on; with a
+    ``column`` too, the exact place a rule found to be the cause."""
 
     message: str
     line: int | None = None
+    column: int | None = None
 
 
 def failed(what: str, failure: RenderFailure) -> Broken:
@@ -82,6 +95,16 @@ def failure_text(failure: RenderFailure) -> str:
     line in a message can disagree with the finding's own location (an embedded template's
     lines are not its file's): the finding carries the line instead."""
     return failure.describe_unplaced()
+
+
+def blamed_on_the_feature(failure: RenderFailure, baseline: Rendering | None) -> bool:
+    """Whether a failed render is the failure of the feature a rule checks, given ``baseline``, the
+    same conversation rendered without that feature (None: no such render). It is when the
+    baseline renders, or fails in another way or place (the feature then broke something of its
+    own, such as null content on a template that also lacks a special token). When the baseline
+    fails the same way, the template fails on the conversation itself (on a plain one, TK616 says
+    so), and blaming the feature would send the author after the wrong code."""
+    return baseline is None or baseline.ok or not _same_failure(failure, baseline.error)
 
 
 def not_checkable(behaviour: Behaviour) -> bool:
@@ -102,6 +125,8 @@ class BehaviourRule(Rule):
     # Whether the rule still runs on a template whose capability probe spent a whole budget (only
     # the rule that says what was not evaluated does).
     checks_templates_past_budget: ClassVar[bool] = False
+    # Whether the rule checks the one conversation of ``Behaviour.checking`` (fuzz's invariants).
+    checks_given_conversations: ClassVar[bool] = True
 
     def check(self, target: LintTarget) -> Iterable[Diagnostic]:
         behaviour = behaviour_of(target)
@@ -109,7 +134,10 @@ class BehaviourRule(Rule):
             return []
         for found in self.findings(behaviour, target):
             broken = found if isinstance(found, Broken) else Broken(found)
-            line, column = finding_position(target, self.anchors, broken.line)
+            if broken.line is not None and broken.column is not None:
+                line, column = broken.line, broken.column
+            else:
+                line, column = finding_position(target, self.anchors, broken.line)
             return [self.diagnostic(line, column, broken.message)]
         return []
 
@@ -199,8 +227,9 @@ class GenerationPromptNotSuffix(BehaviourRule):
     Why: ``add_generation_prompt=True`` must only append the assistant header to the same text:
     if it adds nothing the model continues the user's turn (and a header emitted unconditionally
     ends every training example with a dangling header); if it changes earlier text, prompts
-    and training data disagree. Declare ``generation_prompt=false`` for templates that
-    deliberately have none (base-model formats).
+    and training data disagree. A ``{% set add_generation_prompt = true %}`` that ignores the
+    caller's value is where the finding points, when there is one. Declare
+    ``generation_prompt=false`` for templates that deliberately have none (base-model formats).
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}<|assistant|>
@@ -215,7 +244,7 @@ class GenerationPromptNotSuffix(BehaviourRule):
     severity = "warning"
     anchors = ("add_generation_prompt",)
 
-    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str]:
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[Broken]:
         capabilities = behaviour.capabilities
         # Only a declaration excuses a missing generation prompt: probing finding none is the bug.
         if capabilities.declared("generation_prompt") and not capabilities.supports("generation_prompt"):
@@ -226,15 +255,92 @@ class GenerationPromptNotSuffix(BehaviourRule):
             if not (prompted.ok and plain.ok):
                 continue
             if prompted.text == plain.text:
-                yield (f"{behaviour.describe(fixture)} renders the same with and without add_generation_prompt: the "
-                       "template has no generation prompt, or emits it unconditionally")
+                overwrites, reads = _generation_prompt_uses(target)
+                # The caller's value stops mattering where the template assigns its own (a
+                # constant, say) to the variable; otherwise the first place it is read.
+                why = ("the template assigns add_generation_prompt a value of its own here, which ignores the "
+                       "caller's" if overwrites else
+                       "the template has no generation prompt, or emits it unconditionally")
+                yield _at((overwrites or reads or [None])[0],
+                          f"{behaviour.describe(fixture)} renders the same with and without add_generation_prompt: "
+                          f"{why}")
                 return
             if not prompted.text.startswith(plain.text):
                 at = common_prefix_length(prompted.text, plain.text)
-                yield (f"{behaviour.describe(fixture)}: the render without add_generation_prompt is not a prefix of the "
-                       f"render with it; they differ at offset {at}: {excerpt(plain.text, at)} vs "
-                       f"{excerpt(prompted.text, at)}")
+                _overwrites, reads = _generation_prompt_uses(target)
+                yield _at((reads or [None])[0],
+                          f"{behaviour.describe(fixture)}: the render without add_generation_prompt is not a prefix "
+                          f"of the render with it; they differ at offset {at}: {excerpt(plain.text, at)} vs "
+                          f"{excerpt(prompted.text, at)}")
                 return
+
+
+_GENERATION_PROMPT = "add_generation_prompt"
+
+
+def _at(token: Token | None, message: str) -> Broken:
+    return Broken(message) if token is None else Broken(message, token.line, token.column)
+
+
+def _generation_prompt_uses(target: LintTarget) -> tuple[list[Token], list[Token]]:
+    """(overwrites, reads) of ``add_generation_prompt`` in the template's code, in order.
+
+    An overwrite is the target of a ``{% set add_generation_prompt = ... %}`` (or a block
+    ``set``) whose value does not read the variable, outside any ``if`` whose test reads it: from
+    there on the caller's value is lost. A ``set`` that reads it (``add_generation_prompt if
+    add_generation_prompt is defined else false``) or that an ``if`` about it guards (``{% if
+    add_generation_prompt is not defined %}``) only supplies a default: neither it nor a test of
+    whether the variable is defined is where the prompt goes wrong. Every other appearance is a
+    read of its value.
+    """
+    def names_it(tokens: list[Token]) -> bool:
+        return any(token.type == "name" and token.value == _GENERATION_PROMPT for token in tokens)
+
+    def find(target: LintTarget) -> tuple[list[Token], list[Token]]:
+        tokens = _code_tokens(target)
+        overwrites: list[Token] = []
+        reads: list[Token] = []
+        guarded: list[bool] = []  # per enclosing if block: whether a test of it names the variable
+        index = 0
+        while index < len(tokens):
+            token = tokens[index]
+            if token.type == "block_begin" and index + 1 < len(tokens) and tokens[index + 1].type == "name":
+                keyword = tokens[index + 1].value
+                tag_end = next((at for at in range(index + 1, len(tokens)) if tokens[at].type == "block_end"),
+                               len(tokens))
+                if keyword == "if":
+                    guarded.append(names_it(tokens[index + 2:tag_end]))
+                elif keyword == "elif" and guarded:
+                    guarded[-1] = guarded[-1] or names_it(tokens[index + 2:tag_end])
+                elif keyword == "endif" and guarded:
+                    guarded.pop()
+                elif (keyword == "set" and index + 3 < len(tokens) and tokens[index + 2].type == "name"
+                      and tokens[index + 2].value == _GENERATION_PROMPT
+                      and (tokens[index + 3].value == "=" or tokens[index + 3].type == "block_end")):
+                    # The value runs to the end of the tag, or for a block set to its endset.
+                    end = tag_end
+                    if tokens[index + 3].type == "block_end":
+                        end = next((at for at in range(tag_end, len(tokens))
+                                    if tokens[at].type == "name" and tokens[at].value == "endset"), len(tokens))
+                    if not names_it(tokens[index + 3:end]) and not any(guarded):
+                        overwrites.append(tokens[index + 2])
+                    index = end
+                    continue
+            elif token.type == "name" and token.value == _GENERATION_PROMPT and not _tests_definedness(tokens, index):
+                reads.append(token)
+            index += 1
+        return overwrites, reads
+
+    return target.shared("behaviour:generation-prompt-uses", find)
+
+
+def _tests_definedness(tokens: list[Token], index: int) -> bool:
+    """Whether the name at ``index`` is only tested for being defined (``x is not defined``)."""
+    following = [token.value for token in tokens[index + 1:index + 4]]
+    if following[:1] != ["is"]:
+        return False
+    rest = following[2:3] if following[1:2] == ["not"] else following[1:2]
+    return rest in (["defined"], ["undefined"])
 
 
 def history_breaks(behaviour: Behaviour) -> list[tuple[str, str]]:
@@ -392,7 +498,9 @@ class ContentDropped(BehaviourRule):
             if not rendering.ok:
                 continue
             for index, message in enumerate(conversation.messages):
-                if not content_reaches(message, rendering.text):
+                # Content printed as a Python repr (a list of parts through |trim) is there, only
+                # mangled: TK604 reports that, rather than this rule calling it lost.
+                if not content_reaches(message, rendering.text, as_repr=True):
                     whose = behaviour.describe(conversation) if behaviour.given is not None else key.split(":")[-1]
                     lost.append(f"messages[{index}] ({message['role']}) of {whose}")
         if lost:
@@ -405,7 +513,9 @@ class PythonReprLeak(BehaviourRule):
 
     Why: printing a dict, a list of content parts or a Python constant gives the model text it
     never saw in training (``[{'type': 'text', ...}]``, ``None`` for a missing field). The
-    pattern must come from the input or the template's own text, never from a repr.
+    pattern must come from the input or the template's own text, never from a repr. A message
+    whose text reaches the prompt only with Python's escapes (``'0\\xa00'``) is reported here
+    too, not as dropped content (TK603).
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }} last={{ loop.last }}
@@ -430,6 +540,14 @@ class PythonReprLeak(BehaviourRule):
                 if match and not _from_input(pattern, fixture, behaviour, target):
                     yield (f"{behaviour.describe(fixture)} renders {pattern!r} that no input holds: "
                            f"{excerpt(rendering.text, match.start())}")
+                    return
+            # A repr the patterns miss (a list of strings): some message's text is in the output
+            # only with Python's escapes (\xa0, \n, \'), never as written.
+            for index, message in enumerate(fixture.messages):
+                at = python_repr_of_content(message, rendering.text)
+                if at is not None:
+                    yield (f"{behaviour.describe(fixture)} renders messages[{index}] ({message.get('role')}) only as a "
+                           f"Python repr, with escapes instead of the text: {excerpt(rendering.text, at)}")
                     return
 
 
@@ -489,7 +607,8 @@ class NullContentOnToolCall(BehaviourRule):
 
     Why: assistant turns that only call tools carry no text; OpenAI clients send ``null``,
     others omit the key or send "". transformers drops null keys, so null and missing are the
-    same to the template; both shapes must render without ``None``.
+    same to the template; both shapes must render without ``None``. A render failure counts
+    unless the same turns with text content fail the same way.
 
     Bad:
         {% for t in tools or [] %}{{ t.function.name }}{% endfor %}
@@ -518,7 +637,9 @@ class NullContentOnToolCall(BehaviourRule):
                          behaviour.render("tool-call:content-empty", fixture.replace(messages=messages)))]
             for label, conversation, rendering in variants:
                 if not rendering.ok:
-                    yield failed(f"a tool-call turn with {label} fails", rendering.error)
+                    with_text = behaviour.render("tool-call:content-text", with_text_on_tool_calls(fixture))
+                    if blamed_on_the_feature(rendering.error, with_text):
+                        yield failed(f"a tool-call turn with {label} fails", rendering.error)
                     return
                 match = _NONE.search(rendering.text)
                 if match and not _from_input("None", conversation, behaviour, target):
@@ -615,7 +736,9 @@ class ContinueFinalMessageBroken(BehaviourRule):
 
     Why: prefill (continue the assistant's partial reply) cuts the render right after the final
     content; a template that trims, rewrites or closes that content makes transformers raise or
-    cut in the wrong place, and the model continues from altered text.
+    cut in the wrong place, and the model continues from altered text. A render failure counts
+    unless the same messages fail the same way without ``continue_final_message`` (then the
+    template fails on the conversation itself: TK616).
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content|upper }}<|end|>{% endfor %}
@@ -633,7 +756,8 @@ class ContinueFinalMessageBroken(BehaviourRule):
             rendering = behaviour.fixture_render(fixture)
             final = fixture.messages[-1]["content"]
             if not rendering.ok:
-                if rendering.error.kind != "raised":
+                if rendering.error.kind != "raised" and blamed_on_the_feature(
+                        rendering.error, behaviour.render(f"{fixture.name}:not-continued", not_continued(fixture), False)):
                     yield failed("continue_final_message fails", rendering.error)
             elif not rendering.text.endswith(final):
                 yield (f"with continue_final_message the render does not end with the final content verbatim; "
@@ -698,7 +822,8 @@ class EmptyConversationCrash(BehaviourRule):
 
     Why: servers render ``messages=[]`` to extract stop strings, probe capabilities or reset
     history; ``messages[0]['role']`` on an empty list crashes them. Guard with
-    ``{% if messages %}`` or raise a clear error with ``raise_exception``.
+    ``{% if messages %}`` or raise a clear error with ``raise_exception``. Not reported when a
+    one-message conversation fails the same way (TK616 reports that).
 
     Bad:
         {% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% endif %}
@@ -717,7 +842,9 @@ class EmptyConversationCrash(BehaviourRule):
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         rendering = behaviour.render("empty", Conversation([]), True, allow_empty=True)
         if not rendering.ok and rendering.error.kind not in ("raised", "budget"):
-            yield failed("an empty conversation crashes the template", rendering.error)
+            basic = next(behaviour.evaluated(["basic"]), None)
+            if blamed_on_the_feature(rendering.error, None if basic is None else behaviour.fixture_render(basic)):
+                yield failed("an empty conversation crashes the template", rendering.error)
 
 
 @register
@@ -760,7 +887,8 @@ class ChecksNotEvaluated(BehaviourRule):
     probe contradicts is TK615, a declaration that cannot be understood TK092). When the
     template does not compile, or a probe render runs out of its time budget (nested loops that
     never end), no behavioural check runs at all, since every render would fail the same way or
-    spend the whole budget again; this says so too.
+    spend the whole budget again; this says so too, as it does when every fixture's render fails
+    (a template that refuses every conversation with ``raise_exception``).
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}
@@ -788,12 +916,103 @@ class ChecksNotEvaluated(BehaviourRule):
                          f"'{behaviour.spent_budget_probe}' failed: {failure_text(failure)}; every render "
                          f"of this template would spend its whole {spent} budget", failure.line)
             return
+        # Rendered, yet nothing to check: a template that refuses every fixture (its own
+        # raise_exception) or takes content in a form no fixture uses would otherwise look clean.
+        renders = [(fixture, behaviour.fixture_render(fixture)) for fixture in behaviour.evaluated()]
+        if renders and not any(rendering.ok for _fixture, rendering in renders):
+            fixture, rendering = renders[0]
+            yield Broken(f"not evaluated: every behavioural check (TK6xx), because the render of every fixture "
+                         f"fails ({len(renders)} of {len(renders)}), the first, {behaviour.describe(fixture)}, with "
+                         f"{failure_text(rendering.error)}", rendering.error.line)
+            return
         capabilities = behaviour.capabilities
         # Declared gaps are the author's decision: only undeclared (probed) gaps are news.
         skipped = [(name, missing) for name, missing in behaviour.not_evaluated()
                    if not all(capabilities.declared(capability) for capability in missing)]
         if skipped:
             yield "not evaluated: " + "; ".join(f"{name} (needs {', '.join(missing)})" for name, missing in skipped)
+
+
+@register
+class PlainConversationFails(BehaviourRule):
+    """A plain user/assistant conversation makes the template fail with a render error.
+
+    Why: transformers raises on every such conversation, so the template cannot serve ordinary
+    chat at all: a variable only the author's own setup defined, ``tools`` iterated while it is
+    None, an attribute assigned on a message. The behavioural checks skip every render that
+    fails, so without this finding such a template would look almost clean. A template that
+    rejects a conversation on purpose with ``raise_exception`` is not reported here.
+
+    Bad:
+        {% for m in messages %}{% set m.seen = true %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}
+    """
+
+    code = "TK616"
+    name = "plain-conversation-fails"
+    severity = "error"
+    checks_given_conversations = False  # a given conversation that fails is fuzzing's own render-error
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[Broken]:
+        if behaviour.given is not None:
+            return
+        # transformers picks a template named tool_use only when tools are passed.
+        tools = (behaviour.fixture("tool-definitions").tools
+                 if getattr(getattr(target, "template", None), "name", None) == "tool_use" else None)
+        failures = []
+        for name in ORDINARY_FIXTURES:
+            fixture = behaviour.fixture(name)
+            key = name
+            if tools:
+                fixture, key = fixture.replace(tools=tools), f"{name}:with-tools"
+            rendering = behaviour.render(key, fixture)
+            if rendering.ok or not _plain_failure(behaviour, rendering.error):
+                continue
+            # A template written for typed content parts only (MiniMax, vision models) renders
+            # the same turns given as parts: a design (`templatekit capabilities` notes it), not a
+            # failure on every conversation.
+            if behaviour.render(f"{key}:typed", with_typed_text(fixture)).ok:
+                continue
+            failures.append((name, rendering.error))
+        if not failures:
+            return
+        (first, failure), others = failures[0], failures[1:]
+        message = f"fixture '{first}' fails: {failure_text(failure)}"
+        same = [name for name, other in others if _same_failure(other, failure)]
+        different = [f"fixture '{name}': {failure_text(other)}" for name, other in others
+                     if not _same_failure(other, failure)]
+        if same:
+            message += f" ({_names(same)} {'fails' if len(same) == 1 else 'fail'} the same way)"
+        if different:
+            message += "; also " + "; ".join(different)
+        yield Broken(message + "; transformers cannot render a plain user/assistant conversation with this "
+                               "template, and the behavioural checks skip every render that fails", failure.line)
+
+
+def _plain_failure(behaviour: Behaviour, failure: RenderFailure) -> bool:
+    """Whether a failed render is the template's own failure: a render error or a sandbox refusal,
+    not its ``raise_exception`` (deliberate), an exhausted budget (the security rules') or an
+    input transformers refuses before rendering. An undefined special token (``sep_token``) of a
+    template given without its tokenizer is left out: the tokenizer would supply it."""
+    if failure.kind not in ("error", "security"):
+        return False
+    token = _UNDEFINED_TOKEN.fullmatch(failure.message or "")
+    return token is None or bool(behaviour.source_special_tokens)
+
+
+_UNDEFINED_TOKEN = re.compile(r"'(\w+_token)' is undefined")
+
+
+def _same_failure(first: RenderFailure, second: RenderFailure) -> bool:
+    return (first.kind, first.exception_type, first.message, first.line) == (
+        second.kind, second.exception_type, second.message, second.line)
+
+
+def _names(names: list[str]) -> str:
+    quoted = [f"'{name}'" for name in names]
+    return ("fixture " if len(quoted) == 1 else "fixtures ") + " and ".join(quoted)
 
 
 @register
