@@ -317,6 +317,45 @@ class Condition(NamedTuple):
         return f"({text})" if isinstance(effective, (nodes.Or, nodes.CondExpr)) else text
 
 
+# A frame of variables: (id of the statement that opens it, which of its bodies), None for the
+# template's own. A loop's target is seen by its ``if`` filter and its body ("loop"); what its
+# body sets is not seen by the filter, which runs first ("body"); its ``else`` is a frame apart.
+Frame = tuple[int, str] | None
+_FRAME_FIELDS: dict[tuple[type, str], str] = {
+    (nodes.For, "body"): "body",
+    (nodes.For, "test"): "loop",
+    (nodes.For, "else_"): "else_",
+    (nodes.Macro, "body"): "body",
+    (nodes.CallBlock, "body"): "body",
+    (nodes.FilterBlock, "body"): "body",
+    (nodes.With, "body"): "body",
+    (nodes.Scope, "body"): "body",
+    (nodes.Block, "body"): "body",
+}
+# What ``reaching`` gives for a value it cannot state, and for the caller's variable.
+UNKNOWN = type("Unknown", (), {"__repr__": lambda self: "UNKNOWN"})()
+CALLER = type("Caller", (), {"__repr__": lambda self: "CALLER"})()
+_PYTHON_COMPARE: dict[str, Callable[[object, object], bool]] = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,  # type: ignore[operator]
+    "lteq": lambda a, b: a <= b,  # type: ignore[operator]
+    "gt": lambda a, b: a > b,  # type: ignore[operator]
+    "gteq": lambda a, b: a >= b,  # type: ignore[operator]
+}
+
+
+class Definer(NamedTuple):
+    """A place a name gets a value: the statement, the value expression (None when the analysis
+    cannot state it: loop targets, parameters, tuple targets), its frame, and whether it runs
+    every time its frame does."""
+
+    node: nodes.Node
+    value: nodes.Node | None
+    frame: Frame
+    certain: bool
+
+
 class TemplateFacts:
     """Parent links, scopes, and the kinds of value every expression may hold, for one tree."""
 
@@ -345,6 +384,8 @@ class TemplateFacts:
             self._by_line.setdefault(node.lineno, []).append(node)
         self._found: dict[object, list[nodes.Node]] = {}
         self.env: dict[tuple[int | None, str], set[str]] = {}
+        self._definers: dict[str, list[Definer]] | None = None
+        self._consensus_cache: dict[tuple[int, str], object] = {}
         self.bindings = self._bindings()
         self._solve()
 
@@ -539,6 +580,14 @@ class TemplateFacts:
                 expr.expr2 is not None and self.drops_messages(expr.expr2, _seen)
             )
         if isinstance(expr, nodes.Name) and expr.name not in _seen:
+            # The assignments that reach this read, where scoping says which (a list re-set
+            # to the whole conversation before the loop no longer lacks anything).
+            values = self.reaching(expr)
+            if values is not None and UNKNOWN not in values:
+                return any(
+                    self.drops_messages(value, _seen | {expr.name})
+                    for value in values if isinstance(value, nodes.Node)
+                )  # fmt: skip
             key = self._scope_key(expr.name, expr)
             return any(
                 bound == key and how == "value" and self.drops_messages(value, _seen | {expr.name})
@@ -606,6 +655,199 @@ class TemplateFacts:
     def raises(self) -> list[nodes.Call]:
         """Every ``raise_exception(...)`` call, in source order."""
         return [call for call in self.find(nodes.Call) if is_raise(call)]
+
+    def live_raises(self) -> list[nodes.Call]:
+        """The ``raise_exception(...)`` calls that some input can reach (see ``may_run``)."""
+        return [call for call in self.raises() if self.may_run(call)]
+
+    # -- scopes and reaching assignments ----------------------------------------------------------
+    def frames(self, node: nodes.Node) -> list[Frame]:
+        """The frames whose variables ``node`` sees, innermost first (the template's is None)."""
+        found: list[Frame] = []
+        for parent, field, _ in self.ancestors(node):
+            key = _FRAME_FIELDS.get((type(parent), field))
+            if key is not None:
+                found.append((id(parent), key))
+                if key == "body" and isinstance(parent, nodes.For):
+                    found.append((id(parent), "loop"))
+        found.append(None)
+        return found
+
+    @property
+    def definers(self) -> dict[str, list[Definer]]:
+        """Every place each name gets a value, in source order, with the frame it belongs to."""
+        if self._definers is None:
+            self._definers = {}
+            statements = (nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro, nodes.CallBlock, nodes.With)
+            for node in self.find(statements):
+                for name, value in self._defined_by(node):
+                    link = self._links.get(id(node))
+                    if isinstance(node, (nodes.Assign, nodes.AssignBlock)):
+                        frame = self.frames(node)[0]
+                        # Certain when it sits directly in its frame's body, under no ``if``.
+                        certain = link is not None and (
+                            (frame is None and isinstance(link[0], nodes.Template))
+                            or (frame is not None and frame[0] == id(link[0]) and
+                                _FRAME_FIELDS.get((type(link[0]), link[1])) == frame[1])
+                        )
+                    else:  # a loop target, macro or call-block parameter, ``with`` target
+                        frame, certain = (id(node), "loop" if isinstance(node, nodes.For) else "body"), True
+                    self._definers.setdefault(name, []).append(Definer(node, value, frame, certain))
+        return self._definers
+
+    @classmethod
+    def _defined_by(cls, node: nodes.Node) -> Iterator[tuple[str, nodes.Node | None]]:
+        """(name, value expression or None when unknown) for each name ``node`` assigns."""
+        if isinstance(node, nodes.Assign):
+            if isinstance(node.target, nodes.Name):
+                yield node.target.name, node.node
+            else:
+                yield from ((name.name, None) for name in cls._target_names(node.target))
+        elif isinstance(node, nodes.AssignBlock):
+            yield from ((name.name, None) for name in cls._target_names(node.target))
+        elif isinstance(node, nodes.For):
+            yield from ((name.name, None) for name in cls._target_names(node.target))
+        elif isinstance(node, (nodes.Macro, nodes.CallBlock)):
+            yield from ((arg.name, None) for arg in node.args)
+        elif isinstance(node, nodes.With):
+            for target in node.targets:
+                yield from ((name.name, None) for name in cls._target_names(target))
+
+    def reaching(self, name: nodes.Name) -> list[nodes.Node | object] | None:
+        """What a read of a variable may see: the value expressions of the assignments Jinja's
+        scoping lets reach it (``UNKNOWN`` for a value the analysis cannot state, ``CALLER``
+        for whatever the caller passed), or None when the template never assigns the name.
+
+        An assignment reaches a read that comes after it in a frame it belongs to: a ``set``
+        inside a loop body, macro, call block, filter block or ``with`` is gone once that body
+        ends (and a loop's next iteration starts again from the outer value); an ``if`` has no
+        frame of its own. The last certain assignment hides everything before it.
+        """
+        definers = self.definers.get(name.name)
+        if not definers:
+            return None
+        visible = set(self.frames(name))
+        above = {id(parent) for parent, _, _ in self.ancestors(name)}
+        order = self.order.get(id(name), 0)
+        candidates = [
+            definer for definer in definers
+            if definer.frame in visible
+            and self.order.get(id(definer.node), 0) < order
+            # ``{% set x = x + 1 %}`` reads x before it assigns it.
+            and not (isinstance(definer.node, (nodes.Assign, nodes.AssignBlock)) and id(definer.node) in above)
+        ]  # fmt: skip
+        certain = max((i for i, definer in enumerate(candidates) if definer.certain), default=None)
+        # A macro or call block runs when it is called: a read of a name it does not own itself
+        # sees whatever the template holds at that time.
+        function = next(
+            (parent for parent, field, _ in self.ancestors(name)
+             if isinstance(parent, (nodes.Macro, nodes.CallBlock)) and field == "body"), None,
+        )  # fmt: skip
+        if function is not None and (certain is None or not self._within(candidates[certain].frame, function)):
+            return [UNKNOWN]
+        if certain is None:
+            return [CALLER] + [UNKNOWN if definer.value is None else definer.value for definer in candidates]
+        return [UNKNOWN if definer.value is None else definer.value for definer in candidates[certain:]]
+
+    def _within(self, frame: Frame, function: nodes.Node) -> bool:
+        """Whether a frame is the function's own or one inside it."""
+        if frame is None:
+            return False
+        opener = self.nodes[self.order[frame[0]]] if frame[0] in self.order else None
+        return frame[0] == id(function) or (
+            opener is not None and any(parent is function for parent, _, _ in self.ancestors(opener))
+        )
+
+    def _consensus(self, name: nodes.Name, measure: Callable[[nodes.Node], object]) -> object:
+        """``measure`` of every value the variable may hold when they all agree, else ``UNKNOWN``."""
+        key = (id(name), measure.__name__)
+        if key in self._consensus_cache:
+            return self._consensus_cache[key]
+        self._consensus_cache[key] = UNKNOWN  # a cycle (reads only look back, so none) knows nothing
+        values = self.reaching(name)
+        found: object = UNKNOWN
+        if values and CALLER not in values and UNKNOWN not in values:
+            measured = [measure(value) for value in values]  # type: ignore[arg-type]
+            if all(type(m) is type(measured[0]) and m == measured[0] for m in measured):
+                found = measured[0]
+        self._consensus_cache[key] = found
+        return found
+
+    def truth(self, expr: nodes.Node) -> bool | None:
+        """Whether a test is known to be true or false wherever it runs (None when unknown)."""
+        if isinstance(expr, nodes.Not):
+            inner = self.truth(expr.node)
+            return None if inner is None else not inner
+        if isinstance(expr, (nodes.And, nodes.Or)):
+            stop = isinstance(expr, nodes.Or)  # the value that decides the whole test
+            left, right = self.truth(expr.left), self.truth(expr.right)
+            if stop in (left, right):
+                return stop
+            return None if left is None or right is None else not stop
+        if isinstance(expr, nodes.CondExpr):
+            test = self.truth(expr.test)
+            if test is None:
+                return None
+            branch = expr.expr1 if test else expr.expr2
+            return False if branch is None else self.truth(branch)
+        if isinstance(expr, nodes.Name):
+            found = self._consensus(expr, self.truth)
+            return found if isinstance(found, bool) else None
+        size = self.size(expr)
+        if size is not None:
+            return size > 0
+        value = self.value(expr)
+        return None if value is UNKNOWN else bool(value)
+
+    def size(self, expr: nodes.Node) -> int | None:
+        """The length of a list, tuple, dict or string known from the source (None when unknown)."""
+        if isinstance(expr, (nodes.List, nodes.Tuple, nodes.Dict)):
+            return len(expr.items)
+        if isinstance(expr, nodes.Const) and isinstance(expr.value, (str, list, tuple, dict)):
+            return len(expr.value)
+        if isinstance(expr, nodes.Filter) and expr.name == "list" and expr.node is not None:
+            return self.size(expr.node)
+        if isinstance(expr, nodes.Name):
+            found = self._consensus(expr, self.size)
+            return found if isinstance(found, int) else None
+        return None
+
+    def value(self, expr: nodes.Node) -> object:
+        """The number, string, boolean or none an expression is known to have (else ``UNKNOWN``)."""
+        if isinstance(expr, nodes.Const) and isinstance(expr.value, (int, float, str, bool, type(None))):
+            return expr.value
+        if isinstance(expr, nodes.Neg) and isinstance(expr.node, nodes.Const) and type(expr.node.value) is int:
+            return -expr.node.value
+        if isinstance(expr, nodes.Filter) and expr.name in ("length", "count") and expr.node is not None:
+            size = self.size(expr.node)
+            return UNKNOWN if size is None else size
+        if isinstance(expr, nodes.Name):
+            return self._consensus(expr, self.value)
+        if isinstance(expr, nodes.Compare):
+            left = self.value(expr.expr)
+            for operand in expr.ops:
+                right = self.value(operand.expr)
+                compare = _PYTHON_COMPARE.get(operand.op)
+                if left is UNKNOWN or right is UNKNOWN or compare is None:
+                    return UNKNOWN
+                try:
+                    if not compare(left, right):
+                        return False
+                except TypeError:
+                    return UNKNOWN
+                left = right
+            return True
+        return UNKNOWN
+
+    def may_run(self, node: nodes.Node) -> bool:
+        """False when no input reaches ``node``: a test above it is known to have the other truth
+        value, or a loop above it walks a list known to be empty, given the assignments Jinja's
+        scoping lets reach them (``filtered = []`` before a loop that extends ``filtered`` in
+        its body stays empty after it)."""
+        for condition in self.conditions(node, asserts=False):
+            if self.truth(condition.test) is (not condition.truth):
+                return False
+        return not any(self.size(loop.iter) == 0 for loop in self.loops(node))
 
 
 def always_raises(body: list[nodes.Node]) -> bool:
@@ -1086,16 +1328,237 @@ class GenerationPromptIgnored(FactsRule):
         )
 
 
+def implied(expr: nodes.Node, truth: bool = True) -> Iterator[tuple[nodes.Node, bool]]:
+    """The operands whose truth value a test having ``truth`` forces, each with that value.
+
+    Unlike ``walk_polarity`` this is exact: ``a and b`` being true forces both, ``a or b``
+    being false forces both false, and nothing is forced by a true disjunction or a false
+    conjunction (the operand itself is then given, undecided parts and all).
+    """
+    if isinstance(expr, nodes.Not):
+        yield from implied(expr.node, not truth)
+    elif isinstance(expr, nodes.And) and truth or isinstance(expr, nodes.Or) and not truth:
+        yield from implied(expr.left, truth)
+        yield from implied(expr.right, truth)
+    else:
+        yield expr, truth
+
+
+def is_generation_flag(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "add_generation_prompt"
+
+
+def flag_forced_true(atom: nodes.Node, truth: bool) -> nodes.Name | None:
+    """The add_generation_prompt read in a test that, having ``truth``, means the flag is true:
+    ``add_generation_prompt``, ``add_generation_prompt == true``, ``add_generation_prompt is true``."""
+    if not truth:
+        return None
+    if is_generation_flag(atom):
+        return atom  # type: ignore[return-value]
+    if isinstance(atom, nodes.Compare) and len(atom.ops) == 1 and atom.ops[0].op == "eq":
+        sides = (atom.expr, atom.ops[0].expr)
+    elif isinstance(atom, nodes.Test) and atom.name in ("true", "sameas"):
+        sides = (atom.node, atom.args[0] if atom.args else nodes.Const(True))
+    else:
+        return None
+    flags = [side for side in sides if is_generation_flag(side)]
+    others = [side for side in sides if not is_generation_flag(side)]
+    if flags and others and isinstance(others[0], nodes.Const) and others[0].value is True:
+        return flags[0]  # type: ignore[return-value]
+    return None
+
+
+def _printed(node: nodes.Node) -> Iterator[nodes.Node]:
+    """What one part of ``{{ ... }}`` may print, with inline ``if`` branches taken apart (so
+    each carries its own condition); blank text prints nothing worth a finding."""
+    if isinstance(node, nodes.CondExpr):
+        yield from _printed(node.expr1)
+        if node.expr2 is not None:
+            yield from _printed(node.expr2)
+    elif isinstance(node, nodes.TemplateData):
+        if node.data.strip():
+            yield node
+    elif isinstance(node, nodes.Const):
+        if isinstance(node.value, str) and node.value.strip():
+            yield node
+    else:
+        yield node
+
+
+class Emission(NamedTuple):
+    """Printed text that only appears when add_generation_prompt is true, with what it takes."""
+
+    node: nodes.Node
+    flag: nodes.Name  # the add_generation_prompt read that guards it
+    loop: nodes.For | None  # the outermost loop over the conversation around it
+    accepted: list[tuple[bool, set[str]]]  # (positive, roles) the last message's role must meet
+
+
+def _reads_last_role(facts: TemplateFacts, compare: nodes.Compare, loop: nodes.For | None, at_last: bool) -> bool:
+    """Whether a role test reads the last message: ``messages[-1].role``, or the role of the
+    innermost loop's item where ``loop.last`` is also required."""
+    for side in (compare.expr, compare.ops[0].expr):
+        if not facts.has(side, ROLE):
+            continue
+        base = lookup_base(side)
+        if isinstance(base, nodes.Getitem) and constant_index(base) == -1:
+            return True
+        if at_last and loop is not None and isinstance(base, nodes.Name) and isinstance(loop.target, nodes.Name):
+            return base.name == loop.target.name
+    return False
+
+
+def generation_prompt_emissions(facts: TemplateFacts) -> list[Emission]:
+    """Every printed piece guarded by a true add_generation_prompt that some input reaches."""
+    found: list[Emission] = []
+    # Only output under a test of the flag, or holding one inline, can depend on it.
+    guarded: dict[int, nodes.Output] = {}
+    for read in facts.find(nodes.Name):
+        if not is_generation_flag(read):
+            continue
+        for parent, field, _ in facts.ancestors(read):
+            if isinstance(parent, nodes.Output):
+                guarded[id(parent)] = parent
+            elif isinstance(parent, nodes.If) and field in ("test", "elif_"):
+                # An ``elif`` test also decides the later branches of the ``if`` it belongs to.
+                guarded.update((id(output), output) for output in parent.find_all(nodes.Output))
+                continue
+            if isinstance(parent, nodes.Stmt):
+                break
+    for output in sorted(guarded.values(), key=lambda output: facts.order[id(output)]):
+        for part in output.nodes:
+            for node in _printed(part):
+                forced = [
+                    (atom, truth)
+                    for condition in facts.conditions(node, asserts=False)
+                    for atom, truth in implied(condition.test, condition.truth)
+                ]
+                flag = next((read for atom, truth in forced if (read := flag_forced_true(atom, truth))), None)
+                if flag is None or not facts.may_run(node):
+                    continue
+                loops = facts.loops(node)
+                # ``loop`` always names the innermost loop.
+                at_last = any(truth and is_loop_attr(atom, "last") for atom, truth in forced)
+                accepted = [
+                    (positive, roles)
+                    for atom, truth in forced
+                    if isinstance(atom, nodes.Compare) and len(atom.ops) == 1
+                    and _reads_last_role(facts, atom, loops[0] if loops else None, at_last)
+                    for positive, roles, _ in role_literals(facts, atom, truth)
+                ]  # fmt: skip
+                conversation_loops = facts.message_loops(node)
+                found.append(Emission(node, flag, conversation_loops[-1] if conversation_loops else None, accepted))
+    return found
+
+
+def accepts(emission: Emission, role: str) -> bool:
+    return all((role in roles) == positive for positive, roles in emission.accepted)
+
+
+def describe_accepted(emission: Emission) -> str:
+    """The role tests of one emission as words, with their polarity."""
+    parts = []
+    for positive, roles in emission.accepted:
+        listed = quoted_roles(roles)
+        if positive:
+            parts.append(listed if len(roles) == 1 else f"one of {listed}")
+        else:
+            parts.append(f"not {listed}" if len(roles) == 1 else f"none of {listed}")
+    return " and ".join(parts)
+
+
+def skips_a_system_only_conversation(facts: TemplateFacts, loop: nodes.For) -> bool:
+    """Whether a loop may walk none of a conversation that is one system message: it has an
+    ``if`` filter, or walks a slice or filter of the conversation (``messages[1:]`` once the
+    system message is taken out), directly or through a variable."""
+    return loop.test is not None or facts.drops_messages(loop.iter)
+
+
+def loop_subject(facts: TemplateFacts, loop: nodes.For) -> str:
+    """How a message names a loop's list: ``loop_messages``, or ``messages (set to
+    messages[1:])`` when the name is re-assigned to part of the conversation."""
+    text = source(loop.iter)
+    if isinstance(loop.iter, nodes.Name):
+        values = facts.reaching(loop.iter) or ()
+        for value in values:
+            if isinstance(value, nodes.Node) and facts.drops_messages(value):
+                return f"{text} (set to {shorten(source(value), 60)})"
+    return text
+
+
+# Roles a conversation that asks for an answer may end with, most telling first.
+ANSWERED_ROLES = ("tool", "user", "developer", "system")
+
+
+def flag_escapes(facts: TemplateFacts) -> bool:
+    """Whether add_generation_prompt reaches output other than through tests the analysis
+    reads: copied to a variable that is true when it is (``{% set gp = add_generation_prompt %}``)
+    or passed to a macro, which may print the header anywhere."""
+    for read in facts.find(nodes.Name):
+        if not is_generation_flag(read):
+            continue
+        child: nodes.Node = read
+        for parent, field, _ in facts.ancestors(read):
+            if isinstance(parent, nodes.Call) and child is not parent.node:
+                return True
+            if isinstance(parent, nodes.Stmt):
+                if isinstance(parent, nodes.Assign) and field == "node":
+                    # ``x and not add_generation_prompt`` is false whenever the flag is true.
+                    if not any(is_generation_flag(atom) and not truth for atom, truth in implied(child, True)):
+                        return True
+                elif not isinstance(parent, (nodes.If, nodes.Output)):
+                    return True
+                break
+            child = parent
+    return False
+
+
+def generation_prompt_gap(facts: TemplateFacts) -> tuple[nodes.Name, str, dict] | None:
+    """(where, what, example) when the generation prompt is emitted only inside the message
+    loop and some conversation gets none: ``example`` is that conversation's shape, ``{"ends
+    with": role}`` or ``{"system only": True}``."""
+    if flag_escapes(facts):
+        return None
+    emissions = generation_prompt_emissions(facts)
+    if not emissions or any(e.loop is None or facts.macro_of(e.node) is not None for e in emissions):
+        return None
+    first = emissions[0]
+    mentioned = {
+        role for compare in facts.find(nodes.Compare) for _, roles, _ in role_literals(facts, compare) for role in roles
+    }
+    candidates = sorted(ANSWERED_ROLES, key=lambda role: (role not in mentioned, ANSWERED_ROLES.index(role)))
+    missing = next((role for role in candidates if not any(accepts(e, role) for e in emissions)), None)
+    descriptions = list(dict.fromkeys(describe_accepted(e) for e in emissions if e.accepted))
+    when = (
+        f", when the last message is {' or '.join(descriptions)}"
+        if descriptions and all(e.accepted for e in emissions) else ""
+    )
+    if missing is not None:
+        return first.flag, (
+            f"the generation prompt is emitted only inside the message loop{when}: a conversation ending "
+            f"with a {missing!r} message gets no generation prompt"
+        ), {"ends with": missing}
+    loops = [e.loop for e in emissions if e.loop is not None]
+    if all(skips_a_system_only_conversation(facts, loop) for loop in loops):
+        return first.flag, (
+            f"the generation prompt is emitted only inside the loop over {loop_subject(facts, loops[0])}"
+            f"{when}: a conversation the loop skips entirely (a system message only) gets no generation prompt"
+        ), {"system only": True}
+    return None
+
+
 @register
 class GenerationPromptInLoop(FactsRule):
     """The generation prompt is emitted only inside the message loop.
 
     Why: a header written under ``{% if loop.last and add_generation_prompt %}`` inside the loop
-    appears only when the last message reaches that point: inside one role's branch, a
-    conversation ending with a tool result gets no generation prompt; in a loop over
-    ``messages[1:]`` (system handled first), a system-only conversation gets none. Emit it after
-    the loop. (A loop over all of ``messages`` with no other condition is not reported: it only
-    differs for an empty conversation.)
+    appears only when the last message reaches that point: inside one role's branch (or under a
+    test of the last message's role), a conversation ending with a tool result gets no
+    generation prompt; in a loop over ``messages[1:]`` (system handled first), a system-only
+    conversation gets none. The rule looks at the output that prints the header (the one under
+    a true ``add_generation_prompt``), not at other reads of the flag. Emit it after the loop.
+    (A loop over all of ``messages`` with no other condition is not reported: it only differs
+    for an empty conversation.)
 
     Bad:
         {% for message in messages %}
@@ -1114,34 +1577,10 @@ class GenerationPromptInLoop(FactsRule):
     severity = "warning"
 
     def visit_Template(self, node: nodes.Template) -> None:
-        facts = self.facts
-        reads = [n for n in facts.find(nodes.Name) if n.name == "add_generation_prompt"]
-        if not reads or any(not facts.message_loops(read) for read in reads):
-            return
-        first = min(reads, key=lambda n: facts.order[id(n)])
-        loop = facts.message_loops(first)[-1]
-        roles: set[str] = set()
-        for condition in facts.conditions(first, asserts=False):
-            for positive, found, _ in role_literals(facts, condition.test, condition.truth):
-                if positive:
-                    roles |= found
-        if roles:
-            who = (
-                f"only when the last message is {quoted_roles(roles)}: a conversation ending with "
-                f"a {example_role(roles)!r} message gets no generation prompt"
-            )
-        elif facts.drops_messages(loop.iter) or loop.test is not None:
-            who = (
-                f"only when the loop over {source(loop.iter)} runs: a conversation it skips "
-                "entirely (e.g. system message only) gets no generation prompt"
-            )
-        else:
-            return
-        self.report(
-            first,
-            f"add_generation_prompt is read only inside the message loop, so the header is emitted {who}",
-            needle="add_generation_prompt",
-        )
+        gap = generation_prompt_gap(self.facts)
+        if gap is not None:
+            flag, message, _ = gap
+            self.report_nth(flag, message, r"\badd_generation_prompt\b", is_generation_flag)
 
 
 @register
@@ -1242,7 +1681,10 @@ class RaiseInventory(FactsRule):
     Why: every ``raise_exception`` is an input the template refuses, and engines, agents and
     trainers find out only when a request fails. This info-level rule lists each one with the
     condition that triggers it, so a model card or a server can document what the template
-    accepts. See TK306 for the constraints that reject ordinary conversations.
+    accepts. See TK306 for the constraints that reject ordinary conversations. A raise no input
+    reaches is left out: one under a test of a variable that Jinja's scoping leaves unchanged
+    (a ``set`` inside a loop body is gone after the loop, so ``filtered = []`` extended in a loop
+    is still empty when a later loop over it would raise).
 
     Bad:
         {% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}
@@ -1257,7 +1699,7 @@ class RaiseInventory(FactsRule):
 
     def visit_Template(self, node: nodes.Template) -> None:
         facts = self.facts
-        for call in facts.raises():
+        for call in facts.live_raises():
             self.report_raise(call, f"raises {raise_message(call)} when: {guard_description(facts, call)}")
 
 
@@ -1287,7 +1729,66 @@ ALTERNATION = (
 )
 SYSTEM_NOT_FIRST = "on a system message that is not first: clients and agents add system messages mid-conversation"
 SYSTEM_REJECTED = "on any system message: OpenAI-style clients send one; merge it into the first user turn instead"
-TOOL_ID_LENGTH = "on the length of a tool-call id: servers generate ids of other lengths (UUIDs, call_...)"
+# Tool-call ids as clients and servers write them: (how a message names one, its length).
+TOOL_ID_EXAMPLES = (
+    ("'call_1'", 6),
+    ("OpenAI's 'call_…' ids", 29),
+    ("UUIDs", 36),
+)
+_MIRRORED_OPS = {"eq": "eq", "ne": "ne", "lt": "gt", "gt": "lt", "lteq": "gteq", "gteq": "lteq"}
+
+
+def _id_length_truth(facts: TemplateFacts, expr: nodes.Node, length: int) -> bool | None:
+    """The truth of a test for a tool call whose id is a string of ``length`` characters: the
+    id's own tests (``is defined``, ``is string``, ``|length < 9``) are decided, anything else is
+    unknown, and ``and``/``or``/``not`` combine them as Jinja does (None when undecided)."""
+    if isinstance(expr, nodes.Not):
+        inner = _id_length_truth(facts, expr.node, length)
+        return None if inner is None else not inner
+    if isinstance(expr, (nodes.And, nodes.Or)):
+        stop = isinstance(expr, nodes.Or)
+        left, right = _id_length_truth(facts, expr.left, length), _id_length_truth(facts, expr.right, length)
+        if stop in (left, right):
+            return stop
+        return None if left is None or right is None else not stop
+    if isinstance(expr, nodes.Test) and key_of(expr.node) in ("id", "tool_call_id"):
+        return {"defined": True, "undefined": False, "string": True, "none": False}.get(expr.name)
+    if isinstance(expr, nodes.Compare) and len(expr.ops) == 1:
+        left, op, right = expr.expr, expr.ops[0].op, expr.ops[0].expr
+        if _tool_id_length(right) and not _tool_id_length(left):
+            left, right, op = right, left, _MIRRORED_OPS.get(op, "")
+        bound = facts.value(right)
+        if _tool_id_length(left) and op in _PYTHON_COMPARE and type(bound) is int:
+            return _PYTHON_COMPARE[op](length, bound)
+    return None
+
+
+def tool_id_length_reason(facts: TemplateFacts, conditions: list[Condition]) -> str | None:
+    """What a raise guarded by a tool-call id length test rejects, derived from that test: the
+    example ids it refuses, or only the test itself when it cannot be decided; None when it
+    accepts every id clients and servers write."""
+    checks = [c for c in conditions if mentions(c.test, _tool_id_length)]
+    if not checks:
+        return None
+    when = " and ".join(c.describe() for c in checks)
+    verdicts = [
+        (name, length, [_id_length_truth(facts, c.test, length) for c in checks])
+        for name, length in TOOL_ID_EXAMPLES
+    ]
+    if any(None in found for _, _, found in verdicts):
+        return f"on the length of a tool-call id: it raises when {shorten(when, 120)}"
+    rejected = [
+        f"{name} ({length} characters)"
+        for name, length, found in verdicts
+        if all(value is c.truth for value, c in zip(found, checks))
+    ]
+    if not rejected:
+        return None
+    listed = rejected[0] if len(rejected) == 1 else ", ".join(rejected[:-1]) + " and " + rejected[-1]
+    return (
+        f"on the length of a tool-call id, when {shorten(when, 120)}: ids such as {listed}, which clients "
+        "and servers send, are rejected"
+    )
 
 
 @register
@@ -1297,10 +1798,12 @@ class OverStrictAssertion(FactsRule):
     Why: role alternation checked by index parity (``loop.index0 % 2``) rejects consecutive
     user turns, tool results and mid-conversation system messages; "system must be first" and
     "system role not supported" reject what every OpenAI-style client sends; tool-call id
-    length checks reject the UUID-style ids servers generate. Requests fail with a template
-    error (HTTP 500 in most servers), and engines that probe templates with synthetic
+    length checks reject ids clients and servers write (``length != 9`` rejects UUIDs and
+    OpenAI's ``call_`` ids, ``length < 9`` short ones such as ``call_1``). Requests fail with a
+    template error (HTTP 500 in most servers), and engines that probe templates with synthetic
     conversations (llama.cpp, minja) misdetect capabilities. Prefer rendering the input
-    (merge a system message into the first user turn, accept any id).
+    (merge a system message into the first user turn, accept any id). Raises no input reaches
+    are not reported (see TK305).
 
     Bad:
         {% for message in messages %}
@@ -1321,7 +1824,7 @@ class OverStrictAssertion(FactsRule):
 
     def visit_Template(self, node: nodes.Template) -> None:
         facts = self.facts
-        for call in facts.raises():
+        for call in facts.live_raises():
             reason = self.classify(facts, call)
             if reason:
                 self.report_raise(call, f"over-strict: raises {raise_message(call)} {reason}")
@@ -1341,7 +1844,7 @@ class OverStrictAssertion(FactsRule):
         ):
             return ALTERNATION
         if any(mentions(test, _tool_id_length) for test in tests):
-            return TOOL_ID_LENGTH
+            return tool_id_length_reason(facts, conditions)
         # Every condition must be about roles or positions: "system content must be text"
         # style checks also mention the system role but do not reject it.
         if not all(
