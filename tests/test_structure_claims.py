@@ -1,4 +1,4 @@
-"""What TK303, TK305 and TK306 say about a template must be what rendering it shows.
+"""What TK301, TK303, TK305 and TK306 say about a template must be what rendering it shows.
 
 Each test lints a small template, reads the claim in the finding's message, and renders the
 conversation the claim is about (as transformers would) to check it.
@@ -146,3 +146,49 @@ def test_the_same_raise_is_reported_when_a_namespace_carries_the_list_out_of_the
     assert "two user messages in a row" in messages_of("TK306", text)[0]
     two_users = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
     assert "roles must alternate" in str(render(text, two_users).error)
+
+
+# The role check walks a list Jinja's scoping leaves empty (the ``set`` in the first loop is gone
+# after it), so it never rejects anything, and the dispatch has no else.
+ROLE_CHECK_OVER_AN_EMPTY_LIST = """\
+{%- set checked = [] %}
+{%- for m in messages %}{% set checked = checked + [m] %}{% endfor %}
+{%- for m in checked %}{% if m.role not in ['user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}{% endfor %}
+{%- for m in messages %}
+{%- if m.role == 'user' %}<|user|>{{ m.content }}
+{%- elif m.role == 'assistant' %}<|assistant|>{{ m.content }}
+{%- endif %}
+{%- endfor %}"""
+
+
+def test_tk301_a_role_check_no_input_reaches_does_not_count_as_validation():
+    [message] = messages_of("TK301", ROLE_CHECK_OVER_AN_EMPTY_LIST)
+    assert "(e.g. 'developer') renders nothing and raises no error" in message
+    developer_first = [{"role": "developer", "content": "D"}, {"role": "user", "content": "U"}]
+    rendering = render(ROLE_CHECK_OVER_AN_EMPTY_LIST, developer_first)
+    assert rendering.ok and rendering.text == "<|user|>U"
+
+
+def test_tk301_quiet_when_a_namespace_carries_the_checked_list_out_of_the_loop():
+    text = ROLE_CHECK_OVER_AN_EMPTY_LIST.replace("{%- set checked = [] %}", "{%- set ns = namespace(checked=[]) %}")
+    text = text.replace("{% set checked = checked + [m] %}", "{% set ns.checked = ns.checked + [m] %}")
+    text = text.replace("for m in checked", "for m in ns.checked")
+    assert messages_of("TK301", text) == []
+    assert "bad role" in str(render(text, [{"role": "developer", "content": "D"}]).error)
+
+
+def test_tk301_an_else_that_raises_only_under_a_flag_set_false_drops_the_message():
+    text = """\
+{%- set strict = false %}
+{%- for m in messages %}
+{%- if m.role == 'user' %}<|user|>{{ m.content }}
+{%- elif m.role == 'assistant' %}<|assistant|>{{ m.content }}
+{%- else %}{% if strict %}{{ raise_exception('Unsupported role: ' + m.role) }}{% endif %}
+{%- endif %}
+{%- endfor %}"""
+    [message] = messages_of("TK301", text)
+    assert "'developer'" in message
+    rendering = render(text, [{"role": "developer", "content": "D"}, {"role": "user", "content": "U"}])
+    assert rendering.ok and rendering.text == "<|user|>U"
+    # Set true, the same else rejects the role: nothing is dropped silently.
+    assert messages_of("TK301", text.replace("strict = false", "strict = true")) == []

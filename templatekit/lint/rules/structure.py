@@ -1061,17 +1061,38 @@ def quoted_roles(roles: set[str]) -> str:
     return ", ".join(repr(role) for role in sorted(roles))
 
 
-def has_output(statements: list[nodes.Node]) -> bool:
-    """Whether statements print anything (output nodes, macro calls, call blocks)."""
+def has_output(statements: list[nodes.Node], facts: TemplateFacts | None = None) -> bool:
+    """Whether statements print anything (output nodes, macro calls, call blocks). Given the
+    analysis, a ``raise_exception`` no input reaches (see ``may_run``) does not count: it
+    neither renders a message nor rejects it."""
     for stmt in statements:
         for node in [stmt, *stmt.find_all(nodes.Node)]:
             if isinstance(node, nodes.Output):
                 for part in node.nodes:
-                    if not (isinstance(part, nodes.TemplateData) and not part.data.strip()):
-                        return True
+                    if isinstance(part, nodes.TemplateData) and not part.data.strip():
+                        continue
+                    if facts is not None and is_raise(part) and not facts.may_run(part):
+                        continue
+                    return True
             if isinstance(node, nodes.CallBlock):
                 return True
     return False
+
+
+# Statements that only steer control flow: what they run decides what they do.
+_CONTROL = (nodes.If, nodes.For, nodes.Output, nodes.Scope, nodes.ScopedEvalContextModifier)
+
+
+def only_dead_raises(facts: TemplateFacts, statements: list[nodes.Node]) -> bool:
+    """Whether statements do nothing but call ``raise_exception`` where no input reaches it
+    (``{% if strict %}`` after ``{% set strict = false %}``): no output, no assignment, and at
+    least one raise, none of them live."""
+    raises = [call for stmt in statements for call in [stmt, *stmt.find_all(nodes.Call)] if is_raise(call)]
+    if not raises or any(facts.may_run(call) for call in raises):
+        return False
+    return not has_output(statements, facts) and all(
+        isinstance(node, _CONTROL) for stmt in statements for node in [stmt, *stmt.find_all(nodes.Stmt)]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1102,7 +1123,9 @@ class RoleDispatchWithoutElse(FactsRule):
     ``else`` drops every message whose role is not listed, without an error. OpenAI clients
     send ``developer``, agents send ``tool``, some send ``system`` mid-conversation; the model
     never sees them and nobody notices. End the chain with an ``else`` that renders the message
-    generically or calls ``raise_exception`` naming the role.
+    generically or calls ``raise_exception`` naming the role. A ``raise_exception`` no input
+    reaches (see TK305) neither validates nor rejects roles: an ``else`` that raises only under
+    ``{% if strict %}`` after ``{% set strict = false %}`` still drops the message.
 
     Bad:
         {% for message in messages %}
@@ -1134,7 +1157,7 @@ class RoleDispatchWithoutElse(FactsRule):
             if not self.is_statement_if(chain) or not self._renders_messages(facts, chain):
                 continue
             branches = [chain, *chain.elif_]
-            if not any(has_output(branch.body) for branch in branches):
+            if not any(has_output(branch.body, facts) for branch in branches):
                 continue  # a pre-scan that only sets variables, not the renderer
             accepted = [branch_roles(facts, branch.test) for branch in branches]
             if not any(accepted):
@@ -1142,14 +1165,15 @@ class RoleDispatchWithoutElse(FactsRule):
             outer_roles = any(
                 True for c in facts.conditions(chain, asserts=False) for _ in role_literals(facts, c.test, c.truth)
             )
-            if chain.else_ and has_output(chain.else_) and all(accepted) and not outer_roles:
+            if chain.else_ and has_output(chain.else_, facts) and all(accepted) and not outer_roles:
                 # Some loop renders every other role (multi-pass templates pick roles per
                 # pass, e.g. a judge template printing the conversation, then the responses).
                 return
             handled |= set().union(*accepted)
             # A branch that tests something other than the role (``elif message.content``)
             # catches the roles the others miss; two role branches make it a dispatch.
-            if not chain.else_ and all(accepted) and len(accepted) >= 2:
+            no_else = not chain.else_ or only_dead_raises(facts, chain.else_)
+            if no_else and all(accepted) and len(accepted) >= 2:
                 if not self._content_rendered_for_any_role(facts, chain):
                     candidates.append(chain)
         if candidates:
@@ -1195,8 +1219,9 @@ class RoleDispatchWithoutElse(FactsRule):
     @staticmethod
     def _validates_roles(facts: TemplateFacts) -> bool:
         # ``{% if message.role not in [...] %}{{ raise_exception(...) }}`` (or a chain of ``!=``)
-        # elsewhere already rejects the roles a chain does not handle.
-        return any(len(allowed_roles(facts, call) or ()) > 1 for call in facts.raises())
+        # elsewhere already rejects the roles a chain does not handle, unless no input reaches
+        # it (a check inside a loop over a list that Jinja's scoping leaves empty).
+        return any(len(allowed_roles(facts, call) or ()) > 1 for call in facts.live_raises())
 
 
 def _flatten_output(expr: nodes.Node) -> list[nodes.Node]:
