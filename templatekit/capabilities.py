@@ -515,13 +515,13 @@ def capability_note(capabilities: Capabilities, name: str, locate: Callable[...,
     """What probing saw about ``name`` beyond yes/no ("" when nothing), first of all that it
     disagrees with a declaration. A "raises" or "unknown: ..." fact is followed by the render
     error behind it, located by ``locate`` (``ChatTemplate.location``) when given. The
-    null-content fact goes with tool calls: an assistant turn holding only tool calls is where
-    content is null."""
+    null-content fact goes with tool calls, when the template may render them: an assistant turn
+    holding only tool calls is where content is null."""
     note = capabilities.facts.get(name, "")
     failure = capabilities.failures.get(name)
     if note and failure is not None:
         note = f"{note}: {_failure_text(failure, locate)}"
-    if name == "tool_calls" and "content" in capabilities.facts:
+    if name == "tool_calls" and "content" in capabilities.facts and capabilities.supports(name):
         note = "; ".join(part for part in (note, capabilities.facts["content"]) if part)
     if name in capabilities.contradicted():
         note = "; ".join(part for part in (PROBE_DISAGREES, note) if part)

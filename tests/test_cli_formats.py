@@ -135,10 +135,21 @@ def test_capabilities_json_says_what_is_supported_and_where_it_came_from(run, te
     assert found["system"] == {"supported": True, "source": "probed", "note": None, "description": "system role"}
     assert found["tools"]["supported"] is False
     assert found["documents"]["supported"] is True and found["documents"]["source"] == "comment"
-    assert found["tool_calls"]["note"] == "requires non-null assistant content"
+    # The null-content fact goes with tool calls (where content is null), not with a "no".
+    assert found["tool_calls"]["supported"] is False and found["tool_calls"]["note"] is None
     skipped = {item["fixture"]: item["needs"] for item in entry["not_evaluated"]}
     assert skipped["tool-call"] == ["tools", "tool_calls"]
     assert "documents" not in skipped
+
+
+def test_capabilities_note_null_content_on_tool_calls_the_template_renders(run, template) -> None:
+    calls_or_text = ("{% for m in messages %}<|{{ m.role }}|>{% if m.tool_calls %}{% for c in m.tool_calls %}"
+                     "<call>{{ c.function.name }}{{ c.function.arguments|tojson }}</call>{% endfor %}"
+                     "{% else %}{{ m.content + '' }}{% endif %}{% endfor %}"
+                     "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    found = _json(run("capabilities", template(calls_or_text), "--format", "json"))["templates"][0]["capabilities"]
+    assert found["tool_calls"]["supported"] is True
+    assert found["tool_calls"]["note"] == "requires non-null assistant content"
 
 
 def test_capabilities_text_is_unchanged_by_the_new_options(run, template) -> None:
