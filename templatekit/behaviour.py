@@ -274,6 +274,15 @@ def common_prefix_length(first: str, second: str) -> int:
     return low
 
 
+def changed_span(first: str, second: str) -> tuple[int, int]:
+    """The span (start, end) of ``second`` that differs from ``first``: what is left once their
+    common prefix and common suffix are cut off (empty when they are equal)."""
+    start = common_prefix_length(first, second)
+    room = min(len(first), len(second)) - start
+    suffix = common_prefix_length(first[::-1][:room], second[::-1][:room])
+    return start, len(second) - suffix
+
+
 def excerpt(text: str, at: int, width: int = 24) -> str:
     """A short repr of ``text`` around offset ``at`` (for messages)."""
     piece = text[max(0, at - width):at + width]
@@ -336,23 +345,49 @@ def input_strings(conversation: Conversation, special_tokens: dict[str, str], *,
     its structures, which templates print with ``tojson``), so a pattern in the output can be
     traced to the input rather than to the template."""
     found: list[str] = list(special_tokens.values())
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            found.append(value)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                walk(key)
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
     for part in (conversation.messages, conversation.tools, conversation.documents, conversation.kwargs):
-        walk(part)
+        _collect_strings(part, found)
         if part and with_json:
             found.append(json.dumps(part, ensure_ascii=False))
     return found
+
+
+def strings_besides_arguments(conversation: Conversation) -> list[str]:
+    """Every string of ``conversation`` except its tool calls' arguments: tool results, tool
+    definitions, documents, message text, keyword arguments. Text a template prints from these
+    (JSON-encoded or not) says nothing about how it prints the arguments."""
+    found: list[str] = []
+    for message in conversation.messages:
+        for key, value in message.items():
+            if key != "tool_calls":
+                _collect_strings(value, found)
+                continue
+            for call in value or ():
+                if not isinstance(call, dict):
+                    _collect_strings(call, found)
+                    continue
+                # A call's arguments sit in its function (OpenAI's shape) or on the call itself.
+                function = call.get("function")
+                _collect_strings({name: item for name, item in call.items() if name not in ("function", "arguments")},
+                                 found)
+                if isinstance(function, dict):
+                    _collect_strings({name: item for name, item in function.items() if name != "arguments"}, found)
+    for part in (conversation.tools, conversation.documents, conversation.kwargs):
+        _collect_strings(part, found)
+    return found
+
+
+def _collect_strings(value: Any, found: list[str]) -> None:
+    """Append every string in ``value`` (keys of mappings included) to ``found``."""
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _collect_strings(key, found)
+            _collect_strings(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _collect_strings(item, found)
 
 
 # Sentinel conversations for content preservation: unique contents that no template trims,
@@ -416,6 +451,11 @@ FIXTURE_SHAPES: dict[str, Callable[[Conversation], bool]] = {
     "tool-call": _has_tool_calls_with_object_arguments,
     "prefill": _continues_text,
 }
+
+
+def content_texts(content: Any) -> list[str]:
+    """The texts of a message's content: the string itself, or each text part's text."""
+    return _texts(content)
 
 
 def _texts(content: Any) -> list[str]:

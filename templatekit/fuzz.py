@@ -204,7 +204,8 @@ class Checker:
             if only is not None and f"{rule.code} {rule.name}" not in only:
                 continue
             for diagnostic in rule.check(target):
-                return f"{rule.code} {rule.name}", rule.doc().summary, diagnostic.message
+                if diagnostic.severity in ("warning", "error"):  # a note (info) breaks nothing
+                    return f"{rule.code} {rule.name}", rule.doc().summary, diagnostic.message
         return None
 
 

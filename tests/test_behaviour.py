@@ -237,3 +237,115 @@ def test_fuzzing_reports_a_typed_system_message_printed_as_a_repr_as_a_repr_leak
     invariant, _summary, message = Checker(text).check(conversation)
     assert invariant == "TK604 python-repr-leak"
     assert "[{'type'" in message
+
+
+# Mistral-style: the user's turn ends with the assistant's cue, and replies follow it directly.
+INST = "{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]{% else %}{{ m.content }}</s>{% endif %}{% endfor %}"
+
+
+def _generation_prompt_findings(text: str) -> tuple[list, Behaviour]:
+    from templatekit.lint.registry import find_rule
+
+    target = LintTarget(text)
+    found = list(find_rule("TK601")().check(target))
+    return found, behaviour_of(target)
+
+
+def _reply_renders(behaviour: Behaviour) -> list[str]:
+    return [key for key, _prompted in behaviour._renders if key.endswith(":with-reply")]
+
+
+def test_a_user_turn_ending_with_the_assistant_cue_needs_no_generation_prompt():
+    """TK601 used to warn that "the model continues the user's turn" on [INST] ... [/INST]
+    formats, which TK302 exempts: the reply follows [/INST] directly. It notes (info) that the
+    template needs none, until the template declares it."""
+    found, behaviour = _generation_prompt_findings(INST)
+    assert [(d.code, d.severity) for d in found] == [("TK601", "info")]
+    assert "needs no generation prompt" in found[0].message and "'[/INST]'" in found[0].message
+    assert "continues the user's turn" not in found[0].message
+    # One render with a reply tells it for every conversation ending with a user message.
+    assert len(_reply_renders(behaviour)) == 1
+
+
+def test_the_reply_is_rendered_only_where_a_finding_is_about_to_be_reported():
+    found, behaviour = _generation_prompt_findings(CHATML)
+    assert found == [] and _reply_renders(behaviour) == []
+
+
+def test_an_unconditional_header_is_named_as_such():
+    found, _behaviour = _generation_prompt_findings(
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}<|assistant|>")
+    assert [d.code for d in found] == ["TK601"]
+    assert found[0].message == ("fixture 'basic' renders the same with and without add_generation_prompt: the "
+                                "template emits '<|end|><|assistant|>' unconditionally: a conversation that ends "
+                                "with the assistant's reply ends with it too")
+
+
+TOOL_TURNS = (
+    "{%- for t in tools or [] %}<|tool|>{{ t.function.name }}\n{% endfor -%}"
+    "{%- for m in messages -%}"
+    "{%- if m.role == 'tool' %}<|result|>{{ m.content }}<|/result|>"
+    "{%- elif m.role == 'assistant' %}OPEN{{ m.content or '' }}{% for c in m.tool_calls or [] %}<|call|>"
+    "{{ c.function.name }}{{ c.function.arguments|tojson }}<|/call|>{% endfor %}CLOSE"
+    "{%- else %}<|{{ m.role }}|>{{ m.content }}<|end|>{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt and messages[-1].role != 'tool' %}<|assistant|>{% endif %}"
+)
+
+
+def test_after_tool_results_an_empty_prompt_is_right_only_inside_an_open_assistant_turn():
+    """Gemma 4 and DeepSeek V3.2 keep the model's turn open after tool results; TK601 used to say
+    they had no generation prompt, or emitted it unconditionally, judging the fixtures that end
+    with a tool result like those that end with a user message."""
+    opened = TOOL_TURNS.replace("OPEN", "{% if loop.previtem is not defined or loop.previtem.role != 'tool' %}"
+                                        "<|assistant|>{% endif %}")
+    kept_open = opened.replace("CLOSE", "{% if not m.tool_calls %}<|end|>{% endif %}")
+    assert _generation_prompt_findings(kept_open)[0] == []
+    # The same template opening a new turn for the reply needs the prompt to open it too.
+    reopened = TOOL_TURNS.replace("OPEN", "<|assistant|>").replace("CLOSE", "<|end|>")
+    found, _behaviour = _generation_prompt_findings(reopened)
+    assert [d.code for d in found] == ["TK601"]
+    assert "the template prints '<|assistant|>' before an assistant reply to a tool result" in found[0].message
+    # A render that ends with what closes a reply ends after a finished turn, not inside one.
+    closed = opened.replace("CLOSE", "<|end|>").replace("<|/result|>", "<|end|>")
+    found, _behaviour = _generation_prompt_findings(closed)
+    assert [d.code for d in found] == ["TK601"]
+    assert "it ends with '<|end|>', which also closes the template's assistant replies" in found[0].message
+
+
+def test_whitespace_changing_next_to_a_think_marker_that_stays_is_instability_not_reasoning():
+    """DeepSeek V3.2's history differs only in the indentation around "<｜Assistant｜></think>";
+    the nearby </think> used to make it "reasoning dropped" (info) instead of a warning."""
+    text = ("{% for m in messages %}{% if m.role == 'user' %}<|User|>{{ m.content }}{% if loop.last %}  "
+            "{% else %}    {% endif %}{% else %}<|Assistant|> </think>{{ m.content }}<|end|>{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}<|Assistant|> </think>{% endif %}")
+    assert {kind for kind, _ in history_breaks(Behaviour(text))} == {"unstable"}
+
+
+def test_changed_span_and_the_strings_besides_tool_call_arguments():
+    from templatekit.behaviour import changed_span, strings_besides_arguments, with_string_arguments
+
+    assert changed_span("f(a=1)!", "f({=, a=)!") == (2, 8)
+    assert changed_span("same", "same") == (4, 4)
+    fixture = with_string_arguments(Behaviour(CHATML).fixture("tool-call"))
+    others = strings_besides_arguments(fixture)
+    arguments = fixture.messages[1]["tool_calls"][0]["function"]["arguments"]
+    assert arguments not in others
+    assert fixture.messages[2]["content"] in others  # the tool result
+    assert "Get the current weather for a city." in others  # a tool definition
+    assert "get_current_weather" in others
+
+
+def test_double_encoding_is_judged_on_the_arguments_not_on_a_json_encoded_tool_result():
+    from templatekit.lint.registry import find_rule
+
+    text = ("{% for t in tools or [] %}{{ t.function.name }}{% endfor %}{% for m in messages %}<|{{ m.role }}|>"
+            "{% if m.tool_calls %}{% for c in m.tool_calls %}{% set a = c.function.arguments %}"
+            "{{ a if a is string else a|tojson }}{% endfor %}"
+            "{% elif m.role == 'tool' %}{{ {'output': m.content}|tojson }}{% else %}{{ m.content }}{% endif %}\n"
+            "{% endfor %}")
+    rule = find_rule("TK605")
+    assert list(rule().check(LintTarget(text))) == []
+    iterated = text.replace("{{ a if a is string else a|tojson }}", "{% for k in a %}{{ k }}={{ a[k] }}, {% endfor %}")
+    found = list(rule().check(LintTarget(iterated)))
+    assert [d.code for d in found] == ["TK605"]
+    assert found[0].message.startswith("JSON-string tool-call arguments are iterated character by character")

@@ -253,3 +253,15 @@ def test_plain_conversation_failure_is_not_a_fuzz_invariant():
 
     invariants = Checker("{% for m in messages %}{{ m.content }}{% endfor %}").invariants
     assert invariants[0] == "render-error" and not any(name.startswith("TK616") for name in invariants)
+
+
+def test_a_note_level_finding_breaks_no_invariant():
+    # TK601 only notes (info) that an [INST] ... [/INST] format needs no generation prompt.
+    from templatekit.conversation import Conversation
+    from templatekit.fuzz import Checker
+
+    inst = ("{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]"
+            "{% else %}{{ m.content }}</s>{% endif %}{% endfor %}")
+    chat = Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                         {"role": "user", "content": "Bye"}], add_generation_prompt=True)
+    assert Checker(inst).check(chat) is None

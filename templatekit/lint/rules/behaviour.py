@@ -22,6 +22,7 @@ These rules are marked ``behavioural``: ``static-only`` in the config skips them
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import ClassVar
@@ -34,8 +35,10 @@ from ...behaviour import (
     TEXT_VARIANT_FIXTURES,
     Behaviour,
     behaviour_of,
+    changed_span,
     common_prefix_length,
     content_reaches,
+    content_texts,
     describe_settings,
     dropped_segment,
     excerpt,
@@ -43,6 +46,7 @@ from ...behaviour import (
     not_continued,
     python_repr_of_content,
     render_without_tools,
+    strings_besides_arguments,
     strip_reasoning,
     visible_excerpt,
     whitespace_sensitive_settings,
@@ -82,6 +86,7 @@ class Broken:
     message: str
     line: int | None = None
     column: int | None = None
+    severity: str | None = None  # when lower than the rule's: a finding that is only worth noting
 
 
 def failed(what: str, failure: RenderFailure) -> Broken:
@@ -138,7 +143,10 @@ class BehaviourRule(Rule):
                 line, column = broken.line, broken.column
             else:
                 line, column = finding_position(target, self.anchors, broken.line)
-            return [self.diagnostic(line, column, broken.message)]
+            diagnostic = self.diagnostic(line, column, broken.message)
+            if broken.severity is not None:
+                diagnostic = dataclasses.replace(diagnostic, severity=broken.severity)
+            return [diagnostic]
         return []
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
@@ -212,12 +220,122 @@ def _text_variant(behaviour: Behaviour, fixture: Conversation) -> bool:
     return behaviour.given is None and fixture.name in TEXT_VARIANT_FIXTURES
 
 
-def _first_user_ending(behaviour: Behaviour) -> Iterator[Conversation]:
+def _ending_with(behaviour: Behaviour, role: str) -> Iterator[Conversation]:
+    """The fixtures (or the given conversation) whose last message has ``role``, and which ask for
+    no continuation of it."""
     for fixture in behaviour.evaluated():
         if fixture.continue_final_message or not fixture.messages or _text_variant(behaviour, fixture):
             continue
-        if fixture.messages[-1].get("role") in ("user", "tool"):
+        if fixture.messages[-1].get("role") == role:
             yield fixture
+
+
+# The reply appended to a conversation to see what the template prints before an assistant's text.
+_PROBE_REPLY = "Sentinel reply Qx7."
+_WHITESPACE = re.compile(r"\s+")
+# How much of a render's end a TK601 message quotes.
+_SHOWN = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReplyCue:
+    """What the template prints between a conversation's last message and an assistant reply to
+    it (see ``_reply_cue``)."""
+
+    follows: bool  # the render already ends where the reply starts: there is nothing to add
+    cue: str = ""  # the render's ending after the last message's text (``[/INST]``), when it follows
+    header: str = ""  # what the template prints before the reply that the render lacks
+    dangling: str = ""  # the render's own ending, also printed after the reply (emitted unconditionally)
+    closed: str = ""  # what closes a reply, which the render already ends with
+    ending: str = ""  # how the render ends, when the reply follows other text than that ending ...
+    follows_text: str = ""  # ... and the text the reply follows instead
+
+
+def _last_text(conversation: Conversation) -> str:
+    texts = content_texts(conversation.messages[-1].get("content"))
+    return texts[-1].strip() if texts else ""
+
+
+def _squashed(text: str) -> str:
+    return _WHITESPACE.sub("", text)
+
+
+def _ends_with_cue(rendered: str, last: str, cue: str) -> bool:
+    """Whether ``rendered`` ends with the last message's text then ``cue``, whitespace aside
+    (indentation around the cue is a history question, TK602's, not a missing prompt)."""
+    return bool(last) and _squashed(rendered).endswith(_squashed(last + cue))
+
+
+def _reply_cue(behaviour: Behaviour, fixture: Conversation, plain: Rendering) -> _ReplyCue | None:
+    """Whether the render of ``fixture`` without the generation prompt already ends where the
+    assistant's reply begins, found by rendering the conversation with a reply appended; None
+    when that cannot be told (the last message's text is not in the render, the render with the
+    reply fails).
+
+    It does when the template prints nothing but whitespace between the render's ending and the
+    reply: Mistral's ``[INST] ... [/INST]`` and formats whose user turn ends with the assistant's
+    cue (``<_bot>``, ``<｜Assistant｜>``), or formats that keep the assistant's turn open around
+    tool results (the reply continues that turn). A template that emits the assistant header
+    unconditionally looks the same before the reply, so the reply's own ending is checked too:
+    when it also ends with the cue, the cue dangles after every conversation."""
+    last = _last_text(fixture)
+    ended = plain.text.rstrip()
+    at = ended.rfind(last) if last else -1
+    if at < 0:
+        return None
+    cue = ended[at + len(last):]
+    messages = [*fixture.messages, {"role": "assistant", "content": _PROBE_REPLY}]
+    replied = behaviour.render(f"{fixture.name or 'fixture'}:with-reply", fixture.replace(messages=messages), False)
+    reply_at = replied.text.find(_PROBE_REPLY) if replied.ok else -1
+    if reply_at < 0:
+        return None
+    before = replied.text[:reply_at].rstrip()
+    if not _ends_with_cue(before, last, cue):
+        start = before.rfind(last)
+        if start < 0:
+            return None
+        printed = before[start + len(last):].lstrip()
+        # What the reply needs beyond the ending the render already has: the missing header.
+        if printed.startswith(cue.strip()):
+            return _ReplyCue(False, header=printed[len(cue.strip()):].lstrip())
+        return _ReplyCue(False, ending=ended[-_SHOWN:], follows_text=before[-_SHOWN:])
+    after = replied.text[reply_at + len(_PROBE_REPLY):].strip()
+    # A render that ends with what closes a reply (Gemma's <turn|>, an eos after every message)
+    # ends after a finished turn, not inside one the reply continues.
+    closing = _first_token(after)
+    if closing and ended.endswith(closing):
+        return _ReplyCue(False, closed=closing)
+    # The cue's end (the header, in "<|end|>\n<|assistant|>") after the reply as well means it is
+    # printed whatever the conversation ends with.
+    dangling = _shared_ending(cue.rstrip(), after)
+    if dangling and dangling not in behaviour.special_tokens.values():
+        return _ReplyCue(False, dangling=dangling)
+    return _ReplyCue(True, cue=cue)
+
+
+def _first_token(text: str) -> str:
+    """``text`` up to its second token (``<|end|>`` of ``<|end|><|assistant|>``; see ``_token_starts``)."""
+    for at in range(1, len(text)):
+        if _token_starts(text, at):
+            return text[:at].strip()
+    return text
+
+
+def _shared_ending(first: str, second: str) -> str:
+    """The longest common ending of ``first`` and ``second`` that starts on a token boundary in
+    both (after whitespace, at ``<`` or ``[``, after ``>`` or ``]``): ``<|assistant_start|>`` of
+    ``<|user_end|><|assistant_start|>`` and ``<|assistant_end|><|assistant_start|>``, nothing of
+    ``<｜Assistant｜>`` and ``<｜end▁of▁sentence｜>`` (whose ``｜>`` is no token of its own)."""
+    common = common_prefix_length(first[::-1], second[::-1])
+    for length in range(common, 0, -1):
+        if _token_starts(first, len(first) - length) and _token_starts(second, len(second) - length):
+            return first[len(first) - length:].strip()
+    return ""
+
+
+def _token_starts(text: str, at: int) -> bool:
+    return (at == 0 or text[at - 1].isspace() or text[at].isspace() or text[at] in "<["
+            or text[at - 1] in ">]")
 
 
 @register
@@ -228,8 +346,12 @@ class GenerationPromptNotSuffix(BehaviourRule):
     if it adds nothing the model continues the user's turn (and a header emitted unconditionally
     ends every training example with a dangling header); if it changes earlier text, prompts
     and training data disagree. A ``{% set add_generation_prompt = true %}`` that ignores the
-    caller's value is where the finding points, when there is one. Declare
-    ``generation_prompt=false`` for templates that deliberately have none (base-model formats).
+    caller's value is where the finding points, when there is one. Nothing needs adding where
+    the template itself prints an assistant reply right after the prompt's end: formats whose
+    user turn ends with the assistant's cue (Mistral's ``[INST] ... [/INST]``), and formats that
+    keep the assistant's turn open around tool results (the reply continues it). The first is
+    only noted (info), with the cue, until the template declares ``generation_prompt=false``, as
+    templates that deliberately have none (base-model formats) should.
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}<|assistant|>
@@ -246,24 +368,38 @@ class GenerationPromptNotSuffix(BehaviourRule):
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[Broken]:
         capabilities = behaviour.capabilities
-        # Only a declaration excuses a missing generation prompt: probing finding none is the bug.
+        # Only a declaration excuses a missing generation prompt (probing finding none is the bug),
+        # or the template's own way of printing a reply, which shows nothing is missing (below).
         if capabilities.declared("generation_prompt") and not capabilities.supports("generation_prompt"):
             return
-        for fixture in _first_user_ending(behaviour):
+        # The prompt is judged where the model's turn starts: after a user message. After tool
+        # results some formats keep the assistant's turn open (the reply continues it), so there
+        # an empty prompt is right exactly when the template prints nothing before such a reply.
+        cues: dict[str, str] = {}  # per last role: the ending a render ends with where a reply follows
+        by_design: Conversation | None = None  # a user-ending fixture whose reply follows the render as it is
+        for fixture in [*_ending_with(behaviour, "user"), *_ending_with(behaviour, "tool")]:
             prompted = behaviour.fixture_render(fixture, True)
             plain = behaviour.fixture_render(fixture, False)
             if not (prompted.ok and plain.ok):
                 continue
             if prompted.text == plain.text:
-                overwrites, reads = _generation_prompt_uses(target)
-                # The caller's value stops mattering where the template assigns its own (a
-                # constant, say) to the variable; otherwise the first place it is read.
-                why = ("the template assigns add_generation_prompt a value of its own here, which ignores the "
-                       "caller's" if overwrites else
-                       "the template has no generation prompt, or emits it unconditionally")
-                yield _at((overwrites or reads or [None])[0],
-                          f"{behaviour.describe(fixture)} renders the same with and without add_generation_prompt: "
-                          f"{why}")
+                role = fixture.messages[-1].get("role")
+                # Once a render is known to end where the reply starts, another render ending
+                # with the same cue needs no reply render of its own to tell. A tool result that
+                # ends with the cue closing the user's turns (Hunyuan's <|extra_0|>) is followed
+                # by the assistant's turn just as they are.
+                if role in cues and _ends_with_cue(plain.text, _last_text(fixture), cues[role]):
+                    continue
+                if role == "tool" and cues.get("user", "").strip() and _squashed(plain.text).endswith(
+                        _squashed(cues["user"])):
+                    continue
+                cue = _reply_cue(behaviour, fixture, plain)
+                if cue is not None and cue.follows:
+                    cues[role] = cue.cue
+                    if role == "user" and by_design is None:
+                        by_design = fixture
+                    continue
+                yield self._no_prompt(behaviour, target, fixture, cue)
                 return
             if not prompted.text.startswith(plain.text):
                 at = common_prefix_length(prompted.text, plain.text)
@@ -273,6 +409,42 @@ class GenerationPromptNotSuffix(BehaviourRule):
                           f"of the render with it; they differ at offset {at}: {excerpt(plain.text, at)} vs "
                           f"{excerpt(prompted.text, at)}")
                 return
+        if by_design is not None:
+            # Nothing is missing, yet the invariant (a non-empty suffix, or a declared absence)
+            # does not hold: worth a note, not a warning.
+            _overwrites, reads = _generation_prompt_uses(target)
+            noted = _at((reads or [None])[0],
+                        f"{behaviour.describe(by_design)} renders the same with and without add_generation_prompt: "
+                        f"the template needs no generation prompt, since its render of an assistant reply follows "
+                        f"the user's turn as it ends ({cues['user'].strip()!r}); declare it with "
+                        f"{{# templatekit: capabilities generation_prompt=false #}}")
+            yield dataclasses.replace(noted, severity="info")
+
+    @staticmethod
+    def _no_prompt(behaviour: Behaviour, target: LintTarget, fixture: Conversation, cue: _ReplyCue | None) -> Broken:
+        overwrites, reads = _generation_prompt_uses(target)
+        after, continued = (("a tool result", "the tool result") if fixture.messages[-1].get("role") == "tool"
+                            else ("a user message", "the user's turn"))
+        # The caller's value stops mattering where the template assigns its own (a constant, say)
+        # to the variable; otherwise the first place it is read.
+        if overwrites:
+            why = "the template assigns add_generation_prompt a value of its own here, which ignores the caller's"
+        elif cue is not None and cue.dangling:
+            why = (f"the template emits {cue.dangling!r} unconditionally: a conversation that ends with the "
+                   f"assistant's reply ends with it too")
+        elif cue is not None and cue.header.strip():
+            why = (f"the template prints {cue.header!r} before an assistant reply to {after}, but "
+                   f"add_generation_prompt does not add it, so the model continues {continued}")
+        elif cue is not None and cue.closed:
+            why = (f"it ends with {cue.closed!r}, which also closes the template's assistant replies, and the "
+                   f"template opens no turn before a reply to {after}: the prompt ends after a finished turn")
+        elif cue is not None and cue.follows_text:
+            why = (f"it ends {cue.ending!r}, while in the template's render of an assistant reply to {after} the "
+                   f"reply follows {cue.follows_text!r}: the prompt does not end where replies start")
+        else:
+            why = "the template has no generation prompt, or emits it unconditionally"
+        return _at((overwrites or reads or [None])[0],
+                   f"{behaviour.describe(fixture)} renders the same with and without add_generation_prompt: {why}")
 
 
 _GENERATION_PROMPT = "add_generation_prompt"
@@ -397,16 +569,10 @@ def _classify_break(behaviour: Behaviour, fixture: Conversation, j: int, earlier
     reasoning_texts = [str(message[key]).strip() for message in fixture.messages[:j] for key in REASONING_FIELDS
                        if message.get(key)]
     if segment is not None:
-        # A little context before the cut: "<|START_T" may be shared and "HINKING|>" dropped.
-        dropped = earlier[max(0, segment[0] - 16):segment[1]]
-        if any(text and text in dropped for text in reasoning_texts):
+        if any(text and _text_dropped(earlier, later, segment, text) for text in reasoning_texts):
             return "reasoning"
-        # A reasoning display is what the cut starts with (<think>, a thinking token, an analysis
-        # channel); a marker word further in is prose of a rewritten tail ("well-reasoned", a
-        # guard model's instructions), not reasoning dropped from a turn.
-        opening = earlier[max(0, segment[0] - 16):min(segment[1], segment[0] + _DISPLAY_OPENING)]
-        if _REASONING_MARKERS.search(opening) and not _unrequested_tail(behaviour, fixture, j, earlier, segment,
-                                                                        prompted):
+        if _reasoning_display_dropped(earlier, later, segment) and not _unrequested_tail(
+                behaviour, fixture, j, earlier, segment, prompted):
             return "reasoning"
     if reasoning_texts:
         # The history without reasoning must then re-render as a prefix for this to be policy only.
@@ -415,6 +581,59 @@ def _classify_break(behaviour: Behaviour, fixture: Conversation, j: int, earlier
         if again.ok and later.startswith(again.text):
             return "reasoning"
     return "unstable"
+
+
+# How much context before a cut a reasoning marker may start in: "<|START_T" may be shared by
+# the two renders and "HINKING|>" dropped.
+_CUT_CONTEXT = 16
+# How much further a re-rendered piece of a render's tail may reach once its whitespace changes.
+_REALIGNMENT = 32
+
+
+def _text_dropped(earlier: str, later: str, segment: tuple[int, int], text: str) -> bool:
+    """Whether a reasoning text of the fixture is in the part of ``earlier`` that ``later`` lacks
+    (``segment``), and not printed again further on (moved or re-indented, not dropped)."""
+    start, end = segment
+    low = max(0, start - _CUT_CONTEXT)
+    at = earlier.find(text, low, end)
+    while at >= 0 and at + len(text) <= start:
+        at = earlier.find(text, at + 1, end)
+    return at >= 0 and text not in later[start:]
+
+
+def _reasoning_display_dropped(earlier: str, later: str, segment: tuple[int, int]) -> bool:
+    """Whether the part of ``earlier`` that ``later`` lacks is reasoning display: a reasoning
+    marker (a think block, a thinking token, an analysis channel) that ``later`` drops or
+    changes, or the content of a reasoning block opened just before the cut.
+
+    The marker must be in the cut, near its start: a marker word further in is prose of a
+    rewritten tail ("well-reasoned", a guard model's instructions). One just before the cut
+    counts only if it opens a block (``<think>``): after a closing one (``</think>``) the cut is
+    not inside reasoning. When the cut runs to the end of ``earlier``, that end may only be
+    re-rendered with other whitespace (the indentation around a ``</think>`` that is still
+    there): a marker in it counts only if ``later`` does not go on with the same text up to it,
+    whitespace aside."""
+    start, end = segment
+    low = max(0, start - _CUT_CONTEXT)
+    opening = earlier[low:min(end, start + _DISPLAY_OPENING)]
+    before = None  # the last marker that ends before the cut
+    for match in _REASONING_MARKERS.finditer(opening):
+        marker_start, marker_end = low + match.start(), low + match.end()
+        if marker_end <= start:
+            before = marker_start
+            continue
+        if end < len(earlier):
+            return True  # a cut in the middle: later goes on with what followed it, so the cut text is gone
+        if not _squashed(later[start:marker_end + _REALIGNMENT]).startswith(_squashed(earlier[start:marker_end])):
+            return True
+    return before is not None and not _closes(earlier, before)
+
+
+def _closes(text: str, marker_start: int) -> bool:
+    """Whether the reasoning marker word at ``marker_start`` ends a block (``</think>``,
+    ``[/THINK]``, ``<|END_THINKING|>``) rather than opening one."""
+    lead = text[max(0, marker_start - 5):marker_start].lower()
+    return "/" in lead or "end" in lead
 
 
 def _unrequested_tail(behaviour: Behaviour, fixture: Conversation, j: int, earlier: str, segment: tuple[int, int],
@@ -558,7 +777,9 @@ class ToolArgumentsShape(BehaviourRule):
 
     Why: transformers' convention is a mapping, the OpenAI wire format is a JSON string, and
     servers pass either. ``|tojson`` on a string double-encodes it (``"{\\"city\\": ...}"``),
-    ``|items`` on a string raises. Branch on ``arguments is string``.
+    ``|items`` on a string raises, ``for key in arguments`` walks it one character at a time
+    (``{=, "=, c=, ...``). Branch on ``arguments is string``. Only what changes with the
+    arguments' shape counts: a tool result the template JSON-encodes is not the arguments.
 
     Bad:
         {% for t in tools or [] %}{{ t.function.name }}{% endfor %}
@@ -589,16 +810,73 @@ class ToolArgumentsShape(BehaviourRule):
                 return
             if not as_string.ok:
                 return
+            if as_string.text == as_object.text:
+                return
+            # Only what changes with the arguments' shape is their doing: a tool result or a tool
+            # definition the template JSON-encodes renders the same either way.
+            start, end = changed_span(as_object.text, as_string.text)
+            others = strings_besides_arguments(string_fixture)
             keys = [key for message in fixture.messages for call in message.get("tool_calls") or ()
                     for key in call["function"]["arguments"]]
             for key in keys:
                 escaped = f'\\"{key}\\"'
                 # Raw inputs only: the JSON of a message holding a string argument escapes it too.
-                if escaped in as_string.text and not _from_input(escaped, string_fixture, behaviour, target,
-                                                                 with_json=False):
-                    at = as_string.text.index(escaped)
-                    yield f"JSON-string tool-call arguments are encoded twice: {excerpt(as_string.text, at)}"
+                if _from_input(escaped, string_fixture, behaviour, target, with_json=False):
+                    continue
+                for match in re.finditer(re.escape(escaped), as_string.text):
+                    if match.start() < end and match.end() > start and not _encoded_input_around(
+                            as_string.text, match.start(), match.end(), others):
+                        yield (f"JSON-string tool-call arguments are encoded twice: "
+                               f"{excerpt(as_string.text, match.start())}")
+                        return
+            for arguments in _string_arguments(string_fixture):
+                at = _iterated_characters(as_string.text, start, end, arguments)
+                if at is not None:
+                    yield (f"JSON-string tool-call arguments are iterated character by character (a string is not a "
+                           f"mapping): {excerpt(as_string.text, at)}")
                     return
+
+
+# How many leading characters of a JSON-string argument must come out one per loop iteration,
+# each followed by the same text, for the string to count as iterated.
+_ITERATED_CHARACTERS = 6
+
+
+def _string_arguments(conversation: Conversation) -> list[str]:
+    functions = [call.get("function") or {} for message in conversation.messages
+                 for call in message.get("tool_calls") or ()]
+    return [function["arguments"] for function in functions if isinstance(function.get("arguments"), str)]
+
+
+def _iterated_characters(text: str, start: int, end: int, arguments: str) -> int | None:
+    """Where ``text`` prints the first characters of ``arguments`` one at a time, each followed by
+    the same non-empty text (``{=, "=, q=, ...``: a ``for key in arguments`` loop given the string),
+    within ``start``..``end``; None when it does not."""
+    head = arguments[:_ITERATED_CHARACTERS]
+    if len(head) < _ITERATED_CHARACTERS:
+        return None
+    pattern = re.escape(head[0]) + r"(.{1,40}?)" + re.escape(head[1]) + "".join(
+        r"\1" + re.escape(character) for character in head[2:])
+    for match in re.finditer(pattern, text, re.DOTALL):
+        if match.start() < end and match.end() > start:
+            return match.start()
+    return None
+
+
+def _encoded_input_around(text: str, start: int, end: int, strings: list[str]) -> bool:
+    """Whether ``text[start:end]`` lies inside the JSON encoding of one of ``strings`` (a tool
+    result or a tool's description printed with ``tojson``), so those inputs explain it."""
+    piece = text[start:end]
+    for string in strings:
+        for encoded in {json.dumps(string, ensure_ascii=False)[1:-1], json.dumps(string)[1:-1]}:
+            if piece not in encoded:
+                continue
+            at = text.find(encoded, max(0, end - len(encoded)))
+            while 0 <= at <= start:
+                if at + len(encoded) >= end:
+                    return True
+                at = text.find(encoded, at + 1)
+    return False
 
 
 @register
@@ -854,7 +1132,10 @@ class ReasoningDroppedFromHistory(BehaviourRule):
     Why: many reasoning models are trained to see only the current turn's thinking, so dropping
     it from history is a deliberate policy, not a bug (that is why TK602 does not report it).
     It still means the prompt is not append-only at that turn: the prefix cache misses and an
-    assistant mask computed by diffing renders is wrong there. Know that it happens.
+    assistant mask computed by diffing renders is wrong there. Know that it happens. Only what
+    the longer conversation no longer prints counts: the turn's reasoning text, a reasoning
+    marker, or the content of a think block the prompt opened; indentation that changes next to
+    a ``</think>`` still printed is an unstable history (TK602).
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{% if loop.last and m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}
