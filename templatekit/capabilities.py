@@ -303,15 +303,16 @@ def _tool(name: str) -> dict:
     }
 
 
-def _tool_call_conversation(arguments: list[Any], *, user_after_results: bool = True) -> Conversation:
-    """minja's tool-call probe: one call per item of ``arguments`` (one, or two in one turn), the
-    results, and a user turn after them (or, with ``user_after_results=False``, ending at the
-    results, where the model answers next)."""
+def _tool_call_conversation(arguments: list[Any], *, user_after_results: bool = True,
+                            content: str | None = "") -> Conversation:
+    """minja's tool-call probe: one call per item of ``arguments`` (one, or two in one turn) in an
+    assistant turn with ``content``, the results, and a user turn after them (or, with
+    ``user_after_results=False``, ending at the results, where the model answers next)."""
     names = [TOOL_NAME] if len(arguments) == 1 else PARALLEL_TOOLS
     tool_calls = [_call(name, each, call_id) for name, each, call_id in zip(names, arguments, CALL_IDS)]
     messages = [
         _user(),
-        {"role": "assistant", "content": "", "tool_calls": tool_calls},
+        {"role": "assistant", "content": content, "tool_calls": tool_calls},
         *({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": RESPONSE_NEEDLE}
           for call in tool_calls),
     ]
@@ -320,14 +321,14 @@ def _tool_call_conversation(arguments: list[Any], *, user_after_results: bool = 
     return Conversation(messages, tools=[_tool(name) for name in names])
 
 
-def _render_tool_calls(render: Render, key: str, arguments: list[Any]) -> Any:
+def _render_tool_calls(render: Render, key: str, arguments: list[Any], content: str | None = "") -> Any:
     """The tool-call probe rendered; when the template itself refuses minja's shape (Mistral's
     templates raise unless an assistant turn follows tool results), the same calls ending at their
     results, the shape every tool-calling client sends before the model's answer."""
-    rendering = render(key, _tool_call_conversation(arguments), True)
+    rendering = render(key, _tool_call_conversation(arguments, content=content), True)
     if rendering is not None and not rendering.ok and getattr(rendering.error, "kind", None) == "raised":
         rendering = render(f"{key}:ending-with-results",
-                           _tool_call_conversation(arguments, user_after_results=False), True)
+                           _tool_call_conversation(arguments, user_after_results=False, content=content), True)
     return rendering
 
 
@@ -362,6 +363,7 @@ class _Readings:
         self.values: dict[str, bool | None] = {}
         self.facts: dict[str, str] = {}
         self.failures: dict[str, Any] = {}
+        self.probe_failures: dict[str, Any] = {}  # each capability's own probe's failure
 
     def read(self, name: str, found: bool, feature: Any, baseline: Any, baseline_is: str,
              depends_on: str | None = None) -> None:
@@ -370,6 +372,8 @@ class _Readings:
         baseline probes) is a "no", a failing probe is a "no" as well: tool calls cannot render
         where tool definitions already raise."""
         failure = _failure(feature)
+        if failure is not None:
+            self.probe_failures[name] = failure
         if found or failure is None:
             self.values[name] = found
         elif getattr(failure, "spent_budget", False):
@@ -464,25 +468,30 @@ def probe(render: Render) -> Capabilities:
         read("generation_prompt", _text(plain) is not None and _text(unprompted) is not None
              and _text(plain) != _text(unprompted), plain, unprompted, "the same turn without add_generation_prompt")
 
-    null_content = run("probe:null-content", Conversation(
-        [_user(), {"role": "assistant", "content": None}, _user("Again."), {"role": "assistant", "content": "ok"}],
-        add_generation_prompt=False), False)
-    if _has(exchange, USER_NEEDLE) and not _has(null_content, USER_NEEDLE):
-        facts["content"] = "requires non-null assistant content"
+    # Clients send a turn of tool calls with null content (OpenAI's shape): the one place null
+    # content is normal, so the fact is about that turn, and only where tool calls render.
+    null_content = None
+    if values.get("tool_calls") and _failure(as_object) is None:
+        null_content = _render_tool_calls(run, "probe:call-null-content",
+                                          [{ARGUMENT_NEEDLE: "print('Hello, World!')"}], content=None)
+        if _failure(null_content) is not None:
+            facts["content"] = "requires non-null content on tool-call turns"
 
     # The tag is the template's, not the input's: any probe with an assistant turn shows it, and
     # only when none renders is there nothing to tell from.
     answered = [rendering for rendering in (exchange, reasoning, as_object, as_string, parallel, null_content)
-                if _failure(rendering) is None]
+                if rendering is not None and _failure(rendering) is None]
     if answered:
         values["generation_tag"] = any(rendering.spans for rendering in answered)
     else:
         readings.unknown("generation_tag", "no probe with an assistant turn renders", _failure(exchange))
 
     if renders and all(_failure(rendering) is not None for rendering in renders):
-        # Nothing rendered: one reason for every capability, the first failure.
+        # Nothing rendered: one reason for every capability, each with its own probe's failure
+        # (probes fail in different places), or the first one's.
         for name in [name for name, value in values.items() if value is None]:
-            readings.unknown(name, "every probe render fails", _failure(renders[0]))
+            readings.unknown(name, "every probe render fails",
+                             readings.probe_failures.get(name, _failure(renders[0])))
     return Capabilities(values=values, sources={name: "probed" for name in values}, facts=facts,
                         failures=readings.failures)
 

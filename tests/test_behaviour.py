@@ -281,6 +281,14 @@ def test_an_unconditional_header_is_named_as_such():
                                 "with the assistant's reply ends with it too")
 
 
+def test_an_unconditional_header_is_named_as_such_when_replies_add_their_own_header_too():
+    found, _behaviour = _generation_prompt_findings(
+        "{% for m in messages %}{% if m.role == 'user' %}<|user|>{{ m.content }}<|end|>{% else %}"
+        "<|bot|><|resp|>{{ m.content }}<|end|>{% endif %}{% endfor %}<|bot|>")
+    assert [d.code for d in found] == ["TK601"]
+    assert "emits '<|end|><|bot|>' unconditionally" in found[0].message
+
+
 TOOL_TURNS = (
     "{%- for t in tools or [] %}<|tool|>{{ t.function.name }}\n{% endfor -%}"
     "{%- for m in messages -%}"

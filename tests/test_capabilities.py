@@ -474,3 +474,14 @@ def test_capabilities_command_shows_unknown_alike_in_text_and_json(run, tmp_path
     assert found["supported"] is None and found["source"] == "probed"
     assert found["note"] == system.split("  - ", 1)[1]
     assert entry["capabilities"]["tools"]["supported"] is True
+
+
+def test_every_probe_failing_names_each_capabilitys_own_failure():
+    # Probes fail in different places: the tools row must not quote the plain turn's error.
+    text = ("{% if tools %}{% for t in tools %}{{ t.function.parameters.missing.deeper }}{% endfor %}{% endif %}\n"
+            "{% for d in documents %}{{ d.title }}{% endfor %}\n"
+            "{{ messages[0].content + nothing.here }}")
+    found = Behaviour(text).capabilities
+    assert all(value is None for value in found.values.values())
+    assert capability_note(found, "tools").startswith("unknown: every probe render fails: <template>:1: ")
+    assert capability_note(found, "system").startswith("unknown: every probe render fails: <template>:2: ")

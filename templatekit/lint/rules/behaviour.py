@@ -249,6 +249,7 @@ class _ReplyCue:
     closed: str = ""  # what closes a reply, which the render already ends with
     ending: str = ""  # how the render ends, when the reply follows other text than that ending ...
     follows_text: str = ""  # ... and the text the reply follows instead
+    unmarked: bool = False  # the reply follows the last message's text with nothing between
 
 
 def _last_text(conversation: Conversation) -> str:
@@ -290,7 +291,17 @@ def _reply_cue(behaviour: Behaviour, fixture: Conversation, plain: Rendering) ->
     if reply_at < 0:
         return None
     before = replied.text[:reply_at].rstrip()
+    after = replied.text[reply_at + len(_PROBE_REPLY):].strip()
+    closing = _first_token(after)
+    # The cue's end (the header, in "<|end|>\n<|assistant|>") after the reply as well means it is
+    # printed whatever the conversation ends with; the reply's own closing token alone is just
+    # the end of a turn.
+    dangling = _shared_ending(cue.rstrip(), after)
+    if dangling == closing or dangling in behaviour.special_tokens.values():
+        dangling = ""
     if not _ends_with_cue(before, last, cue):
+        if dangling:
+            return _ReplyCue(False, dangling=dangling)
         start = before.rfind(last)
         if start < 0:
             return None
@@ -299,17 +310,14 @@ def _reply_cue(behaviour: Behaviour, fixture: Conversation, plain: Rendering) ->
         if printed.startswith(cue.strip()):
             return _ReplyCue(False, header=printed[len(cue.strip()):].lstrip())
         return _ReplyCue(False, ending=ended[-_SHOWN:], follows_text=before[-_SHOWN:])
-    after = replied.text[reply_at + len(_PROBE_REPLY):].strip()
     # A render that ends with what closes a reply (Gemma's <turn|>, an eos after every message)
     # ends after a finished turn, not inside one the reply continues.
-    closing = _first_token(after)
     if closing and ended.endswith(closing):
         return _ReplyCue(False, closed=closing)
-    # The cue's end (the header, in "<|end|>\n<|assistant|>") after the reply as well means it is
-    # printed whatever the conversation ends with.
-    dangling = _shared_ending(cue.rstrip(), after)
-    if dangling and dangling not in behaviour.special_tokens.values():
+    if dangling:
         return _ReplyCue(False, dangling=dangling)
+    if not cue.strip():
+        return _ReplyCue(False, unmarked=True)
     return _ReplyCue(True, cue=cue)
 
 
@@ -438,6 +446,9 @@ class GenerationPromptNotSuffix(BehaviourRule):
         elif cue is not None and cue.closed:
             why = (f"it ends with {cue.closed!r}, which also closes the template's assistant replies, and the "
                    f"template opens no turn before a reply to {after}: the prompt ends after a finished turn")
+        elif cue is not None and cue.unmarked:
+            why = (f"nothing marks where the assistant's turn starts: in the template's render of an assistant "
+                   f"reply to {after}, the reply follows the last message's text directly")
         elif cue is not None and cue.follows_text:
             why = (f"it ends {cue.ending!r}, while in the template's render of an assistant reply to {after} the "
                    f"reply follows {cue.follows_text!r}: the prompt does not end where replies start")
@@ -1202,8 +1213,9 @@ class ChecksNotEvaluated(BehaviourRule):
         renders = [(fixture, behaviour.fixture_render(fixture)) for fixture in behaviour.evaluated()]
         if renders and not any(rendering.ok for _fixture, rendering in renders):
             fixture, rendering = renders[0]
-            yield Broken(f"not evaluated: every behavioural check (TK6xx), because the render of every fixture "
-                         f"fails ({len(renders)} of {len(renders)}), the first, {behaviour.describe(fixture)}, with "
+            yield Broken(f"not evaluated: the behavioural checks that compare fixture renders (TK6xx), because "
+                         f"the render of every fixture fails ({len(renders)} of {len(renders)}), the first, "
+                         f"{behaviour.describe(fixture)}, with "
                          f"{failure_text(rendering.error)}", rendering.error.line)
             return
         capabilities = behaviour.capabilities
