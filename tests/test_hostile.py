@@ -211,3 +211,47 @@ def test_render_and_diff_spend_a_hostile_templates_budget_once(tmp_path, monkeyp
     renders.clear()
     compared = CliRunner().invoke(main, ["diff", str(endless), str(plain), *fixtures])
     assert compared.exit_code == 1 and len(renders) == 1 + 3  # the plain side renders every fixture
+
+
+def test_a_static_rule_that_runs_too_long_is_stopped_and_says_so(monkeypatch):
+    # A template can make an analysis quadratic (thousands of elif branches): lint must not hang.
+    from templatekit.lint import engine
+    from templatekit.lint.engine import run_rules
+    from templatekit.lint.registry import find_rule
+    from templatekit.lint.target import LintTarget
+
+    def spin(self, target):
+        while True:
+            pass
+
+    monkeypatch.setattr(engine, "RULE_SECONDS", 0.2)
+    slow, other = find_rule("TK207"), find_rule("TK201")
+    monkeypatch.setattr(slow, "check", spin)
+    started = time.monotonic()
+    found = run_rules(LintTarget("{% for m in messages %}{{ m['content'].strip() }}{% endfor %}"), [slow(), other()])
+    assert time.monotonic() - started < 5
+    stopped = [d for d in found if d.code == "TK207"]
+    assert len(stopped) == 1 and stopped[0].severity == "info" and "ran out of its time budget" in stopped[0].message
+    assert [d.code for d in found if d.code != "TK207"] == ["TK201"]  # the other rules still run
+
+
+def test_once_the_static_budget_is_spent_the_remaining_rules_do_not_run(monkeypatch):
+    from templatekit.lint import engine
+    from templatekit.lint.engine import run_rules
+    from templatekit.lint.registry import find_rule
+    from templatekit.lint.target import LintTarget
+
+    def spin(self, target):
+        while True:
+            pass
+
+    monkeypatch.setattr(engine, "RULE_SECONDS", 0.2)
+    monkeypatch.setattr(engine, "STATIC_SECONDS", 0.3)
+    rules = [find_rule(code) for code in ("TK201", "TK207", "TK208")]
+    for rule in rules:
+        monkeypatch.setattr(rule, "check", spin)
+    started = time.monotonic()
+    found = run_rules(LintTarget("{{ messages }}"), [rule() for rule in rules])
+    assert time.monotonic() - started < 1.5  # 0.2 + 0.1 s, then the third is not started
+    assert sorted(d.code for d in found) == ["TK201", "TK207", "TK208"]
+    assert all("ran out of its time budget" in d.message for d in found)
