@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -35,37 +34,34 @@ def run_rules(target: LintTarget, rules: Iterable[Rule]) -> list[Diagnostic]:
 # A static rule's analysis takes milliseconds on a real template (under 0.1 s on the largest of
 # the 786 corpus templates), but a template built to make an analysis quadratic (thousands of
 # elif branches, each under the conditions of all before it) could hold lint for minutes. Each
-# static rule gets RULE_SECONDS, and all of them together STATIC_SECONDS, per template; a rule
-# that runs out says it did not check. Behavioural rules are bounded by their renders' budgets.
+# static rule gets RULE_SECONDS per template, and one that runs out says it did not check.
+# There is no budget for all rules together: padding that spends it on the first rules would
+# switch off the last ones, the security rules among them. A security rule that runs out is an
+# error, since what it could not inspect may be an attack. Behavioural rules are bounded by their
+# renders' budgets.
 RULE_SECONDS = 2.0
-STATIC_SECONDS = 10.0
+SECURITY_PREFIX = "TK9"
 
 
 def _check(target: LintTarget, rules: list[Rule]) -> tuple[list[Diagnostic], set[str]]:
     """The rules' diagnostics, and the codes of the rules that looked at the whole template."""
     found: list[Diagnostic] = []
     checked: set[str] = set()
-    static_left = STATIC_SECONDS
     for rule in rules:
         if rule.needs_tree and target.tree is None:
             continue
         timed = not getattr(rule, "behavioural", False)
-        if timed and static_left <= 0:
-            found.append(_out_of_time(rule))
-            continue
-        started = time.monotonic()
         try:
-            with _deadline(min(RULE_SECONDS, static_left) if timed else None):
+            with _deadline(RULE_SECONDS if timed else None):
                 found.extend(rule.check(target))
         except RecursionError:
             found.append(_not_checked(rule))
+            target.discard_shared()  # it may have stopped halfway through a shared analysis
             continue
         except _RuleOutOfTime:
             found.append(_out_of_time(rule))
+            target.discard_shared()
             continue
-        finally:
-            if timed:
-                static_left -= time.monotonic() - started
         checked.add(rule.code)
     return found, checked
 
@@ -96,12 +92,12 @@ def _deadline(seconds: float | None) -> Iterator[None]:
 
 
 def _out_of_time(rule: Rule) -> Diagnostic:
-    return dataclasses.replace(
-        rule.diagnostic(1, 1, f"not checked: this rule's analysis of the template ran out of its time budget "
-                              f"({RULE_SECONDS:g} s per rule, {STATIC_SECONDS:g} s for all static rules): a template "
-                              f"this large or this branched is beyond it"),
-        severity="info", fix=None,
-    )
+    message = (f"not checked: this rule's analysis of the template ran out of its time budget ({RULE_SECONDS:g} s): "
+               f"a template this large or this branched is beyond it")
+    if rule.code.startswith(SECURITY_PREFIX):
+        return dataclasses.replace(rule.diagnostic(1, 1, message + "; what a security check cannot inspect is "
+                                                   "treated as unsafe"), severity="error", fix=None)
+    return dataclasses.replace(rule.diagnostic(1, 1, message), severity="info", fix=None)
 
 
 def _not_checked(rule: Rule) -> Diagnostic:
@@ -114,7 +110,7 @@ def _not_checked(rule: Rule) -> Diagnostic:
     """
     return dataclasses.replace(
         rule.diagnostic(1, 1, "not checked: the template nests expressions (a chain of `and`, `or`, `+`, "
-                              "filters or attributes) deeper than this rule's analysis, and Jinja's "
-                              "compiler, can follow"),
+                              "filters or attributes), or sets variables from one another, deeper than "
+                              "this rule's analysis can follow"),
         severity="info", fix=None,
     )

@@ -85,6 +85,12 @@ class LintTarget:
             self._shared[key] = compute(self)
         return self._shared[key]
 
+    def discard_shared(self) -> None:
+        """Forget every shared analysis. A rule stopped halfway (its time budget, a recursion
+        too deep) may leave one half-built, with lazy parts filled with placeholders; the rules
+        after it must compute their own rather than read those."""
+        self._shared.clear()
+
     # -- positions ------------------------------------------------------------------------------
     @cached_property
     def lines(self) -> list[str]:

@@ -19,7 +19,6 @@ template. Precision matters more than recall here; a linter that cries wolf gets
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -855,17 +854,11 @@ def always_raises(body: list[nodes.Node]) -> bool:
     return any(isinstance(stmt, nodes.Output) and any(is_raise(part) for part in stmt.nodes) for stmt in body)
 
 
-_FACTS: weakref.WeakKeyDictionary[LintTarget, TemplateFacts] = weakref.WeakKeyDictionary()
-
-
 def facts_for(target: LintTarget) -> TemplateFacts:
-    """The analysis of one target, computed once and shared by every rule that asks."""
-    facts = _FACTS.get(target)
-    if facts is None:
-        assert target.tree is not None  # rules run only on templates that parse (needs_tree)
-        facts = TemplateFacts(target.tree)
-        _FACTS[target] = facts
-    return facts
+    """The analysis of one target, computed once and shared by every rule that asks (its lazy
+    parts are filled in as rules ask; see ``LintTarget.discard_shared``)."""
+    assert target.tree is not None  # rules run only on templates that parse (needs_tree)
+    return target.shared("structure:facts", lambda shared_target: TemplateFacts(shared_target.tree))
 
 
 IF_KEYWORD = r"\{%[-+]?\s*(if)\b"
