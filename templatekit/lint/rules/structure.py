@@ -1431,6 +1431,7 @@ def generation_prompt_emissions(facts: TemplateFacts) -> list[Emission]:
     found: list[Emission] = []
     # Only output under a test of the flag, or holding one inline, can depend on it.
     guarded: dict[int, nodes.Output] = {}
+    collected: set[int] = set()  # ifs whose outputs are in: each elif test names the same if
     for read in facts.find(nodes.Name):
         if not is_generation_flag(read):
             continue
@@ -1439,7 +1440,9 @@ def generation_prompt_emissions(facts: TemplateFacts) -> list[Emission]:
                 guarded[id(parent)] = parent
             elif isinstance(parent, nodes.If) and field in ("test", "elif_"):
                 # An ``elif`` test also decides the later branches of the ``if`` it belongs to.
-                guarded.update((id(output), output) for output in parent.find_all(nodes.Output))
+                if id(parent) not in collected:
+                    collected.add(id(parent))
+                    guarded.update((id(output), output) for output in parent.find_all(nodes.Output))
                 continue
             if isinstance(parent, nodes.Stmt):
                 break
