@@ -10,7 +10,6 @@ import codecs
 import json
 import math
 import os
-import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -351,20 +350,16 @@ def _failure_line(result: Any, special_tokens: dict[str, str] | None = None) -> 
     the conversation, named by its file when it came from one. Given the source's
     ``special_tokens``, an undefined special token the source does not define gets a hint."""
     line = result.error.describe() + (_TIMEOUT_HINT if result.error.out_of_time else "")
-    missing = _UNDEFINED_TOKEN.fullmatch(result.error.message or "") if special_tokens is not None else None
-    if missing and result.error.exception_type == "UndefinedError" and missing[1] not in special_tokens \
-            and missing[1] not in result.conversation.kwargs:
-        line += (f"; no {missing[1]} is passed, as the source defines none (nor would transformers pass one): "
-                 f"give one with --var {missing[1]}=TEXT")
+    missing = result.error.undefined_special_token() if special_tokens is not None else None
+    if missing and missing not in special_tokens and missing not in result.conversation.kwargs:
+        line += (f"; no {missing} is passed, as the source defines none (nor would transformers pass one): "
+                 f"give one with --var {missing}=TEXT")
     if result.error.location:
         return line
     conversation = result.conversation
     where = conversation.origin or f"fixture {conversation.name or 'conversation'}"
     return f"{one_line(where)}: {line}"
 
-
-# Jinja's message for a special token the template reads and nobody passed.
-_UNDEFINED_TOKEN = re.compile(r"'(\w+_token)' is undefined")
 
 # Only the commands with a --timeout option say so; lint's per-render budget is fixed.
 _TIMEOUT_HINT = "; allow more with --timeout SECONDS"

@@ -7,6 +7,8 @@ prints or exits.
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,10 @@ class InputError(TemplatekitError):
         super().__init__(one_line(message))
 
 
+# Jinja's message for a variable the template reads and nobody passed, when it names a special token.
+_UNDEFINED_TOKEN = re.compile(r"'(\w+_token)' is undefined")
+
+
 class RenderFailure(TemplatekitError):
     """Rendering did not produce a prompt.
 
@@ -106,6 +112,12 @@ class RenderFailure(TemplatekitError):
     def describe_unplaced(self) -> str:
         """``describe()`` without the location, for messages that say where on their own."""
         return self._at(None).describe()
+
+    def undefined_special_token(self) -> str | None:
+        """The special token (``bos_token``, ``sep_token``, ...) the template read while nobody
+        passed it, when that is what failed; else None."""
+        found = _UNDEFINED_TOKEN.fullmatch(self.message or "")
+        return found[1] if found and self.exception_type == "UndefinedError" else None
 
     def _at(self, location: str | None) -> "RenderFailure":
         return RenderFailure(self.kind, self.message, exception_type=self.exception_type, location=location,

@@ -1291,11 +1291,7 @@ def _plain_failure(behaviour: Behaviour, failure: RenderFailure) -> bool:
     template given without its tokenizer is left out: the tokenizer would supply it."""
     if failure.kind not in ("error", "security"):
         return False
-    token = _UNDEFINED_TOKEN.fullmatch(failure.message or "")
-    return token is None or bool(behaviour.source_special_tokens)
-
-
-_UNDEFINED_TOKEN = re.compile(r"'(\w+_token)' is undefined")
+    return failure.undefined_special_token() is None or bool(behaviour.source_special_tokens)
 
 
 def _same_failure(first: RenderFailure, second: RenderFailure) -> bool:
