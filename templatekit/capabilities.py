@@ -44,6 +44,11 @@ generation prompt; the generation tag is looked for in every probe with an assis
   or every probe render fails) with the baseline's error. A probe render that spent its whole
   time or output budget reads as unknown too.
 
+A template that fails on a plain user turn unless tool definitions or documents are passed
+(Phi-4-mini's iterates ``tools`` even when it is None) leaves most baselines failing. The probes
+then run again with them passed (``CONTEXTS``), and each capability that pass can tell, one whose
+feature the context does not already pass, is read from it, noted "probed with ... passed".
+
 Checks treat an unknown capability as present: the fixtures that need it are rendered, and a
 template that fails on them is reported by the checks that render them, where skipping them
 would list them as "not evaluated" for a capability the template was never shown to lack.
@@ -102,6 +107,9 @@ PARALLEL_TOOLS = ["test_tool1", "test_tool2"]
 PARALLEL_NEEDLES = ("first_call_needle", "second_call_needle")
 # Each call's id: nine characters, as Mistral's templates demand of every id (they raise otherwise).
 CALL_IDS = (CALL_ID, "call_912_")
+
+# How a typed content list prints in a template that expects a string: its Python repr.
+PART_REPR = "{'type'"
 
 # What each baseline renders, for the note of a probe that could not tell.
 A_USER_TURN = "a plain user turn"
@@ -304,7 +312,7 @@ def _tool(name: str) -> dict:
 
 
 def _tool_call_conversation(arguments: list[Any], *, user_after_results: bool = True,
-                            content: str | None = "") -> Conversation:
+                            content: str | None = "", context: "_Context | None" = None) -> Conversation:
     """minja's tool-call probe: one call per item of ``arguments`` (one, or two in one turn) in an
     assistant turn with ``content``, the results, and a user turn after them (or, with
     ``user_after_results=False``, ending at the results, where the model answers next)."""
@@ -318,19 +326,20 @@ def _tool_call_conversation(arguments: list[Any], *, user_after_results: bool = 
     ]
     if user_after_results:
         messages.append(_user("Thanks."))
-    return Conversation(messages, tools=[_tool(name) for name in names])
+    return (context or NO_CONTEXT).conversation(messages, tools=[_tool(name) for name in names])
 
 
-def _render_tool_calls(render: Render, key: str, arguments: list[Any], content: str | None = "") -> Any:
+def _render_tool_calls(render: Render, key: str, arguments: list[Any], content: str | None = "",
+                       context: "_Context | None" = None) -> Any:
     """The tool-call probe rendered; when the template itself refuses minja's shape (Mistral's
     templates raise unless an assistant turn follows tool results), the same calls ending at their
     results, the shape every tool-calling client sends before the model's answer."""
-    rendering = render(key, _tool_call_conversation(arguments, content=content), True)
+    rendering = render(key, _tool_call_conversation(arguments, content=content, context=context), True)
     if rendering is not None and not rendering.ok and getattr(rendering.error, "kind", None) == "raised":
         rendering = render(f"{key}:ending-with-results",
-                           _tool_call_conversation(arguments, user_after_results=False, content=content), True)
+                           _tool_call_conversation(arguments, user_after_results=False, content=content,
+                                                   context=context), True)
     return rendering
-
 
 def _shows_arguments(text: str | None, tools_only: str | None) -> bool:
     # minja accepts the JSON key, a Python-dict key or an XML parameter. The needle is also the
@@ -391,29 +400,106 @@ class _Readings:
         self.failures[name] = failure
 
 
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What every probe of a pass carries besides its own feature: nothing, or the tool
+    definitions or documents a template demands before it renders anything (Phi-4-mini's
+    template iterates ``tools`` whenever it is passed, even as None; Command-R's RAG template
+    iterates ``documents``). ``covers``: the capabilities it cannot probe, since it passes their
+    feature already."""
+
+    suffix: str = ""
+    tools: tuple = ()
+    documents: tuple = ()
+    describes: str = ""
+    covers: frozenset = frozenset()
+
+    def conversation(self, messages: list[dict], **fields: Any) -> Conversation:
+        """``Conversation(messages, **fields)`` with the context's tools and documents where the
+        probe passes none of its own."""
+        if self.tools and fields.get("tools") is None:
+            fields["tools"] = [dict(tool) for tool in self.tools]
+        if self.documents and fields.get("documents") is None:
+            fields["documents"] = [dict(document) for document in self.documents]
+        return Conversation(messages, **fields)
+
+
+NO_CONTEXT = _Context()
+_TOOL_FEATURES = frozenset({"tools", "tool_calls", "parallel_tool_calls", "tool_responses", "tool_call_id"})
+_CONTEXT_TOOLS = (_tool(TOOL_NAME),)
+_CONTEXT_DOCUMENTS = ({"title": "Context title", "text": "Some context."},)
+# Tried in order when a plain user turn fails; the first under which it renders is probed with.
+CONTEXTS = (
+    _Context(":with-tools", tools=_CONTEXT_TOOLS, describes="tool definitions", covers=_TOOL_FEATURES),
+    _Context(":with-documents", documents=_CONTEXT_DOCUMENTS, describes="documents",
+             covers=frozenset({"documents"})),
+    _Context(":with-tools-and-documents", tools=_CONTEXT_TOOLS, documents=_CONTEXT_DOCUMENTS,
+             describes="tool definitions and documents", covers=_TOOL_FEATURES | {"documents"}),
+)
+
+
 def probe(render: Render) -> Capabilities:
-    """Probe a template through ``render`` (which caches, so probes shared with rules are free)."""
+    """Probe a template through ``render`` (which caches, so probes shared with rules are free).
+
+    When a plain user turn fails, every capability whose baseline fails is unknown; if the
+    template renders once tool definitions or documents are passed (see ``_Context``), the
+    probes run again with them, and each capability that pass can tell (one its context does not
+    pass already) is read from it, with a note naming what was passed."""
+    readings, renders, plain = _probe_pass(render, NO_CONTEXT)
+    if _failure(plain) is not None and not getattr(_failure(plain), "spent_budget", False):
+        for context in CONTEXTS:
+            if _failure(render(f"probe:user{context.suffix}", context.conversation([_user()]), True)) is not None:
+                continue
+            contexted, more, _ = _probe_pass(render, context)
+            renders += more
+            for name, value in list(readings.values.items()):
+                if value is not None or name in context.covers or contexted.values.get(name) is None:
+                    continue
+                readings.values[name] = contexted.values[name]
+                passed = f"probed with {context.describes} passed, without which a plain user turn fails"
+                readings.facts[name] = "; ".join(part for part in (passed, contexted.facts.get(name)) if part)
+                if name in contexted.failures:
+                    readings.failures[name] = contexted.failures[name]
+                else:
+                    readings.failures.pop(name, None)
+            break
+    values = readings.values
+    if renders and all(_failure(rendering) is not None for rendering in renders):
+        # Nothing rendered: one reason for every capability, each with its own probe's failure
+        # (probes fail in different places), or the first one's.
+        for name in [name for name, value in values.items() if value is None]:
+            readings.unknown(name, "every probe render fails",
+                             readings.probe_failures.get(name, _failure(renders[0])))
+    return Capabilities(values=values, sources={name: "probed" for name in values}, facts=readings.facts,
+                        failures=readings.failures)
+
+
+def _probe_pass(render: Render, context: _Context) -> tuple[_Readings, list[Any], Any]:
+    """Every probe, each carrying ``context``: the readings, the renders, and the plain user
+    turn's render (the baseline most probes are judged against)."""
     renders: list[Any] = []
+    make = context.conversation
 
     def run(key: str, conversation: Conversation, add_generation_prompt: bool) -> Any:
-        rendering = render(key, conversation, add_generation_prompt)
+        rendering = render(key + context.suffix, conversation, add_generation_prompt)
         renders.append(rendering)
         return rendering
 
     readings = _Readings()
     read, values, facts = readings.read, readings.values, readings.facts
 
-    plain = run("probe:user", Conversation([_user()]), True)
-    with_system = run("probe:system", Conversation([{"role": "system", "content": SYSTEM_NEEDLE}, _user()]), True)
+    plain = run("probe:user", make([_user()]), True)
+    with_system = run("probe:system", make([{"role": "system", "content": SYSTEM_NEEDLE}, _user()]), True)
     read("system", _has(with_system, SYSTEM_NEEDLE), with_system, plain, A_USER_TURN)
     if values["system"] is False and "system" not in facts:
         facts["system"] = "dropped"
 
-    with_tools = run("probe:tools", Conversation([_user()], tools=[_tool(TOOL_NAME)]), True)
+    with_tools = run("probe:tools", make([_user()], tools=[_tool(TOOL_NAME)]), True)
     read("tools", _has(with_tools, TOOL_NAME), with_tools, plain, A_USER_TURN)
 
-    as_object = _render_tool_calls(run, "probe:call-object", [{ARGUMENT_NEEDLE: "print('Hello, World!')"}])
-    as_string = _render_tool_calls(run, "probe:call-string", [json.dumps({ARGUMENT_NEEDLE: "print('Hello, World!')"})])
+    call_object = [{ARGUMENT_NEEDLE: "print('Hello, World!')"}]
+    as_object = _render_tool_calls(run, "probe:call-object", call_object, context=context)
+    as_string = _render_tool_calls(run, "probe:call-string", [json.dumps(call_object[0])], context=context)
     tools_text = _text(with_tools)
     object_ok = _shows_arguments(_text(as_object), tools_text)
     string_ok = _shows_arguments(_text(as_string), tools_text)
@@ -435,31 +521,33 @@ def probe(render: Render) -> Capabilities:
     # or names each tool result, prints them without rendering any call).
     as_json = not object_ok and string_ok
     parallel = _render_tool_calls(run, "probe:parallel", [
-        json.dumps({ARGUMENT_NEEDLE: value}) if as_json else {ARGUMENT_NEEDLE: value} for value in PARALLEL_NEEDLES])
+        json.dumps({ARGUMENT_NEEDLE: value}) if as_json else {ARGUMENT_NEEDLE: value} for value in PARALLEL_NEEDLES],
+        context=context)
     read("parallel_tool_calls", all(_has(parallel, value) for value in PARALLEL_NEEDLES), parallel, working,
          ONE_CALL, depends_on="tool_calls")
 
-    documents = run("probe:documents", Conversation(
-        [_user()], documents=[{"title": "Needle title", "text": DOCUMENT_NEEDLE}]), True)
+    documents = run("probe:documents", make([_user()], documents=[{"title": "Needle title", "text": DOCUMENT_NEEDLE}]),
+                    True)
     read("documents", _has(documents, DOCUMENT_NEEDLE), documents, plain, A_USER_TURN)
 
-    typed = run("probe:typed", Conversation([{"role": "user", "content": [{"type": "text", "text": USER_NEEDLE}]}]),
-                True)
+    typed = run("probe:typed", make([{"role": "user", "content": [{"type": "text", "text": USER_NEEDLE}]}]), True)
     typed_text = _text(typed)
-    # A string-only template prints the list's Python repr, which contains the needle too.
-    read("typed_content", typed_text is not None and USER_NEEDLE in typed_text and "{'type'" not in typed_text,
+    # A string-only template prints the list's Python repr, which contains the needle too (only
+    # a repr beyond the baseline's counts: tool definitions passed as context may print as one).
+    repr_leaked = typed_text is not None and typed_text.count(PART_REPR) > (_text(plain) or "").count(PART_REPR)
+    read("typed_content", typed_text is not None and USER_NEEDLE in typed_text and not repr_leaked,
          typed, plain, A_USER_TURN)
     if values["typed_content"] and not _has(plain, USER_NEEDLE):
         facts["typed_content"] = "requires typed content (a plain string does not render)"
 
-    reasoning = run("probe:reasoning", Conversation(
+    reasoning = run("probe:reasoning", make(
         [_user(), {"role": "assistant", "reasoning_content": REASONING_NEEDLE, "content": ASSISTANT_NEEDLE}],
         add_generation_prompt=False), False)
-    exchange = run("probe:exchange", Conversation(
+    exchange = run("probe:exchange", make(
         [_user(), {"role": "assistant", "content": ASSISTANT_NEEDLE}], add_generation_prompt=False), False)
     read("reasoning", _has(reasoning, REASONING_NEEDLE), reasoning, exchange, AN_EXCHANGE)
 
-    unprompted = run("probe:user-no-prompt", Conversation([_user()]), False)
+    unprompted = run("probe:user-no-prompt", make([_user()]), False)
 
     # The feature is the generation prompt: the render without it is the baseline.
     if _failure(plain) is None and _failure(unprompted) is not None:
@@ -472,8 +560,7 @@ def probe(render: Render) -> Capabilities:
     # content is normal, so the fact is about that turn, and only where tool calls render.
     null_content = None
     if values.get("tool_calls") and _failure(as_object) is None:
-        null_content = _render_tool_calls(run, "probe:call-null-content",
-                                          [{ARGUMENT_NEEDLE: "print('Hello, World!')"}], content=None)
+        null_content = _render_tool_calls(run, "probe:call-null-content", call_object, content=None, context=context)
         if _failure(null_content) is not None:
             facts["content"] = "requires non-null content on tool-call turns"
 
@@ -485,15 +572,7 @@ def probe(render: Render) -> Capabilities:
         values["generation_tag"] = any(rendering.spans for rendering in answered)
     else:
         readings.unknown("generation_tag", "no probe with an assistant turn renders", _failure(exchange))
-
-    if renders and all(_failure(rendering) is not None for rendering in renders):
-        # Nothing rendered: one reason for every capability, each with its own probe's failure
-        # (probes fail in different places), or the first one's.
-        for name in [name for name, value in values.items() if value is None]:
-            readings.unknown(name, "every probe render fails",
-                             readings.probe_failures.get(name, _failure(renders[0])))
-    return Capabilities(values=values, sources={name: "probed" for name in values}, facts=facts,
-                        failures=readings.failures)
+    return readings, renders, plain
 
 
 def resolve(probed: Capabilities, template_text: str, config_values: Mapping[str, bool] | None = None) -> Capabilities:

@@ -16,6 +16,7 @@ from templatekit.capabilities import (
     format_capabilities,
     read_declarations,
 )
+from templatekit.conversation import Conversation
 from templatekit.lint.config import CAPABILITIES, LintConfig
 from templatekit.lint.engine import run_rules
 from templatekit.lint.registry import find_rule
@@ -365,26 +366,67 @@ def test_parallel_calls_with_ids_of_nine_characters_are_found():
 # Fails on every conversation without tools (transformers passes tools=None), as Phi-4-mini's and
 # Hermes 2 Pro's tool templates do; renders everything else once tools are given.
 NEEDS_TOOLS = "{% for t in tools %}{% endfor %}" + FULL
+# Fails on every conversation without documents, as Command-R's RAG template does; drops tools.
+NEEDS_DOCUMENTS = (
+    "{% for d in documents %}[{{ d.text }}]{% endfor %}"
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+# Rejects a lone user message, whatever else is passed: nothing makes the plain probe render.
+NEEDS_TWO_MESSAGES = "{% if messages|length < 2 %}{{ raise_exception('send at least two messages') }}{% endif %}" + FULL
 # Fails on every conversation: setting an attribute on a message is refused by Jinja.
 FAILS_ALWAYS = ("{% for m in messages %}{% set m.seen = 1 %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
 def test_a_probe_whose_baseline_fails_too_is_unknown_not_raises():
+    behaviour = Behaviour(NEEDS_TWO_MESSAGES)
+    capabilities = behaviour.capabilities
+    # The system probe sends two messages and shows its needle: proof, whatever its baseline does.
+    assert capabilities.values["system"] is True
+    for name in ("tools", "documents", "typed_content", "generation_prompt"):
+        assert capabilities.values[name] is None, name
+        assert capabilities.unknown(name) and capabilities.supports(name), name
+    assert capabilities.facts["tools"] == "unknown: the probe without it (a plain user turn) fails too"
+    assert capability_note(capabilities, "tools") == (
+        "unknown: the probe without it (a plain user turn) fails too: "
+        "<template>:1: template raised: send at least two messages")
+    # Checks render the fixtures needing them (where the template's failure shows) instead of
+    # listing them as not evaluated for a capability the template was never shown to lack.
+    assert "tool-definitions" not in dict(behaviour.not_evaluated())
+    assert "tool-definitions" in {fixture.name for fixture in behaviour.evaluated()}
+
+
+def test_a_template_that_needs_tools_passed_is_probed_with_them():
     behaviour = Behaviour(NEEDS_TOOLS)
     capabilities = behaviour.capabilities
     assert capabilities.values["tools"] is True and capabilities.values["tool_calls"] is True
     for name in ("system", "documents", "typed_content", "reasoning", "generation_prompt"):
-        assert capabilities.values[name] is None, name
-        assert capabilities.unknown(name) and capabilities.supports(name), name
-    assert capabilities.facts["system"] == "unknown: the probe without it (a plain user turn) fails too"
-    assert capability_note(capabilities, "system") == (
-        "unknown: the probe without it (a plain user turn) fails too: "
-        "<template>:1: render error (TypeError): 'NoneType' object is not iterable")
-    # Checks render the fixtures needing them (where the template's failure shows) instead of
-    # listing them as not evaluated for a capability the template was never shown to lack.
-    assert "system-multi-turn" not in dict(behaviour.not_evaluated())
+        assert capabilities.values[name] is True, name
+        assert capability_note(capabilities, name) == (
+            "probed with tool definitions passed, without which a plain user turn fails"), name
+    assert capability_note(capabilities, "tools") == ""
     assert "system-multi-turn" in {fixture.name for fixture in behaviour.evaluated()}
+
+
+def test_a_template_that_needs_documents_passed_reads_the_tools_it_drops_as_no():
+    behaviour = Behaviour(NEEDS_DOCUMENTS)
+    capabilities = behaviour.capabilities
+    assert capabilities.values["documents"] is True
+    assert capabilities.values["system"] is True
+    # Passed documents and tools, it prints no tool: a "no", where without documents it was unknown.
+    assert capabilities.values["tools"] is False
+    assert capabilities.facts["tools"] == "probed with documents passed, without which a plain user turn fails"
+    assert "tool-definitions" in dict(behaviour.not_evaluated())
+
+
+def test_tool_definitions_printed_as_a_python_repr_do_not_make_typed_content_look_unsupported():
+    # The context's tools print as a repr ({'type': 'function', ...}); typed parts render as text.
+    template = "{{ tools|string }}" + FULL
+    assert "{'type'" in Behaviour(template).render_fresh(Conversation([{"role": "user", "content": "hi"}],
+                                                                      tools=[{"type": "function"}])).text
+    assert Behaviour(template).capabilities.values["typed_content"] is True
+    # A template that prints the typed list itself as a repr still reads "no".
+    assert Behaviour("{{ tools|string }}" + CHATML).capabilities.values["typed_content"] is False
 
 
 def test_every_probe_failing_makes_every_capability_unknown():
@@ -460,20 +502,29 @@ def test_the_generation_tag_is_unknown_only_when_no_assistant_turn_renders():
 
 
 def test_capabilities_command_shows_unknown_alike_in_text_and_json(run, tmp_path):
-    template = tmp_path / "needs_tools.jinja"
-    template.write_text(NEEDS_TOOLS, encoding="utf-8")
+    template = tmp_path / "needs_two.jinja"
+    template.write_text(NEEDS_TWO_MESSAGES, encoding="utf-8")
     text = run("capabilities", str(template))
     assert text.exit_code == 0
-    (system,) = [line for line in text.output.splitlines() if line.startswith("system ")]
-    assert system.split()[1] == "?"
-    assert f"unknown: the probe without it (a plain user turn) fails too: {template}:1: render error" in system
+    (tools,) = [line for line in text.output.splitlines() if line.startswith("tools ")]
+    assert tools.split()[1] == "?"
+    assert f"unknown: the probe without it (a plain user turn) fails too: {template}:1: template raised" in tools
     assert "<template>" not in text.output
-    assert "system-multi-turn" not in text.output
+    assert "tool-definitions" not in text.output
     entry = json.loads(run("capabilities", str(template), "--format", "json").output)["templates"][0]
-    found = entry["capabilities"]["system"]
+    found = entry["capabilities"]["tools"]
     assert found["supported"] is None and found["source"] == "probed"
-    assert found["note"] == system.split("  - ", 1)[1]
-    assert entry["capabilities"]["tools"]["supported"] is True
+    assert found["note"] == tools.split("  - ", 1)[1]
+    assert entry["capabilities"]["system"]["supported"] is True
+
+
+def test_capabilities_command_says_what_it_passed_to_a_template_that_needs_tools(run, tmp_path):
+    template = tmp_path / "needs_tools.jinja"
+    template.write_text(NEEDS_TOOLS, encoding="utf-8")
+    output = run("capabilities", str(template)).output
+    (system,) = [line for line in output.splitlines() if line.startswith("system ")]
+    assert system.split()[1] == "yes"
+    assert system.endswith("- probed with tool definitions passed, without which a plain user turn fails")
 
 
 def test_every_probe_failing_names_each_capabilitys_own_failure():
