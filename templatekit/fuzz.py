@@ -7,7 +7,8 @@ through the same invariants the TK6xx lint rules check on the built-in fixtures:
 evaluates on the drawn conversation through ``Behaviour.checking``. A conversation that makes the
 template fail with a render error (not its own ``raise_exception``) breaks the invariant
 ``render-error``. When one breaks, hypothesis shrinks the conversation to a minimal one, which
-comes back as a fixture file the user can keep and render with ``templatekit render -f``.
+comes back as a fixture file the user can keep and render with ``templatekit render -f``; the
+search then goes on, with the examples left, for the invariants not broken yet.
 
 Only the rules of severity warning and above are invariants here: the info-level TK6 rules
 report policies (reasoning dropped from history), portability (TK612) or facts about the whole
@@ -183,16 +184,20 @@ class Checker:
     def invariants(self) -> list[str]:
         return [RENDER_ERROR] + [f"{rule.code} {rule.name}" for rule in self.rules]
 
-    def check(self, conversation: Conversation, only: set[str] | None = None) -> tuple[str, str, str] | str | None:
+    def check(self, conversation: Conversation, only: set[str] | None = None,
+              skip: frozenset[str] = frozenset()) -> tuple[str, str, str] | str | None:
         """(invariant, its summary, what went wrong) for the first invariant ``conversation``
         breaks; None when it breaks none; ``DECLINED`` or ``OVER_BUDGET`` when it was not checked
         (see module docstring). ``only`` limits the rules run to those invariants (render errors
-        are always checked)."""
+        are always checked); the invariants in ``skip`` (already reported) are not checked, and a
+        conversation the template fails on then breaks nothing, as no rule can judge it."""
         checked = self.behaviour.checking(conversation, None if conversation.name else _DRAWN_LABEL)
         base = checked.fixture_render(checked.given)
         if not base.ok:
             if base.error.kind in _UNCHECKED_BY_KIND:
                 return _UNCHECKED_BY_KIND[base.error.kind]
+            if RENDER_ERROR in skip:
+                return None
             error = base.error.placed(self.locate) if self.locate is not None else base.error
             return RENDER_ERROR, RENDER_ERROR_SUMMARY, error.describe()
         # A fresh target per conversation: rules cache variant renders on it. The renders and the
@@ -201,7 +206,8 @@ class Checker:
         target.shared("renders", lambda _target: checked)
         target.shared("behaviour:literals", lambda _target: self._literals)
         for rule in self.rules:
-            if only is not None and f"{rule.code} {rule.name}" not in only:
+            invariant = f"{rule.code} {rule.name}"
+            if (only is not None and invariant not in only) or invariant in skip:
                 continue
             for diagnostic in rule.check(target):
                 if diagnostic.severity in ("warning", "error"):  # a note (info) breaks nothing
@@ -354,6 +360,27 @@ def fuzz_template(
 
 def _search(checker: Checker, options: dict[str, Any], typed_only: bool, examples: int, seed: int,
             counts: dict[str, Any]) -> list[tuple[InvariantBroken, bool]]:
+    """Every invariant broken within ``examples`` drawn conversations. hypothesis stops drawing at
+    the first failure and shrinks it; the search then goes on, with the examples left, for
+    invariants not broken yet (round ``n`` draws with seed ``seed + n``, so a seed still fixes the
+    whole run), until the examples are spent or a round finds nothing."""
+    found: list[tuple[InvariantBroken, bool]] = []
+    reported: frozenset[str] = frozenset()
+    for round_number in range(len(checker.invariants)):
+        remaining = examples - counts["tested"]
+        if remaining < 1:
+            break
+        failures = _search_round(checker, options, typed_only, remaining, seed + round_number, counts, reported)
+        failures = [(broken, flaky) for broken, flaky in failures if broken.invariant not in reported]
+        if not failures:
+            break
+        found += failures
+        reported |= {broken.invariant for broken, _flaky in failures}
+    return found
+
+
+def _search_round(checker: Checker, options: dict[str, Any], typed_only: bool, examples: int, seed: int,
+                  counts: dict[str, Any], reported: frozenset[str]) -> list[tuple[InvariantBroken, bool]]:
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as seeded
 
@@ -369,7 +396,7 @@ def _search(checker: Checker, options: dict[str, Any], typed_only: bool, example
     @seeded(seed)
     @given(strategy)
     def holds(conversation: Conversation) -> None:
-        outcome = checker.check(conversation, broken if broken else None)
+        outcome = checker.check(conversation, broken if broken else None, reported)
         if not broken:
             counts["tested"] += 1
             if isinstance(outcome, str):

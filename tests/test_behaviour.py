@@ -357,3 +357,14 @@ def test_double_encoding_is_judged_on_the_arguments_not_on_a_json_encoded_tool_r
     found = list(rule().check(LintTarget(iterated)))
     assert [d.code for d in found] == ["TK605"]
     assert found[0].message.startswith("JSON-string tool-call arguments are iterated character by character")
+
+
+def test_arguments_iterated_character_by_character_are_found_when_they_hold_digits():
+    # Found by fuzz on a real template: arguments such as {"a0": ...} made the check's pattern
+    # read a back-reference plus a digit as group 10, and fuzz stopped with an internal error.
+    from templatekit.lint.rules.behaviour import _iterated_characters
+
+    arguments = '{"a0": "the"}'
+    printed = "<call>" + "".join(f"{character}=?, " for character in arguments) + "</call>"
+    assert _iterated_characters(printed, 0, len(printed), arguments) == len("<call>")
+    assert _iterated_characters("<call>" + arguments + "</call>", 0, 30, arguments) is None

@@ -127,6 +127,19 @@ def test_planted_late_system_drop_is_found_whatever_the_seed(template, seed):
     assert [failure.invariant for failure in result.failures] == ["TK603 content-dropped"]
 
 
+def test_every_broken_invariant_is_reported_not_only_the_first(template):
+    # Two independent bugs: assistant turns are dropped (TK603), and a system message after the
+    # first turn crashes the render. The search goes on after the first one it finds.
+    text = ("{% for m in messages %}{% if m.role == 'system' and not loop.first %}{{ m.content.missing.deeper }}"
+            "{% endif %}{% if m.role != 'assistant' %}<|{{ m.role }}|>{{ m.content }}\n{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    result = fuzz_template(template(text), examples=200, seed=3)
+    found = [failure.invariant for failure in result.failures]
+    assert "render-error" in found and "TK603 content-dropped" in found
+    assert len(found) == len(set(found))
+    assert result.tested <= 200
+
+
 def test_system_prompt_lost_after_the_first_turn_is_found(template):
     result = fuzz_template(template(SYSTEM_ONLY_IN_FIRST_TURN), examples=200, seed=4)
     assert result.failures

@@ -866,8 +866,9 @@ def _iterated_characters(text: str, start: int, end: int, arguments: str) -> int
     head = arguments[:_ITERATED_CHARACTERS]
     if len(head) < _ITERATED_CHARACTERS:
         return None
-    pattern = re.escape(head[0]) + r"(.{1,40}?)" + re.escape(head[1]) + "".join(
-        r"\1" + re.escape(character) for character in head[2:])
+    # A named back-reference: a numbered one followed by an escaped digit reads as group 10..19.
+    pattern = re.escape(head[0]) + r"(?P<between>.{1,40}?)" + re.escape(head[1]) + "".join(
+        r"(?P=between)" + re.escape(character) for character in head[2:])
     for match in re.finditer(pattern, text, re.DOTALL):
         if match.start() < end and match.end() > start:
             return match.start()
