@@ -34,6 +34,8 @@ generation prompt; the generation tag is looked for in every probe with an assis
 - **yes**: the feature's needle reached the output. Needles the template prints anyway (tool
   names and parameter names in the tool definitions it lists) do not count, so "yes" is proof:
   parallel calls are "yes" only when each call's own argument value is in the output.
+  ``tool_call_id`` is also "yes" when the id is used without being printed: a result naming no
+  tool renders differently, or fails, once its id matches no call.
 - **no**: the probe rendered without the needle (the system role's note says "dropped").
 - **no, raises**: the probe fails while its baseline renders; the note is "raises: " and the
   error. A capability whose baseline probes a capability that is a "no" (tool calls when tool
@@ -107,6 +109,8 @@ PARALLEL_TOOLS = ["test_tool1", "test_tool2"]
 PARALLEL_NEEDLES = ("first_call_needle", "second_call_needle")
 # Each call's id: nine characters, as Mistral's templates demand of every id (they raise otherwise).
 CALL_IDS = (CALL_ID, "call_912_")
+# Result ids that match no call, for telling whether a template links results to calls by id.
+UNLINKED_IDS = ("call_913_", "call_914_")
 
 # How a typed content list prints in a template that expects a string: its Python repr.
 PART_REPR = "{'type'"
@@ -305,28 +309,40 @@ def _tool(name: str) -> dict:
         "function": {
             "name": name,
             "description": "Some tool.",
-            "parameters": {"type": "object", "properties": {ARGUMENT_NEEDLE: {"type": "string"}},
+            # Described as a real tool is: templates that print each parameter's description
+            # (gpt-oss-style) fail on a bare one, and the probe is about tools, not that.
+            "parameters": {"type": "object",
+                           "properties": {ARGUMENT_NEEDLE: {"type": "string", "description": "Some argument."}},
                            "required": [ARGUMENT_NEEDLE]},
         },
     }
 
 
 def _tool_call_conversation(arguments: list[Any], *, user_after_results: bool = True,
-                            content: str | None = "", context: "_Context | None" = None) -> Conversation:
+                            content: str | None = "", context: "_Context | None" = None,
+                            result_ids: tuple[str, ...] | None = None, named_results: bool = True) -> Conversation:
     """minja's tool-call probe: one call per item of ``arguments`` (one, or two in one turn) in an
     assistant turn with ``content``, the results, and a user turn after them (or, with
-    ``user_after_results=False``, ending at the results, where the model answers next)."""
+    ``user_after_results=False``, ending at the results, where the model answers next). Each
+    result carries its call's id, or the matching one of ``result_ids``, and its tool's name
+    unless ``named_results`` is false (OpenAI's results name no tool)."""
     names = [TOOL_NAME] if len(arguments) == 1 else PARALLEL_TOOLS
     tool_calls = [_call(name, each, call_id) for name, each, call_id in zip(names, arguments, CALL_IDS)]
+    ids = result_ids or [call["id"] for call in tool_calls]
     messages = [
         _user(),
         {"role": "assistant", "content": content, "tool_calls": tool_calls},
-        *({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": RESPONSE_NEEDLE}
-          for call in tool_calls),
+        *({"role": "tool", "tool_call_id": call_id, **({"name": call["function"]["name"]} if named_results else {}),
+           "content": RESPONSE_NEEDLE}
+          for call, call_id in zip(tool_calls, ids)),
     ]
     if user_after_results:
         messages.append(_user("Thanks."))
     return (context or NO_CONTEXT).conversation(messages, tools=[_tool(name) for name in names])
+
+
+def _refused(rendering: Any) -> bool:
+    return rendering is not None and not rendering.ok and getattr(rendering.error, "kind", None) == "raised"
 
 
 def _render_tool_calls(render: Render, key: str, arguments: list[Any], content: str | None = "",
@@ -335,11 +351,32 @@ def _render_tool_calls(render: Render, key: str, arguments: list[Any], content: 
     templates raise unless an assistant turn follows tool results), the same calls ending at their
     results, the shape every tool-calling client sends before the model's answer."""
     rendering = render(key, _tool_call_conversation(arguments, content=content, context=context), True)
-    if rendering is not None and not rendering.ok and getattr(rendering.error, "kind", None) == "raised":
+    if _refused(rendering):
         rendering = render(f"{key}:ending-with-results",
                            _tool_call_conversation(arguments, user_after_results=False, content=content,
                                                    context=context), True)
     return rendering
+
+
+def _links_results_by_id(render: Render, key: str, arguments: list[Any], context: "_Context") -> bool:
+    """Whether the template uses a result's ``tool_call_id`` without printing it: results that
+    name no tool (as OpenAI's do) render differently, or raise, once their id matches no call
+    (a template that looks the call up by id to name the result's tool)."""
+    # The shape the probe ``key`` rendered in: its render of minja's shape is cached.
+    ends_at_results = _refused(render(key, _tool_call_conversation(arguments, context=context), True))
+    shape = ":ending-with-results" if ends_at_results else ""
+    texts = []
+    for name, ids in (("probe:call-unnamed", None), ("probe:call-unnamed-unlinked", UNLINKED_IDS)):
+        rendering = render(name + shape, _tool_call_conversation(
+            arguments, user_after_results=not ends_at_results, context=context, result_ids=ids,
+            named_results=False), True)
+        failure = _failure(rendering)
+        if failure is not None:
+            # Failing on a result whose id matches no call (refusing it, or crashing where the
+            # looked-up call is missing) is using the id; failing either way is not.
+            return ids is not None and not getattr(failure, "spent_budget", False)
+        texts.append(rendering.text)
+    return texts[0] != texts[1]
 
 def _shows_arguments(text: str | None, tools_only: str | None) -> bool:
     # minja accepts the JSON key, a Python-dict key or an XML parameter. The needle is also the
@@ -515,6 +552,12 @@ def _probe_pass(render: Render, context: _Context) -> tuple[_Readings, list[Any]
         facts["tool_calls"] = "arguments must be JSON strings (an object fails or is not shown)"
     read("tool_responses", _has(working, RESPONSE_NEEDLE), working, with_tools, WITH_TOOLS, depends_on="tools")
     read("tool_call_id", _has(working, CALL_ID), working, with_tools, WITH_TOOLS, depends_on="tools")
+    if values["tool_call_id"] is False and "tool_call_id" not in facts and _failure(working) is None:
+        working_arguments = call_object if working is as_object else [json.dumps(call_object[0])]
+        key = "probe:call-object" if working is as_object else "probe:call-string"
+        if _links_results_by_id(run, key, working_arguments, context):
+            values["tool_call_id"] = True
+            facts["tool_call_id"] = "results are matched to their calls by id (the id itself is not printed)"
 
     # Each call carries its own value, which the tool definitions never hold: both values in the
     # output prove both calls rendered (the tools' names do not: a template that lists its tools,

@@ -536,3 +536,38 @@ def test_every_probe_failing_names_each_capabilitys_own_failure():
     assert all(value is None for value in found.values.values())
     assert capability_note(found, "tools").startswith("unknown: every probe render fails: <template>:1: ")
     assert capability_note(found, "system").startswith("unknown: every probe render fails: <template>:2: ")
+
+
+def test_a_template_that_prints_each_parameters_description_reads_tools_yes():
+    # gpt-oss-style tool lists concatenate every parameter's description; a bare probe tool made
+    # them raise, so tools read "no" and lint skipped every tool fixture.
+    text = ("{% for t in tools or [] %}{{ t.function.name }}"
+            "{% for name, spec in t.function.parameters.properties.items() %}{{ '// ' + spec.description }}{% endfor %}"
+            "{% endfor %}" + CHATML)
+    capabilities = Behaviour(text).capabilities
+    assert capabilities.values["tools"] is True
+    assert "tool-definitions" not in dict(Behaviour(text).not_evaluated())
+
+
+# Names each result's tool by finding the call with the result's id; prints no id.
+LINKS_BY_ID = (
+    "{% for t in tools or [] %}{{ t.function.name }}\n{% endfor %}"
+    "{% for m in messages %}{% if m.role == 'tool' %}{% set found = namespace(name='?') %}"
+    "{% for other in messages %}{% for call in other.tool_calls or [] %}"
+    "{% if call.id == m.tool_call_id %}{% set found.name = call.function.name %}{% endif %}"
+    "{% endfor %}{% endfor %}<|result|>{{ found.name }}: {{ m.content }}\n"
+    "{% else %}<|{{ m.role }}|>{{ m.content }}{% for call in m.tool_calls or [] %}"
+    "<call>{{ call.function.name }} {{ call.function.arguments|tojson }}</call>{% endfor %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_results_linked_to_calls_by_an_id_the_template_does_not_print_read_tool_call_id_yes():
+    capabilities = Behaviour(LINKS_BY_ID).capabilities
+    assert capabilities.values["tool_call_id"] is True
+    assert capability_note(capabilities, "tool_call_id") == (
+        "results are matched to their calls by id (the id itself is not printed)")
+    assert "tool-call-long-ids" not in dict(Behaviour(LINKS_BY_ID).not_evaluated())
+    # A template that ignores the result's id still reads "no".
+    ignores = LINKS_BY_ID.replace("call.id == m.tool_call_id", "true")
+    assert Behaviour(ignores).capabilities.values["tool_call_id"] is False
