@@ -52,6 +52,9 @@ DECLINED = "declined"
 OVER_BUDGET = "over-budget"
 _UNCHECKED_BY_KIND = {"raised": DECLINED, "budget": OVER_BUDGET}
 
+# The rule whose invariant a failed render with continue_final_message breaks (see Checker.check).
+CONTINUE_FINAL_MESSAGE_CODE = "TK609"
+
 # How findings name a drawn (unnamed) conversation (Behaviour.describe).
 _DRAWN_LABEL = "the generated conversation"
 
@@ -175,6 +178,21 @@ class Checker:
         # break whichever runs first; checking determinism first names the real cause.
         self.rules = sorted(rules, key=lambda rule: rule.name != "nondeterministic-output")
         self._literals = template_literals(LintTarget(text, special_tokens=self.special_tokens))
+        self._summaries = {f"{rule.code} {rule.name}": rule.doc().summary for rule in self.rules}
+
+    def _continue_final_message_failure(self, checked: Behaviour, base: Any) -> str | None:
+        """TK609's invariant when ``base`` (the given conversation's failed render) is a failure of
+        ``continue_final_message`` (transformers refusing a render that dropped or altered the
+        final message): the same messages render, or fail otherwise, without it. None otherwise,
+        or when TK609 is not among the invariants."""
+        from .behaviour import not_continued
+        from .lint.rules.behaviour import blamed_on_the_feature
+
+        invariant = next((name for name in self._summaries if name.startswith(CONTINUE_FINAL_MESSAGE_CODE + " ")), None)
+        if invariant is None or not checked.given.continue_final_message or base.error.kind == "raised":
+            return None
+        baseline = checked.render("given:not-continued", not_continued(checked.given), False)
+        return invariant if blamed_on_the_feature(base.error, baseline) else None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -196,9 +214,13 @@ class Checker:
         if not base.ok:
             if base.error.kind in _UNCHECKED_BY_KIND:
                 return _UNCHECKED_BY_KIND[base.error.kind]
+            error = base.error.placed(self.locate) if self.locate is not None else base.error
+            continued = self._continue_final_message_failure(checked, base)
+            if continued is not None:
+                return None if continued in skip else (continued, self._summaries[continued],
+                                                       f"continue_final_message fails: {error.describe()}")
             if RENDER_ERROR in skip:
                 return None
-            error = base.error.placed(self.locate) if self.locate is not None else base.error
             return RENDER_ERROR, RENDER_ERROR_SUMMARY, error.describe()
         # A fresh target per conversation: rules cache variant renders on it. The renders and the
         # template's literals are handed over instead of being recomputed.

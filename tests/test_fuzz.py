@@ -188,6 +188,21 @@ def test_a_template_that_crashes_on_valid_input_is_reported(template):
     assert "<template>" not in result.failures[0].explanation
 
 
+def test_continue_final_message_refused_by_transformers_is_tk609_not_a_render_error():
+    # Upper-cases assistant text: with continue_final_message transformers cannot find the final
+    # message in the render and refuses the input; without it the same messages render.
+    text = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content|upper if m.role == 'assistant' else m.content }}"
+            "<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    checker = Checker(text)
+    prefill = Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure, the"}],
+                           continue_final_message=True)
+    invariant, _summary, explanation = checker.check(prefill)
+    assert invariant == "TK609 continue-final-message-broken"
+    assert explanation.startswith("continue_final_message fails: invalid input: continue_final_message is set")
+    # Once reported, it is not reported again as a render error.
+    assert checker.check(prefill, skip=frozenset({invariant})) is None
+
+
 def test_same_seed_same_report(template, run):
     source = template(LATE_SYSTEM_DROPPED)
     first = run("fuzz", source, "-n", "200", "--seed", "123")
