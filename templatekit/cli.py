@@ -352,7 +352,8 @@ def _failure_line(result: Any, special_tokens: dict[str, str] | None = None) -> 
     line = result.error.describe() + (_TIMEOUT_HINT if result.error.out_of_time else "")
     missing = result.error.undefined_special_token() if special_tokens is not None else None
     if missing and missing not in special_tokens and missing not in result.conversation.kwargs:
-        line += (f"; no {missing} is passed, as the source defines none (nor would transformers pass one): "
+        line += (f"; no {missing} is passed, as the source defines none (its tokenizer files name none, and "
+                 "neither do the defaults of its tokenizer class that templatekit knows): "
                  f"give one with --var {missing}=TEXT")
     if result.error.location:
         return line

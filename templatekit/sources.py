@@ -23,9 +23,11 @@ Special tokens mirror the tokenizer-independent part of loading: ``tokenizer_con
 the legacy ``special_tokens_map.json`` (read only when the config has no
 ``added_tokens_decoder``), and the ``pad_token`` that ``tokenizer.json``'s padding section supplies
 when the config has no ``pad_token`` key. Token lists that transformers' tokenizers backend refuses
-at load time are refused too. Defaults that a model-specific tokenizer class puts in its own
-``__init__`` (for example a class defaulting ``unk_token`` to ``"<unk>"``) need that class's code
-and are not reproduced.
+at load time are refused too. A token that none of these files names takes the default of the
+tokenizer class ``AutoTokenizer`` picks (``tokenizer_class_for``; LlamaTokenizer's ``bos_token`` is
+``"<s>"``, GemmaTokenizer's ``mask_token`` is ``"<mask>"``, ...), from ``TOKENIZER_CLASS_DEFAULTS``,
+which lists the classes chat models name; a class missing from it (or a repository's own code,
+``auto_map``) contributes no defaults.
 
 A config file (``tokenizer_config.json``, ``chat_template.json``) or a ``.jinja`` file that sits in
 a tokenizer directory takes its special tokens from that directory's files, so rendering
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import json
 import mmap
 import os
@@ -61,6 +64,65 @@ MODEL_CONFIG_FILE = "config.json"
 # transformers' PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES, in its order, which is also the
 # order special_tokens_map lists them in.
 STANDARD_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+# The special tokens each tokenizer class's ``__init__`` supplies when neither tokenizer_config.json
+# nor special_tokens_map.json names them (transformers 5.25, models/*/tokenization_*.py). None means
+# the class passes None: no such token, and tokenizer.json's padding token does not fill pad_token.
+TOKENIZER_CLASS_DEFAULTS: dict[str, dict[str, str | None]] = {
+    "LlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "CodeLlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "GemmaTokenizer": {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
+                       "mask_token": "<mask>"},
+    "Qwen2Tokenizer": {"bos_token": None, "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                       "pad_token": "<|endoftext|>"},
+    "Qwen3_5Tokenizer": {"bos_token": None, "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                         "pad_token": "<|endoftext|>"},
+    "GPT2Tokenizer": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                      "pad_token": None},
+    "GPTNeoXTokenizer": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                         "pad_token": "<|padding|>"},
+    "CohereTokenizer": {"bos_token": "<BOS_TOKEN>", "eos_token": "<|END_OF_TURN_TOKEN|>", "unk_token": "<UNK>",
+                        "sep_token": "<SEP>", "pad_token": "<PAD>", "cls_token": "<CLS>", "mask_token": "<MASK_TOKEN>"},
+    "BertTokenizer": {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                      "mask_token": "[MASK]"},
+    "RobertaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                         "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"},
+    "XLMRobertaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                            "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"},
+}
+# The generic backend, which has no defaults of its own; AutoTokenizer maps these names to it.
+GENERIC_TOKENIZER_CLASS = "TokenizersBackend"
+_GENERIC_CLASS_NAMES = frozenset({
+    "TokenizersBackend", "PreTrainedTokenizerFast", "PreTrainedTokenizer", "PythonBackend", "BloomTokenizer",
+    "MistralCommonBackend",
+})
+# The class AutoTokenizer registers for a config.json model_type (TOKENIZER_MAPPING_NAMES), for the
+# model types of chat models; a model type missing here is treated as registering no class.
+_MODEL_TYPE_TOKENIZER_CLASS = {
+    **dict.fromkeys(("gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "recurrent_gemma"), "GemmaTokenizer"),
+    **dict.fromkeys(("qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next", "qwen2_vl", "qwen2_5_vl"),
+                    "Qwen2Tokenizer"),
+    **dict.fromkeys(("gpt2", "phi", "starcoder2", "gptj", "codegen", "dbrx"), "GPT2Tokenizer"),
+    **dict.fromkeys(("gpt_neox", "olmo", "mpt", "mamba", "mamba2"), "GPTNeoXTokenizer"),
+    **dict.fromkeys(("cohere", "cohere2"), "CohereTokenizer"),
+    "code_llama": "CodeLlamaTokenizer",
+    **dict.fromkeys(("mistral", "mixtral", "ministral", "mistral3", "phi3", "phimoe", "olmo2", "granite", "granitemoe",
+                     "internlm2", "jamba", "nemotron", "ernie4_5", "stablelm", "persimmon", "glm", "glm4"),
+                    "TokenizersBackend"),
+}
+# Model types whose Hub tokenizer_class transformers knows to be wrong
+# (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS): their registered class wins over it.
+_INCORRECT_HUB_CLASS_MODEL_TYPES = frozenset({
+    "arctic", "chatlm", "ernie4_5", "ernie4_5_moe", "fuyu", "h2ovl_chat", "hyperclovax", "hyperclovax_vlm",
+    "hyperclovax_vision_v2", "internlm2", "internlm3", "iquestcoder", "jamba", "llava", "llava_next", "minicpm3",
+    "minicpmv", "minimax_m2", "modernbert", "modernbert-decoder", "molmo", "molmo2", "nemotron", "nvfp4", "opencua",
+    "openvla", "paddleocr_vl", "phi3", "phi3_v", "phimoe", "qwen2", "qwen3_5", "qwen3_5_moe", "qwen3_5_moe_text",
+    "qwen4_exp", "step3_vl", "vipllava", "cohere_asr", "siglip2", "smolvlm",
+})
+# Checkpoints (config.json ``_name_or_path``) AutoTokenizer always loads with the generic backend.
+_GENERIC_CHECKPOINT_PATTERNS = (
+    "deepseek-ai/deepseek-r1-distill-llama-*", "deepseek-ai/deepseek-coder-*", "allenai/dolma2-tokenizer",
+)
 
 GGUF_MAGIC = b"GGUF"
 GGUF_TEMPLATE_KEY = "tokenizer.chat_template"
@@ -521,7 +583,9 @@ def _directory_special_tokens(directory: Path, config: dict | None = None) -> tu
         config = read_json_object(config_path) if config_path.is_file() else {}
     legacy_path = directory / SPECIAL_TOKENS_MAP_FILE
     legacy = read_json_object(legacy_path) if legacy_path.is_file() else None
-    padding_token = _tokenizer_json_pad_token(directory / TOKENIZER_FILE) if "pad_token" not in config else None
+    class_defaults = TOKENIZER_CLASS_DEFAULTS.get(tokenizer_class_for(directory, config) or "", {})
+    padding_token = _tokenizer_json_pad_token(directory / TOKENIZER_FILE) \
+        if "pad_token" not in config and "pad_token" not in class_defaults else None
 
     def backend_added_tokens() -> set[str]:
         contents = _tokenizer_json_added_tokens(directory / TOKENIZER_FILE)
@@ -531,7 +595,78 @@ def _directory_special_tokens(directory: Path, config: dict | None = None) -> tu
             contents.update(str(token) for token in read_json_object(added_file))
         return contents
 
-    return declared_special_tokens(config, config_path, legacy, legacy_path, padding_token, backend_added_tokens)
+    return declared_special_tokens(config, config_path, legacy, legacy_path, padding_token, backend_added_tokens,
+                                   class_defaults)
+
+
+def tokenizer_class_for(directory: Path, config: dict | None = None) -> str | None:
+    """The tokenizer class ``AutoTokenizer.from_pretrained(directory)`` instantiates, by name
+    (``GENERIC_TOKENIZER_CLASS`` for the generic backend), or None when it would run the
+    repository's own code (``auto_map``), whose defaults are unknown here.
+
+    As ``AutoTokenizer.from_pretrained`` decides for a local directory: tokenizer_config.json's
+    ``tokenizer_class`` (else config.json's), with or without "Fast"; a LlamaTokenizer over a
+    ByteLevel tokenizer.json loads the generic backend; when config.json's ``model_type``
+    registers a different class, a generic registered class wins, and a specific one wins only for
+    the model types whose Hub class is known to be wrong; with no class named, the model type's.
+    """
+    if config is None:
+        path = directory / TOKENIZER_CONFIG_FILE
+        config = _optional_json_object(path)
+    model_config = _optional_json_object(directory / MODEL_CONFIG_FILE)
+    model_type = model_config.get("model_type") if isinstance(model_config.get("model_type"), str) else ""
+    auto_map = config.get("auto_map")
+    remote = isinstance(auto_map, (list, tuple)) or (isinstance(auto_map, dict) and bool(auto_map.get("AutoTokenizer")))
+    if remote and model_type not in _INCORRECT_HUB_CLASS_MODEL_TYPES:
+        return None
+    declared, model_declared = (value if isinstance(value := where.get("tokenizer_class"), str) else None
+                                for where in (config, model_config))
+    hub_class = declared or model_declared
+    registered = _MODEL_TYPE_TOKENIZER_CLASS.get(model_type)
+    if not remote:
+        name_or_path = model_config.get("_name_or_path")
+        if isinstance(name_or_path, str) and any(fnmatch.fnmatch(name_or_path.lower(), pattern)
+                                                 for pattern in _GENERIC_CHECKPOINT_PATTERNS):
+            return GENERIC_TOKENIZER_CLASS
+        if (hub_class is not None and hub_class.removesuffix("Fast") == "LlamaTokenizer"
+                and model_type not in _INCORRECT_HUB_CLASS_MODEL_TYPES and _tokenizer_json_is_byte_level(directory)):
+            return GENERIC_TOKENIZER_CLASS
+        if hub_class is not None and registered is not None and registered != hub_class.removesuffix("Fast"):
+            if registered != GENERIC_TOKENIZER_CLASS:
+                chosen = _known_class(registered if model_type in _INCORRECT_HUB_CLASS_MODEL_TYPES else hub_class)
+                if chosen != GENERIC_TOKENIZER_CLASS:
+                    return chosen
+            return GENERIC_TOKENIZER_CLASS
+    if declared is not None:
+        return _known_class(declared)
+    if model_declared is not None:
+        return _known_class(model_declared)
+    return registered or GENERIC_TOKENIZER_CLASS
+
+
+def _known_class(name: str) -> str:
+    """A tokenizer_class value as the class it loads: "XFast" is X; the generic names are the backend."""
+    base = name.removesuffix("Fast")
+    return GENERIC_TOKENIZER_CLASS if base in _GENERIC_CLASS_NAMES or name in _GENERIC_CLASS_NAMES else base
+
+
+def _optional_json_object(path: Path) -> dict:
+    """A JSON object that only refines an answer (config.json): absent or unreadable counts as {}."""
+    if not path.is_file():
+        return {}
+    try:
+        return read_json_object(path)
+    except InputError:
+        return {}
+
+
+def _tokenizer_json_is_byte_level(directory: Path) -> bool:
+    """Whether tokenizer.json mentions a ByteLevel component (the test AutoTokenizer makes)."""
+    path = directory / TOKENIZER_FILE
+    try:
+        return path.is_file() and b'"ByteLevel"' in path.read_bytes()
+    except OSError:
+        return False
 
 
 def declared_special_tokens(
@@ -541,6 +676,7 @@ def declared_special_tokens(
     legacy_path: Path | str = SPECIAL_TOKENS_MAP_FILE,
     padding_token: str | None = None,
     backend_added_tokens: Callable[[], set[str]] | None = None,
+    class_defaults: dict[str, str | None] | None = None,
 ) -> tuple[dict[str, str], tuple[str, ...]]:
     """``tokenizer.special_tokens_map`` of a tokenizer built from these loaded files, and the
     texts of its unnamed special tokens (``extra_special_tokens`` as a list) in its order.
@@ -551,7 +687,8 @@ def declared_special_tokens(
     refuses (a TypeError at load time) are InputErrors. ``backend_added_tokens`` gives the contents
     of the added tokens the tokenizer files define besides the config's ``added_tokens_decoder``
     (tokenizer.json's ``added_tokens``, the legacy added_tokens.json); it is only called when a
-    token list holds an entry that is neither a string nor an AddedToken object.
+    token list holds an entry that is neither a string nor an AddedToken object. ``class_defaults``
+    are the tokenizer class's own defaults (``TOKENIZER_CLASS_DEFAULTS``), for names no file gives.
     """
     kwargs = dict(config)
     kwargs.pop("chat_template", None)
@@ -583,6 +720,8 @@ def declared_special_tokens(
         if legacy_keys:
             _merge_legacy_map(kwargs, legacy_map, legacy_path, config_path)
         kwargs = {key: _convert_added_tokens(value, key) for key, value in kwargs.items()}
+        for key, value in (class_defaults or {}).items():
+            kwargs.setdefault(key, value)
         if padding_token is not None:
             kwargs.setdefault("pad_token", padding_token)
         return _init_special_tokens(kwargs, added_tokens)

@@ -40,6 +40,7 @@ from .sources import (
     TemplateSource,
     read_gguf_tokenizer,
     read_json_object,
+    tokenizer_class_for,
 )
 
 # llama.cpp token types (gguf TokenType): which tokens its tokenizer matches whole in text
@@ -93,6 +94,8 @@ class Vocabulary:
         single_word: Iterable[str] = (),
         gguf: bool = False,
         added_on_load: Iterable[str] = (),
+        split_special: bool = False,
+        transformers_prepended: Iterable[str] | None = None,
     ) -> None:
         self.source = source
         self.atomic = dict(atomic)
@@ -104,6 +107,12 @@ class Vocabulary:
         # Special tokens the config declares (named or in its unnamed list) that the vocabulary
         # lacks: transformers adds each as a new token whose embedding was never trained.
         self.added_on_load = frozenset(added_on_load)
+        # tokenizer_config.json's split_special_tokens: transformers then matches no special token
+        # in text (tokenizers' encode_special_tokens); non-special added tokens stay whole.
+        self.split_special = split_special
+        # For a GGUF file: what transformers (``gguf_file=``) puts before a text, where llama.cpp's
+        # rules (``prepended``) may differ; None when they are the same runtime.
+        self.transformers_prepended = tuple(transformers_prepended) if transformers_prepended is not None else None
         self.special_ids = frozenset(special_ids)
         self.eos_ids = frozenset(eos_ids)
         self.special_tokens = dict(special_tokens)
@@ -144,7 +153,19 @@ class Vocabulary:
 
     def is_atomic(self, text: str) -> bool:
         """Whether tokenizing a text containing ``text`` always yields it as one token."""
-        return text in self.atomic
+        return text in self.atomic and not (self.split_special and self.atomic[text] in self.special_ids)
+
+    def token_for(self, text: str) -> str | None:
+        """The added token the real tokenizer turns ``text`` into when that is exactly one added
+        token; a normalizer can map a spelling the vocabulary lacks (``<|IM_START|>`` under a
+        Lowercase normalizer) onto one. None without an encoder or otherwise."""
+        if self.is_atomic(text):
+            return text
+        ids = self.encode(text) if text else None
+        if not ids or len(ids) != 1:
+            return None
+        found = self.text_of(ids[0])
+        return found if found is not None and self.is_atomic(found) else None
 
     def is_special(self, text: str) -> bool:
         return self.atomic.get(text, -1) in self.special_ids
@@ -179,6 +200,8 @@ class Vocabulary:
         if start >= len(text):
             return None
         for candidate in self._atomic_by_first_char.get(text[start], ()):
+            if self.split_special and self.atomic[candidate] in self.special_ids:
+                continue
             if text.startswith(candidate, start) and (
                     candidate not in self.single_word or _alone(text, start, start + len(candidate))):
                 return candidate
@@ -285,21 +308,23 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str],
     eos_ids = set(_generation_eos_ids(directory))
     eos_text = special_tokens.get("eos_token")
     vocab_of = (lambda: _model_vocab(tokenizer["model"], tokenizer_path)) if tokenizer is not None else None
+    split_special = config.get("split_special_tokens") is True
     vocabulary = Vocabulary(
         source=str(tokenizer_path if tokenizer is not None else config_path),
         atomic=atomic,
         special_ids=special_ids,
         eos_ids=(),
         special_tokens=special_tokens,
-        prepended=_hf_prepended(config, tokenizer, special_tokens),
+        prepended=_hf_prepended(config, tokenizer, special_tokens, tokenizer_class_for(directory, config)),
         fingerprint=_files_digest(directory, (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE,
                                               GENERATION_CONFIG_FILE, MODEL_CONFIG_FILE)),
         tokens=vocab_of,
         complete=tokenizer is not None,
-        encoder=(lambda: _tokenizers_encoder(tokenizer_path, config_added + declared_added))
+        encoder=(lambda: _tokenizers_encoder(tokenizer_path, config_added + declared_added, split_special))
         if tokenizer is not None else None,
         single_word=single_word,
         added_on_load=added_on_load,
+        split_special=split_special,
     )
     if eos_text is not None and vocabulary.id_of(eos_text) is not None:
         eos_ids.add(vocabulary.id_of(eos_text))
@@ -407,16 +432,30 @@ def _generation_eos_ids(directory: Path) -> list[int]:
     return _eos_id_list(value, directory / MODEL_CONFIG_FILE)
 
 
-def _hf_prepended(config: dict, tokenizer: dict | None, special_tokens: Mapping[str, str]) -> tuple[str, ...]:
+# Tokenizer classes that rebuild the post-processor from their own add_bos_token whatever
+# tokenizer.json says, with that flag's default: GPTNeoXTokenizer calls update_post_processor() at
+# the end of __init__; CodeLlamaTokenizer passes add_bos_token=True explicitly, which makes the
+# backend rebuild it.
+_POST_PROCESSOR_REBUILT_ADD_BOS = {"GPTNeoXTokenizer": False, "CodeLlamaTokenizer": True}
+
+
+def _hf_prepended(config: dict, tokenizer: dict | None, special_tokens: Mapping[str, str],
+                  tokenizer_class: str | None = None) -> tuple[str, ...]:
     """What transformers 5 puts before a text with ``add_special_tokens=True``.
 
     With a tokenizer.json, its post-processor decides: transformers 5 drops ``add_bos_token`` and
     ``add_eos_token`` from the config when it loads one (``PreTrainedTokenizerBase._from_pretrained``).
-    Without one, the config's ``add_bos_token`` does.
+    Without one, the config's ``add_bos_token`` does. A class that rebuilds the post-processor
+    (``_POST_PROCESSOR_REBUILT_ADD_BOS``) decides with its own default instead of the file's.
     """
+    bos = special_tokens.get("bos_token")
+    if tokenizer_class in _POST_PROCESSOR_REBUILT_ADD_BOS:
+        add_bos = _POST_PROCESSOR_REBUILT_ADD_BOS[tokenizer_class]
+        if tokenizer is None and isinstance(config.get("add_bos_token"), bool):
+            add_bos = config["add_bos_token"]
+        return (bos,) if add_bos and bos else ()
     if tokenizer is not None:
         return _post_processor_prefix(tokenizer.get("post_processor"))
-    bos = special_tokens.get("bos_token")
     return (bos,) if config.get("add_bos_token") is True and bos else ()
 
 
@@ -478,7 +517,8 @@ def _files_digest(directory: Path, names: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def _tokenizers_encoder(path: Path, config_added: list[tuple[int, str, bool]]) -> Callable[[str], list[int]] | None:
+def _tokenizers_encoder(path: Path, config_added: list[tuple[int, str, bool]],
+                        split_special: bool = False) -> Callable[[str], list[int]] | None:
     """An encoder backed by the real tokenizer, or None when the ``tokenizers`` library is
     missing or cannot read this file (a newer format, say): the rules then fall back to what
     the added tokens say."""
@@ -493,6 +533,7 @@ def _tokenizers_encoder(path: Path, config_added: list[tuple[int, str, bool]]) -
         if missing:
             backend.add_special_tokens([AddedToken(c, special=True) for c, special in missing if special])
             backend.add_tokens([AddedToken(c, special=False) for c, special in missing if not special])
+        backend.encode_special_tokens = split_special
     except Exception:  # noqa: BLE001 - the library refusing a file only costs precision here
         return None
     return lambda text: backend.encode(text, add_special_tokens=False).ids
@@ -542,6 +583,14 @@ def _gguf_vocabulary(path: Path, special_tokens: Mapping[str, str]) -> Vocabular
     if add_bos is None:
         model = metadata.get("tokenizer.ggml.model")
         add_bos = model in ("llama", "bert") or (model == "gpt2" and metadata.get("tokenizer.ggml.pre") in _LLAMA_CPP_BOS_PRETOKENIZERS)
+    # transformers' GGUF loader (integrations/gguf): the file's flag, else True for a "llama"
+    # (sentencepiece) vocabulary only; "gemma4" never.
+    model = metadata.get("tokenizer.ggml.model")
+    hf_add_bos = metadata.get("tokenizer.ggml.add_bos_token")
+    if hf_add_bos is None:
+        hf_add_bos = model == "llama"
+    if model == "gemma4":
+        hf_add_bos = False
     named = dict(special_tokens)
     if bos_id is not None:
         named.setdefault("bos_token", tokens[bos_id])
@@ -555,6 +604,7 @@ def _gguf_vocabulary(path: Path, special_tokens: Mapping[str, str]) -> Vocabular
         fingerprint=tokenizer.digest,
         tokens=lambda: by_text,
         gguf=True,
+        transformers_prepended=(tokens[bos_id],) if hf_add_bos and bos_id is not None else (),
     )
 
 
@@ -605,6 +655,7 @@ def vocabulary_from_tokenizer(tokenizer: Any, generation_config: Any = None) -> 
         tokens=vocab,
         encoder=lambda: (lambda text: list(tokenizer.encode(text, add_special_tokens=False))),
         single_word=single_word,
+        split_special=getattr(tokenizer, "split_special_tokens", False) is True,
     )
 
 

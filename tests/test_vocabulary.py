@@ -424,6 +424,33 @@ def test_gguf_default_bos(tmp_path, model, pre, add_bos, prepended):
     assert load_vocabulary(load_source(path)).prepended == prepended
 
 
+@pytest.mark.parametrize("model, pre, add_bos, transformers_adds", [
+    ("gpt2", "llama-bpe", None, False),  # llama.cpp's default for this pre-tokenizer; transformers adds none
+    ("llama", None, None, True),
+    ("gpt2", None, True, True),
+])
+def test_gguf_doubled_bos_names_llama_cpp_and_what_transformers_does(tmp_path, model, pre, add_bos, transformers_adds):
+    path = write_gguf_vocabulary(tmp_path / "m.gguf", ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"],
+                                 [2, CONTROL, CONTROL, CONTROL, CONTROL], {"bos": 1, "eos": 4}, model=model, pre=pre,
+                                 add_bos=add_bos, template="{{ bos_token }}" + CHATML)
+    _result, payload = lint_json(str(path), "--select", "TK501")
+    message = payload["diagnostics"][0]["message"]
+    assert "llama.cpp" in message and "add_special_tokens=True" not in message
+    assert ("transformers with gguf_file= does too" in message) is transformers_adds
+    assert ("transformers with gguf_file= adds none" in message) is not transformers_adds
+
+
+def test_gguf_marker_of_normal_type_names_llama_cpp_and_what_transformers_does(tmp_path):
+    # <|im_start|> is the bos and a normal token: llama.cpp splits it; transformers adds the named
+    # bos as a special token and keeps it whole.
+    path = write_gguf_vocabulary(tmp_path / "m.gguf", ["<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"],
+                                 [2, NORMAL, CONTROL, CONTROL], {"bos": 1, "eos": 2}, add_bos=False)
+    _result, payload = lint_json(str(path), "--select", "TK503")
+    [message] = [item["message"] for item in payload["diagnostics"]]
+    assert "llama.cpp splits it into pieces" in message
+    assert "transformers with gguf_file= adds it as a special token, as the GGUF names it bos_token" in message
+
+
 def test_gguf_id_outside_the_vocabulary_is_an_input_error(tmp_path):
     path = write_gguf_vocabulary(tmp_path / "m.gguf", ["<unk>", "<s>", "</s>"], [2, CONTROL, CONTROL],
                                  {"bos": 1, "eos": 2, "eot": 9})

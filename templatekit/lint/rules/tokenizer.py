@@ -226,7 +226,8 @@ class Emitted:
                 return token
             marker = _MARKER.match(text, position)
             if marker is not None and self.meant_as_token(marker.group()):
-                return _MISSING
+                matched = self.vocabulary.token_for(marker.group())
+                return matched if matched is not None else _MISSING
             position += 1
         return None
 
@@ -248,14 +249,15 @@ class Emitted:
             text = text.replace(phantom, "")
         return text
 
-    def prompt_starts(self) -> Iterator[tuple[str, str]]:
-        """(fixture name, rendered prompt without leading whitespace) for each fixture, without
-        the stand-ins for tokens the tokenizer does not declare (transformers renders those names
-        as nothing)."""
+    def prompt_starts(self, keep_leading: bool = False) -> Iterator[tuple[str, str]]:
+        """(fixture name, rendered prompt without leading whitespace, unless ``keep_leading``) for
+        each fixture, without the stand-ins for tokens the tokenizer does not declare
+        (transformers renders those names as nothing)."""
         for fixture in self.behaviour.evaluated():
             rendering = self.behaviour.fixture_render(fixture)
             if rendering.ok:
-                yield fixture.name or "fixture", self.without_phantoms(rendering.text).lstrip(_WHITESPACE)
+                text = self.without_phantoms(rendering.text)
+                yield fixture.name or "fixture", text if keep_leading else text.lstrip(_WHITESPACE)
 
 
 def emitted(target: LintTarget) -> Emitted:
@@ -350,14 +352,31 @@ class DoubledBos(TokenizerRule):
     def findings(self, target: LintTarget, vocabulary: Any) -> Iterator[Diagnostic]:
         if not vocabulary.prepended:
             return
-        for fixture, prompt in emitted(target).prompt_starts():
-            added = next((token for token in vocabulary.prepended if prompt.startswith(token)), None)
+        for fixture, raw in emitted(target).prompt_starts(keep_leading=True):
+            prompt = raw.lstrip(_WHITESPACE)
+            # A token the tokenizer does not match whole in text (split_special_tokens) is not a
+            # BOS in the prompt: only the added one is.
+            added = next((token for token in vocabulary.prepended if prompt.startswith(token)
+                          and not (token in vocabulary.atomic and not vocabulary.is_atomic(token))), None)
             if added is None:
                 continue
+            lead = raw[:len(raw) - len(prompt)]
+            start = f"starts with {lead!r} and then {added!r}" if lead else f"already starts with {added!r}"
+            front = " in front of the whitespace" if lead else " in front"
             line, column = _locate(target, *_names_for(target, added), added)
+            if vocabulary.gguf:
+                other = vocabulary.transformers_prepended
+                also = "" if other is None else (
+                    " (transformers with gguf_file= does too)" if added in other
+                    else " (transformers with gguf_file= adds none: this is llama.cpp's behaviour)")
+                yield self.diagnostic(line, column, (
+                    f"{_fixture_phrase(fixture)}: the prompt {start}, and llama.cpp, tokenizing it with its default "
+                    f"of adding special tokens, puts another {added!r}{front}{also}, so the model sees it twice; "
+                    "callers that tokenize the rendered prompt must not add BOS"))
+                return
             yield self.diagnostic(line, column, (
-                f"{_fixture_phrase(fixture)}: the prompt already starts with {added!r}, and tokenizing it with "
-                f"add_special_tokens=True (the default) puts another {added!r} in front, so the model sees it twice; "
+                f"{_fixture_phrase(fixture)}: the prompt {start}, and tokenizing it with "
+                f"add_special_tokens=True (the default) puts another {added!r}{front}, so the model sees it twice; "
                 "apply_chat_template(tokenize=True) is unaffected, text callers must pass add_special_tokens=False"))
             return
 
@@ -420,9 +439,10 @@ class TurnEndNotEos(TokenizerRule):
         if token_id in vocabulary.eos_ids:
             return
         line, column = _locate(target, token, *_names_for(target, token))
+        where = "llama.cpp's end-of-generation set for this GGUF" if vocabulary.gguf else "eos ids"
         yield self.diagnostic(line, column, (
             f"assistant turns end with {vocabulary.describe(token_id)}, which is not an end-of-generation id "
-            f"(eos ids: {vocabulary.eos_description()}): generation will not stop after the reply; "
+            f"({where}: {vocabulary.eos_description()}): generation will not stop after the reply; "
             + (f"set tokenizer.ggml.eot_token_id to {token_id} in the GGUF metadata" if vocabulary.gguf
                else f"add {token_id} to eos_token_id in generation_config.json")))
 
@@ -482,6 +502,22 @@ class MarkerNotSingleToken(TokenizerRule):
             else:
                 split = f"splits it into {len(ids)} tokens" if ids else "splits it into pieces"
             line, column = _locate(target, literal, *_names_for(target, literal))
+            if literal in vocabulary.atomic and getattr(vocabulary, "split_special", False):
+                yield self.diagnostic(line, column, (
+                    f"{literal!r} (id {token_id}) is a special token, but tokenizer_config.json sets "
+                    f"split_special_tokens: true, so transformers matches no special token in text: tokenizing the "
+                    f"rendered prompt (apply_chat_template(tokenize=True) included) {split}, so the model never "
+                    "sees the marker; remove split_special_tokens"))
+                continue
+            if vocabulary.gguf:
+                named = [name for name, value in vocabulary.special_tokens.items() if value == literal]
+                also = (f" (transformers with gguf_file= adds it as a special token, as the GGUF names it "
+                        f"{named[0]}, and keeps it whole)") if named else ""
+                yield self.diagnostic(line, column, (
+                    f"{literal!r} (id {token_id}) is only an ordinary (normal) token in this GGUF, not a control or "
+                    f"user-defined one: llama.cpp {split} when it tokenizes the rendered prompt{also}, so the model "
+                    "never sees the marker; set its token type to control"))
+                continue
             yield self.diagnostic(line, column, (
                 f"{literal!r} (id {token_id}) is only an ordinary vocabulary entry, not a special "
                 f"or added token: tokenizing the rendered prompt {split}, so the model never sees the marker"))
@@ -518,7 +554,7 @@ class UnknownSpecialToken(TokenizerRule):
     def findings(self, target: LintTarget, vocabulary: Any) -> Iterator[Diagnostic]:
         analysis = emitted(target)
         for literal in analysis.literals:
-            if vocabulary.id_of(literal) is not None:
+            if vocabulary.id_of(literal) is not None or vocabulary.token_for(literal) is not None:
                 continue
             where = "a token of this tokenizer" if vocabulary.complete else \
                 "among this tokenizer's added tokens (there is no tokenizer.json to say more)"
