@@ -368,3 +368,33 @@ def test_arguments_iterated_character_by_character_are_found_when_they_hold_digi
     printed = "<call>" + "".join(f"{character}=?, " for character in arguments) + "</call>"
     assert _iterated_characters(printed, 0, len(printed), arguments) == len("<call>")
     assert _iterated_characters("<call>" + arguments + "</call>", 0, 30, arguments) is None
+
+
+def test_text_after_the_last_tag_is_named_instead_of_re_rendered_history():
+    # Found on a real template ending in "{%- endif %} ": the space ends every render, so each
+    # new turn and the generation prompt go before it; no earlier turn changes.
+    from templatekit.lint.registry import find_rule
+
+    text = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %} ")
+    target = LintTarget(text)
+    (history,) = find_rule("TK602")().check(target)
+    assert "the template prints ' ' after its last tag (line 1, column 128)" in history.message
+    assert "no earlier turn changes" in history.message and "re-renders" not in history.message
+    (prompt,) = find_rule("TK601")().check(target)
+    assert (prompt.line, prompt.column) == (1, 128)
+    assert prompt.message.endswith("delete it, or strip it with '-' in the last tag's closing delimiter")
+    assert list(find_rule("TK602")().check(LintTarget(text.rstrip()))) == []
+
+
+def test_reasoning_dropped_from_history_says_when_the_dropped_block_is_the_templates_own_empty_one():
+    from templatekit.lint.registry import find_rule
+
+    text = ("{% for m in messages %}<|{{ m.role }}|>{% if m.role == 'assistant' and loop.last %}<think>"
+            "{{ m.reasoning_content or '' }}</think>{% endif %}{{ m.content }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    messages = [finding.message for finding in find_rule("TK613")().check(LintTarget(text))]
+    assert messages, "TK613 should report the think block dropped from history"
+    assert any("drops the template's own empty reasoning block from the latest assistant turn "
+               "(the conversation has no reasoning)" in message for message in messages), messages
+    assert not any("re-renders earlier turns" in message for message in messages), messages

@@ -410,6 +410,14 @@ class GenerationPromptNotSuffix(BehaviourRule):
                 yield self._no_prompt(behaviour, target, fixture, cue)
                 return
             if not prompted.text.startswith(plain.text):
+                trailing = trailing_text(target)
+                if trailing is not None and trailing.explains(plain.text, prompted.text):
+                    remedy = ("delete it, or strip it with '-' in the last tag's closing delimiter"
+                              if not trailing.text.strip() else "print it only where a turn ends, not after everything")
+                    yield Broken(f"{behaviour.describe(fixture)}: {trailing.describe()}: it follows the generation "
+                                 f"prompt, so the model's turn starts after it, and the render without the prompt "
+                                 f"ends with it; {remedy}", trailing.line, trailing.column)
+                    return
                 at = common_prefix_length(prompted.text, plain.text)
                 _overwrites, reads = _generation_prompt_uses(target)
                 yield _at((reads or [None])[0],
@@ -526,7 +534,45 @@ def _tests_definedness(tokens: list[Token], index: int) -> bool:
     return rest in (["defined"], ["undefined"])
 
 
-def history_breaks(behaviour: Behaviour) -> list[tuple[str, str]]:
+@dataclasses.dataclass(frozen=True)
+class TrailingText:
+    """Text the template prints after its last tag: it ends every render."""
+
+    text: str
+    line: int
+    column: int
+
+    def explains(self, shorter: str, longer: str) -> bool:
+        """Whether ``shorter`` fails to be a prefix of ``longer`` only because both end with this
+        text: whatever the longer render adds goes before it."""
+        size = len(self.text)
+        return shorter.endswith(self.text) and longer.endswith(self.text) and \
+            longer[:-size].startswith(shorter[:-size])
+
+    def describe(self) -> str:
+        return (f"the template prints {self.text!r} after its last tag (line {self.line}, column {self.column}), "
+                f"so every render ends with it")
+
+
+_TAG_ENDS = frozenset({"block_end", "variable_end", "comment_end", "raw_end"})
+
+
+def trailing_text(target: LintTarget) -> TrailingText | None:
+    """What renders after the template's last tag (the lexer has already dropped the one final
+    newline Jinja drops), or None when nothing does."""
+    tokens = target.tokens
+    if not tokens:
+        return None
+    last = max((index for index, token in enumerate(tokens) if token.type in _TAG_ENDS), default=None)
+    if last is None:
+        return None
+    data = [token for token in tokens[last + 1:] if token.type == "data" and token.value]
+    if not data:
+        return None
+    return TrailingText("".join(token.value for token in data), data[0].line, data[0].column)
+
+
+def history_breaks(behaviour: Behaviour, trailing: TrailingText | None = None) -> list[tuple[str, str]]:
     """(kind, message) for each fixture whose history does not re-render as a prefix.
 
     For consecutive prefixes ``m[:j]`` and ``m[:j+1]`` of a fixture, the render of the shorter
@@ -534,6 +580,8 @@ def history_breaks(behaviour: Behaviour) -> list[tuple[str, str]]:
     longer one's: that is what lets servers reuse the KV cache and what makes training data match
     inference. ``kind`` is ``"reasoning"`` when the only change is reasoning display dropped from
     an earlier turn (a deliberate history policy, TK613) and ``"unstable"`` otherwise (TK602).
+    When the template's ``trailing`` text alone explains a break (each new turn is printed before
+    it), the message says so rather than that earlier turns re-render.
     """
     found: list[tuple[str, str]] = []
     for fixture in behaviour.evaluated():
@@ -568,8 +616,22 @@ def history_breaks(behaviour: Behaviour) -> list[tuple[str, str]]:
             kinds_seen.add(kind)
             at = common_prefix_length(earlier.text, later.text)
             role = messages[j].get("role")
-            found.append((kind, f"{behaviour.describe(fixture)}: adding messages[{j}] ({role}) re-renders earlier "
-                                f"turns; first difference at offset {at}: {excerpt(earlier.text, at)} becomes "
+            if trailing is not None and trailing.explains(earlier.text, later.text):
+                found.append((kind, f"{behaviour.describe(fixture)}: {trailing.describe()}: adding messages[{j}] "
+                                    f"({role}) prints the new turn before it, so the earlier render is not a prefix "
+                                    f"of the later one (no earlier turn changes)"))
+                continue
+            if kind == "reasoning":
+                # A conversation without reasoning still loses the template's own (empty) block.
+                if any(message.get(key) for message in messages[:j] for key in REASONING_FIELDS):
+                    change = "drops the reasoning shown on the latest assistant turn"
+                else:
+                    change = ("drops the template's own empty reasoning block from the latest assistant turn (the "
+                              "conversation has no reasoning)")
+            else:
+                change = "re-renders earlier turns"
+            found.append((kind, f"{behaviour.describe(fixture)}: adding messages[{j}] ({role}) {change}; first "
+                                f"difference at offset {at}: {excerpt(earlier.text, at)} becomes "
                                 f"{excerpt(later.text, at)}"))
     return found
 
@@ -661,7 +723,7 @@ def _unrequested_tail(behaviour: Behaviour, fixture: Conversation, j: int, earli
 
 
 def _history(behaviour: Behaviour, target: LintTarget) -> list[tuple[str, str]]:
-    return target.shared("behaviour:history", lambda _target: history_breaks(behaviour))
+    return target.shared("behaviour:history", lambda _target: history_breaks(behaviour, trailing_text(target)))
 
 
 @register
@@ -1146,7 +1208,8 @@ class ReasoningDroppedFromHistory(BehaviourRule):
     It still means the prompt is not append-only at that turn: the prefix cache misses and an
     assistant mask computed by diffing renders is wrong there. Know that it happens. Only what
     the longer conversation no longer prints counts: the turn's reasoning text, a reasoning
-    marker, or the content of a think block the prompt opened; indentation that changes next to
+    marker (an empty think block the template adds to the latest turn of a conversation with no
+    reasoning too), or the content of a think block the prompt opened; indentation that changes next to
     a ``</think>`` still printed is an unstable history (TK602).
 
     Bad:
