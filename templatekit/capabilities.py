@@ -115,6 +115,9 @@ UNLINKED_IDS = ("call_913_", "call_914_")
 # How a typed content list prints in a template that expects a string: its Python repr.
 PART_REPR = "{'type'"
 
+# The typed-content fact of a string-only template that prints a list of parts as it is.
+PARTS_AS_REPR = "parts print as their Python repr ([{'type': 'text', ...}])"
+
 # What each baseline renders, for the note of a probe that could not tell.
 A_USER_TURN = "a plain user turn"
 WITH_TOOLS = "a user turn with tool definitions"
@@ -582,6 +585,8 @@ def _probe_pass(render: Render, context: _Context) -> tuple[_Readings, list[Any]
          typed, plain, A_USER_TURN)
     if values["typed_content"] and not _has(plain, USER_NEEDLE):
         facts["typed_content"] = "requires typed content (a plain string does not render)"
+    elif repr_leaked and values["typed_content"] is False and "typed_content" not in facts:
+        facts["typed_content"] = PARTS_AS_REPR
 
     reasoning = run("probe:reasoning", make(
         [_user(), {"role": "assistant", "reasoning_content": REASONING_NEEDLE, "content": ASSISTANT_NEEDLE}],

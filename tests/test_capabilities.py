@@ -308,7 +308,8 @@ def test_a_value_over_a_size_limit_does_not_stop_the_checks():
     behaviour = behaviour_of(target)
     codes = {d.code for d in run_rules(target, [find_rule(f"TK6{number:02d}")() for number in range(1, 15)])}
     assert behaviour.spent_budget is None
-    assert behaviour.render_count > 20 and codes == {"TK614"}
+    # The notes a plain ChatML template gets: skipped fixtures, and typed parts printed as a repr.
+    assert behaviour.render_count > 20 and codes == {"TK614", "TK608"}
 
 
 def test_capabilities_says_when_probing_stopped(run, tmp_path):

@@ -54,6 +54,7 @@ from ...behaviour import (
     with_text_on_tool_calls,
     with_typed_text,
 )
+from ...capabilities import PART_REPR, PARTS_AS_REPR
 from ...conversation import REASONING_FIELDS, Conversation
 from ...errors import OutOfTime, RenderFailure
 from ...rendering import Rendering
@@ -1048,7 +1049,10 @@ class TypedTextDiffers(BehaviourRule):
 
     Why: OpenAI-style clients send ``[{"type": "text", "text": ...}]``; a template that supports
     parts must render text parts exactly like the plain string, or the same conversation gives
-    two prompts depending on the client.
+    two prompts depending on the client. A template that reads content only as a string prints
+    the parts' Python repr instead, which transformers passes through as it is (servers such as
+    vLLM flatten parts to a string first): that is noted (info), until the template declares
+    ``typed_content=false``.
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %} {{ p.text }}{% endfor %}{% endif %}
@@ -1065,7 +1069,10 @@ class TypedTextDiffers(BehaviourRule):
     anchors = ("content",)
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
-        if not behaviour.capabilities.supports("typed_content"):
+        capabilities = behaviour.capabilities
+        if not capabilities.supports("typed_content"):
+            if not capabilities.declared("typed_content") and PARTS_AS_REPR in capabilities.facts.get("typed_content", ""):
+                yield self._printed_as_repr(behaviour)
             return
         fixture = next(behaviour.evaluated(["multi-turn"]), None)
         if fixture is None:
@@ -1080,6 +1087,21 @@ class TypedTextDiffers(BehaviourRule):
             at = common_prefix_length(as_parts.text, as_string.text)
             yield (f"typed text parts render differently from strings at offset {at}: "
                    f"{excerpt(as_parts.text, at)} vs {excerpt(as_string.text, at)}")
+
+
+    @staticmethod
+    def _printed_as_repr(behaviour: Behaviour) -> Broken:
+        basic = next(behaviour.evaluated(["basic"]), None)
+        shown = ""
+        if basic is not None:
+            as_parts = behaviour.render("basic:typed", with_typed_text(basic))
+            at = as_parts.text.find(PART_REPR) if as_parts.ok else -1
+            if at >= 0:
+                shown = f": {behaviour.describe(basic)} with its text as parts renders {excerpt(as_parts.text, at)}"
+        return Broken(f"content given as typed text parts prints as the list's Python repr{shown}; the template "
+                      f"reads content only as a string, so clients must flatten parts to a string before rendering "
+                      f"(transformers passes them as they are); declare it with "
+                      f"{{# templatekit: capabilities typed_content=false #}}", severity="info")
 
 
 @register
