@@ -150,7 +150,7 @@ class Behaviour:
     @property
     def capabilities(self) -> caps.Capabilities:
         if self._capabilities is None:
-            probed = caps.probe(self._probe_render)
+            probed = caps.probe(self._probe_render, self.render)
             self._capabilities = caps.resolve(probed, self.text, self._config_capabilities)
         return self._capabilities
 

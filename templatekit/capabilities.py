@@ -361,16 +361,18 @@ def _render_tool_calls(render: Render, key: str, arguments: list[Any], content: 
     return rendering
 
 
-def _links_results_by_id(render: Render, key: str, arguments: list[Any], context: "_Context") -> bool:
+def _links_results_by_id(render: Render, side: Render, key: str, arguments: list[Any], context: "_Context") -> bool:
     """Whether the template uses a result's ``tool_call_id`` without printing it: results that
     name no tool (as OpenAI's do) render differently, or raise, once their id matches no call
-    (a template that looks the call up by id to name the result's tool)."""
+    (a template that looks the call up by id to name the result's tool). Its renders go through
+    ``side``: ids that match no call are input no client sends, so a template that loops forever
+    on them must not stop the probing of everything else (``probe``)."""
     # The shape the probe ``key`` rendered in: its render of minja's shape is cached.
     ends_at_results = _refused(render(key, _tool_call_conversation(arguments, context=context), True))
     shape = ":ending-with-results" if ends_at_results else ""
     texts = []
     for name, ids in (("probe:call-unnamed", None), ("probe:call-unnamed-unlinked", UNLINKED_IDS)):
-        rendering = render(name + shape, _tool_call_conversation(
+        rendering = side(name + shape, _tool_call_conversation(
             arguments, user_after_results=not ends_at_results, context=context, result_ids=ids,
             named_results=False), True)
         failure = _failure(rendering)
@@ -478,19 +480,23 @@ CONTEXTS = (
 )
 
 
-def probe(render: Render) -> Capabilities:
+def probe(render: Render, side: Render | None = None) -> Capabilities:
     """Probe a template through ``render`` (which caches, so probes shared with rules are free).
+    ``side`` renders the probes of input no client sends (results whose id matches no call),
+    whose spending a whole budget says nothing about the template's other renders; by default
+    ``render``.
 
     When a plain user turn fails, every capability whose baseline fails is unknown; if the
     template renders once tool definitions or documents are passed (see ``_Context``), the
     probes run again with them, and each capability that pass can tell (one its context does not
     pass already) is read from it, with a note naming what was passed."""
-    readings, renders, plain = _probe_pass(render, NO_CONTEXT)
+    side = side or render
+    readings, renders, plain = _probe_pass(render, side, NO_CONTEXT)
     if _failure(plain) is not None and not getattr(_failure(plain), "spent_budget", False):
         for context in CONTEXTS:
             if _failure(render(f"probe:user{context.suffix}", context.conversation([_user()]), True)) is not None:
                 continue
-            contexted, more, _ = _probe_pass(render, context)
+            contexted, more, _ = _probe_pass(render, side, context)
             renders += more
             for name, value in list(readings.values.items()):
                 if value is not None or name in context.covers or contexted.values.get(name) is None:
@@ -514,7 +520,7 @@ def probe(render: Render) -> Capabilities:
                         failures=readings.failures)
 
 
-def _probe_pass(render: Render, context: _Context) -> tuple[_Readings, list[Any], Any]:
+def _probe_pass(render: Render, side: Render, context: _Context) -> tuple[_Readings, list[Any], Any]:
     """Every probe, each carrying ``context``: the readings, the renders, and the plain user
     turn's render (the baseline most probes are judged against)."""
     renders: list[Any] = []
@@ -558,7 +564,8 @@ def _probe_pass(render: Render, context: _Context) -> tuple[_Readings, list[Any]
     if values["tool_call_id"] is False and "tool_call_id" not in facts and _failure(working) is None:
         working_arguments = call_object if working is as_object else [json.dumps(call_object[0])]
         key = "probe:call-object" if working is as_object else "probe:call-string"
-        if _links_results_by_id(run, key, working_arguments, context):
+        if _links_results_by_id(run, lambda name, *rest: side(name + context.suffix, *rest), key,
+                                working_arguments, context):
             values["tool_call_id"] = True
             facts["tool_call_id"] = "results are matched to their calls by id (the id itself is not printed)"
 

@@ -1,8 +1,9 @@
 """Property-based search for conversations that break a template's behavioural invariants.
 
 ``fuzz_template`` probes what the template supports (``capabilities.py``), draws conversations of
-that shape from ``templatekit.strategies`` (tools only if it supports tools, and so on; system
-messages are sometimes moved later in the conversation, as clients send them), and runs each one
+that shape from ``templatekit.strategies`` (tools only if it supports tools, and then
+conversations without tools as well; and so on; system messages are sometimes moved later in the
+conversation, as clients send them), and runs each one
 through the same invariants the TK6xx lint rules check on the built-in fixtures: each rule
 evaluates on the drawn conversation through ``Behaviour.checking``. A conversation that makes the
 template fail with a render error (not its own ``raise_exception``) breaks the invariant
@@ -305,6 +306,12 @@ def _conversation_strategy(options: dict[str, Any], typed_only: bool = False) ->
     from .strategies import conversations, text_content
 
     drawn = conversations(**options)
+    if options.get("tools"):
+        # Clients call tool-capable models without tools too: a template that fails on a chat
+        # without them (iterating tools that are None) fails every plain request. First, so
+        # failures shrink towards a conversation without tools where one shows them.
+        plain = {**options, "tools": False, "tool_calls": False, "parallel_tool_calls": False}
+        drawn = st.one_of(conversations(**plain), drawn)
     if typed_only:
         drawn = drawn.map(_typed)
     if options.get("system") is False:

@@ -399,3 +399,18 @@ def test_reasoning_dropped_from_history_says_when_the_dropped_block_is_the_templ
     assert any("drops the template's own empty reasoning block from the latest assistant turn "
                "(the conversation has no reasoning)" in message for message in messages), messages
     assert not any("re-renders earlier turns" in message for message in messages), messages
+
+
+@pytest.mark.parametrize("ending, shown", [
+    ("TAIL{# a comment prints nothing #}", "'TAIL'"),
+    ("{% raw %}R{% endraw %}TAIL", "'RTAIL'"),
+    ("TAIL" + "x" * 5000, "'TAIL" + "x" * 56 + "'... (5,004 characters)"),
+])
+def test_trailing_text_is_found_past_comments_and_raw_blocks_and_quoted_short(ending, shown):
+    from templatekit.lint.registry import find_rule
+
+    text = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}" + ending)
+    (history,) = find_rule("TK602")().check(LintTarget(text))
+    assert f"the template prints {shown} after its last tag" in history.message
+    assert "re-renders" not in history.message and len(history.message) < 600

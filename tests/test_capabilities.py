@@ -572,3 +572,20 @@ def test_results_linked_to_calls_by_an_id_the_template_does_not_print_read_tool_
     # A template that ignores the result's id still reads "no".
     ignores = LINKS_BY_ID.replace("call.id == m.tool_call_id", "true")
     assert Behaviour(ignores).capabilities.values["tool_call_id"] is False
+
+
+def test_a_template_that_loops_forever_on_an_unmatched_result_id_is_still_probed_and_checked():
+    # Result ids that match no call are no client's input: the probe that sends them may spend
+    # its budget, but it must not stop the other probes or lint's checks.
+    text = ("{% for m in messages %}{% if m.role == 'tool' %}{% set ns = namespace(found=false) %}"
+            "{% for other in messages %}{% for call in other.tool_calls or [] %}"
+            "{% if call.id == m.tool_call_id %}{% set ns.found = true %}{% endif %}{% endfor %}{% endfor %}"
+            "{% if not ns.found %}{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+            "{% endif %}<|tool|>{{ m.content }}\n{% else %}<|{{ m.role }}|>{{ m.content }}"
+            "{% for call in m.tool_calls or [] %}<call>{{ call.function.name }} {{ call.function.arguments|tojson }}"
+            "</call>{% endfor %}\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    behaviour = Behaviour(text)
+    capabilities = behaviour.capabilities
+    assert behaviour.spent_budget is None
+    assert capabilities.values["tool_calls"] is True and capabilities.values["generation_prompt"] is True
+    assert not any(capabilities.unknown(name) for name in CAPABILITY_NAMES), capabilities.facts

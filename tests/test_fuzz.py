@@ -203,6 +203,15 @@ def test_continue_final_message_refused_by_transformers_is_tk609_not_a_render_er
     assert checker.check(prefill, skip=frozenset({invariant})) is None
 
 
+def test_a_tool_template_that_fails_without_tools_is_found(template):
+    # Loops over tools with no None check (Phi-4-mini's shape): every chat without tools fails.
+    text = "{% for t in tools %}{{ t.function.name }}\n{% endfor %}" + CORRECT_CHATML
+    result = fuzz_template(template(text), examples=100, seed=1)
+    assert "render-error" in [failure.invariant for failure in result.failures]
+    (failure,) = [failure for failure in result.failures if failure.invariant == "render-error"]
+    assert failure.conversation.tools is None
+
+
 def test_same_seed_same_report(template, run):
     source = template(LATE_SYSTEM_DROPPED)
     first = run("fuzz", source, "-n", "200", "--seed", "123")

@@ -551,20 +551,26 @@ class TrailingText:
             longer[:-size].startswith(shorter[:-size])
 
     def describe(self) -> str:
-        return (f"the template prints {self.text!r} after its last tag (line {self.line}, column {self.column}), "
+        shown = repr(self.text) if len(self.text) <= _TRAILING_SHOWN else (
+            f"{self.text[:_TRAILING_SHOWN]!r}... ({len(self.text):,} characters)")
+        return (f"the template prints {shown} after its last tag (line {self.line}, column {self.column}), "
                 f"so every render ends with it")
 
 
-_TAG_ENDS = frozenset({"block_end", "variable_end", "comment_end", "raw_end"})
+# How much of the trailing text a message quotes.
+_TRAILING_SHOWN = 60
+# The tags that decide what prints: a comment prints nothing, and a raw block's contents are text.
+_CODE_ENDS = frozenset({"block_end", "variable_end"})
 
 
 def trailing_text(target: LintTarget) -> TrailingText | None:
-    """What renders after the template's last tag (the lexer has already dropped the one final
-    newline Jinja drops), or None when nothing does."""
+    """What renders after the template's last statement or expression (text, comments between
+    it, a raw block's contents; the lexer has already dropped the one final newline Jinja drops),
+    or None when nothing does."""
     tokens = target.tokens
     if not tokens:
         return None
-    last = max((index for index, token in enumerate(tokens) if token.type in _TAG_ENDS), default=None)
+    last = max((index for index, token in enumerate(tokens) if token.type in _CODE_ENDS), default=None)
     if last is None:
         return None
     data = [token for token in tokens[last + 1:] if token.type == "data" and token.value]
