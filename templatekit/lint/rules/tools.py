@@ -681,7 +681,8 @@ def _excludes_none(
     """Whether a condition with truth ``holds`` rules out the value being None.
 
     Follows flags: ``{% set has_tools = tools and tools is iterable %}`` then
-    ``{% if has_tools %}`` guards as well as the test itself.
+    ``{% if has_tools %}`` guards as well as the test itself, and so does a flag (a variable or a
+    namespace attribute, ``ns.has_tools``) set to a true value only under such a test.
     """
     for node, truth in walk_polarity(test, holds):
         if isinstance(node, nodes.Test) and is_value(node.node):
@@ -690,13 +691,58 @@ def _excludes_none(
             if node.name in ("iterable", "sequence", "mapping", "string") and truth:
                 return True
         if isinstance(node, nodes.Name) and truth and not is_value(node) and node.name not in _seen:
-            for (scope, name), value, how in facts.bindings:
-                if name == node.name and how == "value":
-                    if _excludes_none(facts, value, True, is_value, _seen | {node.name}):
-                        return True
+            seen = _seen | {node.name}
+            values = [value for (_scope, name), value, how in facts.bindings if name == node.name and how == "value"]
+            if any(_excludes_none(facts, value, True, is_value, seen) for value in values):
+                return True
+            if values and _true_only_where_none_is_excluded(facts, values, is_value, seen):
+                return True
+        if (isinstance(node, nodes.Getattr) and truth and isinstance(node.node, nodes.Name)
+                and f"{node.node.name}.{node.attr}" not in _seen):
+            values = _namespace_attribute_values(facts, node.node.name, node.attr)
+            if values is not None and _true_only_where_none_is_excluded(
+                    facts, values, is_value, _seen | {f"{node.node.name}.{node.attr}"}):
+                return True
     # Truthiness (``if tools``, ``tools and ...``) or a length check rules out None, and a
     # ``|length`` on None would itself be reported where it stands.
     return holds and checks_nonempty(test, is_value)
+
+
+def _true_only_where_none_is_excluded(facts: TemplateFacts, values: list[nodes.Node],
+                                      is_value: Callable[[nodes.Node], bool], seen: frozenset[str]) -> bool:
+    """Whether every value a flag is given that may be true is a test ruling out None, or is
+    given under one (``{% if tools %}{% set ns.has_tools = true %}{% endif %}``)."""
+    for value in values:
+        if isinstance(value, nodes.Const) and not value.value:
+            continue
+        if _excludes_none(facts, value, True, is_value, seen):
+            continue
+        if any(_excludes_none(facts, condition.test, condition.truth, is_value, seen)
+               for condition in facts.conditions(value)):
+            continue
+        return False
+    return True
+
+
+def _namespace_attribute_values(facts: TemplateFacts, namespace: str, attribute: str) -> list[nodes.Node] | None:
+    """Every value ``namespace.attribute`` is given: its keyword in the ``namespace(...)`` call
+    (a missing one is undefined, so false) and each ``{% set namespace.attribute = ... %}``;
+    None when ``namespace`` is not made by a ``namespace(...)`` call in the template (a value
+    from outside could be anything)."""
+    values: list[nodes.Node] = []
+    made = False
+    for assign in facts.find(nodes.Assign):
+        target, value = assign.target, assign.node
+        if isinstance(target, nodes.NSRef) and target.name == namespace and target.attr == attribute:
+            values.append(value)
+        elif isinstance(target, nodes.Name) and target.name == namespace:
+            if not (isinstance(value, nodes.Call) and isinstance(value.node, nodes.Name)
+                    and value.node.name == "namespace" and not value.args and value.dyn_args is None
+                    and value.dyn_kwargs is None):
+                return None
+            made = True
+            values += [keyword.value for keyword in value.kwargs if keyword.key == attribute]
+    return values if made else None
 
 
 @register
