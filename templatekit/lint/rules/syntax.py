@@ -346,6 +346,68 @@ def _runaway_string(target: LintTarget, offset: int) -> str:
 
 
 @register
+class JsonEncodedTemplate(Rule):
+    """The file holds the template JSON-encoded (a pasted ``"chat_template": "..."`` line), not the template.
+
+    Why: copying a template out of tokenizer_config.json by hand easily takes the JSON with it:
+    the key, the quotes, ``\\n`` for every line break and ``\\"`` for every quote. Jinja still
+    parses it, so every prompt starts with ``"chat_template": "``, has backslashes where line
+    breaks belong and ends with ``",``; a chat_template.jinja must hold the decoded text.
+
+    Bad:
+        "chat_template": "{% for m in messages %}<|{{ m.role }}|>\\n{{ m.content }}{% endfor %}",
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>
+        {{ m.content }}{% endfor %}
+
+    Fix: replaces the file's text with the decoded template (unsafe: review it).
+    """
+
+    code, name, severity = "TK009", "json-encoded-template", "error"
+    needs_tree = False
+
+    def check(self, target: LintTarget) -> Iterable[Diagnostic]:
+        found = _json_encoded_template(target.text)
+        if found is None:
+            return []
+        what, decoded = found
+        start = len(target.text) - len(target.text.lstrip())
+        line, column = target.position(start)
+        return [self.diagnostic(
+            line, column,
+            f"the file holds {what}, not the template itself: every render prints the JSON around it and "
+            f"its escapes (\\n, \\\") as they are; save the decoded template",
+            fix=Fix("replace the text with the decoded template", (Edit(0, len(target.text), decoded),), safe=False),
+        )]
+
+
+# A pasted config line: the key, then the JSON string, then perhaps the comma before the next key.
+_PASTED_KEY = re.compile(r'"chat_template"\s*:\s*(".*")\s*,?', re.DOTALL)
+
+
+def _json_encoded_template(text: str) -> tuple[str, str] | None:
+    """(what the text is, the template it encodes) when ``text`` is a template JSON-encoded: a
+    pasted ``"chat_template": "..."`` line, or one JSON string literal; None otherwise. Only a
+    decoded string with Jinja syntax counts: a template may well print a quoted string."""
+    import json
+
+    body = text.strip()
+    pasted = _PASTED_KEY.fullmatch(body)
+    candidates = [("a pasted \"chat_template\": \"...\" line of a JSON config", pasted.group(1))] if pasted else []
+    if body.startswith('"'):
+        candidates.append(("the template as a JSON string literal", body.removesuffix(",").rstrip()))
+    for what, literal in candidates:
+        try:
+            decoded = json.loads(literal)
+        except ValueError:
+            continue
+        if isinstance(decoded, str) and ("{%" in decoded or "{{" in decoded):
+            return what, decoded
+    return None
+
+
+@register
 class LoaderTag(_TagRule):
     """Tag loads another template, but chat templates have no loader.
 
