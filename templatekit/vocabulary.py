@@ -23,8 +23,11 @@ texts (``llama-vocab.cpp``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -96,6 +99,7 @@ class Vocabulary:
         added_on_load: Iterable[str] = (),
         split_special: bool = False,
         transformers_prepended: Iterable[str] | None = None,
+        unknown_id: int | None = None,
     ) -> None:
         self.source = source
         self.atomic = dict(atomic)
@@ -123,6 +127,9 @@ class Vocabulary:
         self._encoder_factory = encoder
         self._encoder: Callable[[str], list[int]] | None = None
         self._encoder_built = False
+        # The id the tokenizer model gives a text it has no token for: a marker that encodes to it
+        # alone is unknown, not a spelling of that token.
+        self.unknown_id = unknown_id
 
     def __repr__(self) -> str:
         return f"Vocabulary({self.source!r}, {len(self.atomic)} atomic tokens, eos ids {sorted(self.eos_ids)})"
@@ -158,11 +165,12 @@ class Vocabulary:
     def token_for(self, text: str) -> str | None:
         """The added token the real tokenizer turns ``text`` into when that is exactly one added
         token; a normalizer can map a spelling the vocabulary lacks (``<|IM_START|>`` under a
-        Lowercase normalizer) onto one. None without an encoder or otherwise."""
+        Lowercase normalizer) onto one. None without an encoder or otherwise, and when the text
+        comes out as the unknown token (the model's ``unk_token``), which says the tokenizer lacks it."""
         if self.is_atomic(text):
             return text
         ids = self.encode(text) if text else None
-        if not ids or len(ids) != 1:
+        if not ids or len(ids) != 1 or ids[0] == self.unknown_id:
             return None
         found = self.text_of(ids[0])
         return found if found is not None and self.is_atomic(found) else None
@@ -210,14 +218,27 @@ class Vocabulary:
     # -- encoding --------------------------------------------------------------------------------
     @property
     def can_encode(self) -> bool:
-        return self._encoder_factory is not None
+        return self._encoder_factory is not None and not (self._encoder_built and self._encoder is None)
 
     def encode(self, text: str) -> list[int] | None:
-        """``text``'s ids without added special tokens, from the real tokenizer; None without one."""
+        """``text``'s ids without added special tokens, from the real tokenizer; None without one.
+
+        An encoder that fails (an exception, or a Rust panic of the ``tokenizers`` library, such
+        as a normalizer regex hitting Oniguruma's retry limit) is dropped for good: every later
+        call answers None, "cannot tell", as if there were no encoder, and the rules fall back to
+        what the added tokens say. A panic may leave the library's state unknown, and a text that
+        made it fail once would make it spend that time again.
+        """
         if not self._encoder_built:
             self._encoder_built = True
-            self._encoder = self._encoder_factory() if self._encoder_factory is not None else None
-        return self._encoder(text) if self._encoder is not None else None
+            if self._encoder_factory is not None:
+                self._encoder = _guarded(self._encoder_factory)
+        if self._encoder is None:
+            return None
+        ids = _guarded(self._encoder, text)
+        if ids is None:
+            self._encoder = None
+        return ids
 
     def splits(self, text: str) -> bool:
         """Whether tokenizing ``text`` does not give exactly its own token. Atomic tokens never
@@ -228,6 +249,56 @@ class Vocabulary:
             return False
         ids = self.encode(text)
         return ids != [self.id_of(text)] if ids is not None else True
+
+
+def _guarded(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, or None when it fails with an exception or a ``tokenizers`` panic.
+
+    pyo3 raises a Rust panic as ``pyo3_runtime.PanicException``, which derives from
+    ``BaseException`` so that ``except Exception`` does not hide it; it is caught by its type's
+    name, as the class cannot be imported. Every other ``BaseException`` (KeyboardInterrupt,
+    SystemExit, the lint engine's rule deadline) goes through untouched.
+    """
+    try:
+        with _rust_panic_message_hidden():
+            return call(*args)
+    except Exception:  # noqa: BLE001 - a failing encoder only costs precision
+        return None
+    except BaseException as error:
+        if _is_rust_panic(error):
+            return None
+        raise
+
+
+@contextlib.contextmanager
+def _rust_panic_message_hidden() -> Iterator[None]:
+    """Send file descriptor 2 to the null device meanwhile: Rust's panic hook writes its message
+    (and, with RUST_BACKTRACE set, a whole backtrace) straight to it, which would read as a crash
+    although the panic is caught and only means "cannot tell". Where that cannot be arranged the
+    call runs as it is."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _is_rust_panic(error: BaseException) -> bool:
+    kind = type(error)
+    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
 
 
 def _alone(text: str, start: int, end: int) -> bool:
@@ -310,6 +381,7 @@ def _directory_vocabulary(directory: Path, special_tokens: Mapping[str, str],
     vocab_of = (lambda: _model_vocab(tokenizer["model"], tokenizer_path)) if tokenizer is not None else None
     split_special = config.get("split_special_tokens") is True
     vocabulary = Vocabulary(
+        unknown_id=_model_unknown_id(tokenizer["model"], atomic, vocab_of) if tokenizer is not None else None,
         source=str(tokenizer_path if tokenizer is not None else config_path),
         atomic=atomic,
         special_ids=special_ids,
@@ -381,6 +453,17 @@ def _decimal_id(key: str) -> int | None:
         return int(key)
     except ValueError:
         return None
+
+
+def _model_unknown_id(model: dict, atomic: Mapping[str, int], vocab_of: Callable[[], Mapping[str, int]]) -> int | None:
+    """The id a tokenizer.json model gives text it has no token for: Unigram's ``unk_id``, the
+    others' ``unk_token`` (an added token or a vocabulary entry); None when it has none."""
+    if model.get("type") == "Unigram":
+        return model["unk_id"] if _is_id(model.get("unk_id")) else None
+    unknown = model.get("unk_token")
+    if not isinstance(unknown, str):
+        return None
+    return atomic[unknown] if unknown in atomic else vocab_of().get(unknown)
 
 
 def _model_vocab(model: dict, path: Path) -> dict[str, int]:
@@ -656,7 +739,18 @@ def vocabulary_from_tokenizer(tokenizer: Any, generation_config: Any = None) -> 
         encoder=lambda: (lambda text: list(tokenizer.encode(text, add_special_tokens=False))),
         single_word=single_word,
         split_special=getattr(tokenizer, "split_special_tokens", False) is True,
+        unknown_id=_live_unknown_id(tokenizer, vocab),
     )
+
+
+def _live_unknown_id(tokenizer: Any, vocab: Mapping[str, int]) -> int | None:
+    """The id the backend model of a live tokenizer gives unknown text, when it has one."""
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    unknown = getattr(model, "unk_token", None)
+    if isinstance(unknown, str):
+        return vocab.get(unknown)
+    unknown_id = getattr(model, "unk_id", None)
+    return unknown_id if _is_id(unknown_id) else None
 
 
 def _live_prepended(tokenizer: Any) -> tuple[str, ...]:

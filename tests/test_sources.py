@@ -849,3 +849,40 @@ def test_a_fifo_is_read_once_even_though_its_first_bytes_are_looked_at(tmp_path)
     threading.Thread(target=unblock_a_second_read, daemon=True).start()
     source = load_source(fifo)
     assert source.select().text == "{{ messages[0].content }}"
+
+
+# --- split_special_tokens of the wrong type -----------------------------------------------------
+
+NOT_A_BOOL = ["true", "false", 1, 0, None, 1.0, [], {}]
+
+
+@pytest.mark.parametrize("value", NOT_A_BOOL, ids=repr)
+def test_split_special_tokens_that_is_not_a_bool_is_refused_as_transformers_refuses_it(tmp_path, value):
+    from click.testing import CliRunner
+
+    from templatekit.cli import main
+
+    config = {"eos_token": "<|im_end|>", "split_special_tokens": value,
+              "chat_template": "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"}
+    model = write_tokenizer_dir(tmp_path / "model", config)
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises(TypeError, match="is not an instance of 'bool'"):
+        transformers.AutoTokenizer.from_pretrained(str(model))
+    for spec in (model, model / "tokenizer_config.json"):
+        with pytest.raises(InputError, match="split_special_tokens must be true or false"):
+            load_source(spec)
+    messages = tmp_path / "messages.json"
+    messages.write_text('[{"role": "user", "content": "hi"}]', encoding="utf-8")
+    for args in (["lint", "--no-cache", "--no-color", str(model)],
+                 ["render", str(model), "--messages", str(messages), "--format", "raw"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        [line] = [line for line in result.output.splitlines() if "split_special_tokens" in line]
+        assert str(model / "tokenizer_config.json") in line and "transformers 5 cannot load this tokenizer" in line
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_split_special_tokens_true_or_false_loads(tmp_path, value):
+    model = write_tokenizer_dir(tmp_path / "model", {"split_special_tokens": value, "chat_template": "{{ 1 }}"})
+    assert load_source(model).templates["default"].text == "{{ 1 }}"

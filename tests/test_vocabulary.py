@@ -565,3 +565,118 @@ def test_a_negative_gguf_token_id_means_the_same_to_lint_as_to_render(tmp_path):
     assert 2 in load_vocabulary(source).eos_ids
     result = CliRunner().invoke(main, ["lint", "--no-cache", "--select", "TK5", str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+
+
+# --- an encoder that fails is "cannot tell" ---------------------------------------------------
+
+# A marker of the <|...|> family (so TK504 asks the encoder about it) that makes the Replace
+# normalizer below hit Oniguruma's retry limit: tokenizers then panics in Rust.
+BACKTRACKING_MARKER = "<|" + "a" * 40 + "|>"
+
+
+def backtracking_model(directory: Path) -> Path:
+    from tokenizers import Regex, normalizers
+
+    model = write_model(directory, template=CHATML.replace("<|im_end|>", "<|im_end|>" + BACKTRACKING_MARKER),
+                        special=CHATML_SPECIAL, config={"eos_token": "<|im_end|>"})
+    data = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
+    data["normalizer"] = json.loads(normalizers.Replace(Regex("(a+)+b"), "x").__getstate__())
+    (model / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    return model
+
+
+def test_a_tokenizer_that_panics_is_cannot_tell_not_a_crash(tmp_path):
+    from tokenizers import Tokenizer
+
+    model = backtracking_model(tmp_path / "model")
+    with pytest.raises(BaseException) as raised:  # the library itself panics on this text
+        Tokenizer.from_file(str(model / "tokenizer.json")).encode(BACKTRACKING_MARKER)
+    assert type(raised.value).__name__ == "PanicException"
+    vocabulary = load_vocabulary(load_source(model))
+    assert vocabulary.encode(BACKTRACKING_MARKER) is None
+    # The encoder is dropped after the panic: later questions fall back to the added tokens.
+    assert vocabulary.encode("hello") is None and not vocabulary.can_encode
+    assert vocabulary.token_for(BACKTRACKING_MARKER) is None and vocabulary.splits(BACKTRACKING_MARKER)
+
+    other = tmp_path / "plain.jinja"
+    other.write_text(CHATML, encoding="utf-8")
+    result = CliRunner().invoke(main, ["lint", "--no-color", "--no-cache", "--jobs", "1", "--format", "json",
+                                       "--select", "TK5", str(model), str(other)])
+    assert result.exit_code == 1, result.output
+    payload = json.loads(result.output)
+    assert [(d["code"], BACKTRACKING_MARKER in d["message"]) for d in payload["diagnostics"]] == [("TK504", True)]
+    # The run goes on to the next source.
+    assert [(item["templates"], item["error"]) for item in payload["files"]] == [(1, None), (1, None)]
+
+
+@pytest.mark.parametrize("signal", [KeyboardInterrupt, SystemExit])
+def test_an_encoder_failure_does_not_swallow_interrupts(signal):
+    from templatekit.vocabulary import Vocabulary
+
+    def encoder(text):
+        raise signal()
+
+    vocabulary = Vocabulary(source="x", atomic={}, special_ids=(), eos_ids=(), special_tokens={}, fingerprint="x",
+                            encoder=lambda: encoder)
+    with pytest.raises(signal):
+        vocabulary.encode("hello")
+
+
+def test_an_encoder_failure_does_not_swallow_the_rule_deadline():
+    from templatekit.lint.engine import _RuleOutOfTime
+    from templatekit.vocabulary import Vocabulary
+
+    def encoder(text):
+        raise _RuleOutOfTime()
+
+    vocabulary = Vocabulary(source="x", atomic={}, special_ids=(), eos_ids=(), special_tokens={}, fingerprint="x",
+                            encoder=lambda: encoder)
+    with pytest.raises(_RuleOutOfTime):
+        vocabulary.encode("hello")
+
+
+def test_an_encoder_that_raises_is_cannot_tell():
+    from templatekit.vocabulary import Vocabulary
+
+    calls = []
+
+    def encoder(text):
+        calls.append(text)
+        raise ValueError("broken")
+
+    vocabulary = Vocabulary(source="x", atomic={"<s>": 0}, special_ids=(0,), eos_ids=(), special_tokens={},
+                            fingerprint="x", encoder=lambda: encoder)
+    assert vocabulary.encode("a") is None and vocabulary.encode("b") is None
+    assert calls == ["a"] and vocabulary.token_for("<|x|>") is None
+
+
+# --- the unknown token is not a match ---------------------------------------------------------
+
+
+def test_a_marker_that_encodes_to_the_unknown_token_is_still_unknown(tmp_path):
+    """transformers encodes a marker the WordLevel vocabulary lacks as [<unk>]: one id, but the
+    marker is no token of this tokenizer, and TK504 says so."""
+    model = write_model(tmp_path / "model", template=CHATML.replace("<|im_end|>", "<|im_end|><|eot_id|>"),
+                        special=["<unk>", *CHATML_SPECIAL], config={"eos_token": "<|im_end|>", "unk_token": "<unk>"})
+    data = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = None  # the whole marker is one word, so it comes out as one <unk>
+    (model / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    vocabulary = load_vocabulary(load_source(model))
+    assert vocabulary.encode("<|eot_id|>") == [vocabulary.id_of("<unk>")]
+    assert vocabulary.token_for("<|eot_id|>") is None
+    assert vocabulary.token_for("<unk>") == "<unk>"  # the unknown token spelled out is a token
+    result, payload = lint_json("--no-cache", "--select", "TK5", str(model))
+    assert result.exit_code == 1
+    [finding] = payload["diagnostics"]
+    assert finding["code"] == "TK504" and "'<|eot_id|>'" in finding["message"]
+    assert "tokenized as the unknown token '<unk>' (id 0)" in finding["message"]
+
+
+def test_a_live_tokenizer_knows_its_unknown_token(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model = write_model(tmp_path / "model", template=CHATML, special=["<unk>", *CHATML_SPECIAL],
+                        config={"eos_token": "<|im_end|>", "unk_token": "<unk>",
+                                "tokenizer_class": "PreTrainedTokenizerFast"})
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model))
+    vocabulary = vocabulary_from_tokenizer(tokenizer)
+    assert vocabulary.unknown_id == 0 and vocabulary.token_for("<|eot_id|>") is None

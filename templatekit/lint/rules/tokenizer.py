@@ -564,11 +564,19 @@ class UnknownSpecialToken(TokenizerRule):
             elif literal in vocabulary.added_on_load:
                 note = ("; the tokenizer config lists it among its special tokens, so transformers adds it as a new, "
                         "untrained token")
+            elif _encodes_to_unknown(vocabulary, literal):
+                note = f": it is tokenized as the unknown token {vocabulary.describe(vocabulary.unknown_id)}"
             else:
                 note = ": it is tokenized as plain text pieces"
             # A marker built from pieces ('<|' + role + '|>') is shown where its opening delimiter is.
             line, column = _locate(target, literal, *_names_for(target, literal), literal[:2])
             yield self.diagnostic(line, column, f"the template emits {literal!r}, which is not {where}{note}")
+
+
+def _encodes_to_unknown(vocabulary: Any, literal: str) -> bool:
+    """Whether the real tokenizer turns ``literal`` into nothing but its unknown token."""
+    unknown = getattr(vocabulary, "unknown_id", None)
+    return unknown is not None and vocabulary.encode(literal) == [unknown]
 
 
 @register
