@@ -609,29 +609,25 @@ def test_a_tokenizer_that_panics_is_cannot_tell_not_a_crash(tmp_path):
     assert [(item["templates"], item["error"]) for item in payload["files"]] == [(1, None), (1, None)]
 
 
-@pytest.mark.parametrize("signal", [KeyboardInterrupt, SystemExit])
-def test_an_encoder_failure_does_not_swallow_interrupts(signal):
-    from templatekit.vocabulary import Vocabulary
-
-    def encoder(text):
-        raise signal()
-
-    vocabulary = Vocabulary(source="x", atomic={}, special_ids=(), eos_ids=(), special_tokens={}, fingerprint="x",
-                            encoder=lambda: encoder)
-    with pytest.raises(signal):
-        vocabulary.encode("hello")
-
-
-def test_an_encoder_failure_does_not_swallow_the_rule_deadline():
+def _rule_deadline() -> type[BaseException]:
     from templatekit.lint.engine import _RuleOutOfTime
+
+    return _RuleOutOfTime
+
+
+@pytest.mark.parametrize("signal", [lambda: KeyboardInterrupt, lambda: SystemExit, _rule_deadline],
+                         ids=["KeyboardInterrupt", "SystemExit", "rule-deadline"])
+def test_an_encoder_failure_does_not_swallow_interrupts_or_the_rule_deadline(signal):
     from templatekit.vocabulary import Vocabulary
 
+    raised = signal()
+
     def encoder(text):
-        raise _RuleOutOfTime()
+        raise raised()
 
     vocabulary = Vocabulary(source="x", atomic={}, special_ids=(), eos_ids=(), special_tokens={}, fingerprint="x",
                             encoder=lambda: encoder)
-    with pytest.raises(_RuleOutOfTime):
+    with pytest.raises(raised):
         vocabulary.encode("hello")
 
 
