@@ -115,6 +115,9 @@ UNLINKED_IDS = ("call_913_", "call_914_")
 # How a typed content list prints in a template that expects a string: its Python repr.
 PART_REPR = "{'type'"
 
+# The typed-content fact of a template written for content parts only.
+REQUIRES_TYPED_CONTENT = "requires typed content"
+
 # The typed-content fact of a string-only template that prints a list of parts as it is.
 PARTS_AS_REPR = "parts print as their Python repr ([{'type': 'text', ...}])"
 
@@ -591,7 +594,7 @@ def _probe_pass(render: Render, side: Render, context: _Context) -> tuple[_Readi
     read("typed_content", typed_text is not None and USER_NEEDLE in typed_text and not repr_leaked,
          typed, plain, A_USER_TURN)
     if values["typed_content"] and not _has(plain, USER_NEEDLE):
-        facts["typed_content"] = "requires typed content (a plain string does not render)"
+        facts["typed_content"] = f"{REQUIRES_TYPED_CONTENT} (a plain string does not render)"
     elif repr_leaked and values["typed_content"] is False and "typed_content" not in facts:
         facts["typed_content"] = PARTS_AS_REPR
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .behaviour import DEFAULT_SPECIAL_TOKENS, Behaviour, with_typed_text
-from .capabilities import Capabilities
+from .capabilities import REQUIRES_TYPED_CONTENT, Capabilities
 from .conversation import Conversation
 from .errors import InputError, one_line
 from .fixtures import used_capabilities
@@ -362,7 +362,7 @@ def fuzz_template(
     checker = Checker(template.text, loaded.special_tokens, config_capabilities, locate=template.location)
     options = strategy_options(checker.capabilities)
     # Templates for typed content only (vision models) print nothing for a plain string.
-    typed_only = checker.capabilities.facts.get("typed_content", "").startswith("requires typed content")
+    typed_only = checker.capabilities.facts.get("typed_content", "").startswith(REQUIRES_TYPED_CONTENT)
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     counts = {"tested": 0, DECLINED: 0, OVER_BUDGET: 0}

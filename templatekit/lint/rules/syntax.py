@@ -681,7 +681,8 @@ SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_
 # builtin_tools 19 and custom_tools 17 (Llama 3.1+), date_string 18, model_identity 17 (gpt-oss),
 # tools_in_user_message 15, thinking 15 (DeepSeek V3.1, Granite), clear_thinking 6 (GLM),
 # continue_final_message 6, response_format 6, keep_past_thinking 5, tool_choice 4,
-# add_audio_id 2 (Qwen Omni).
+# add_audio_id 2 (Qwen Omni); query and document are the inputs SGLang's reranker templates
+# (Qwen3-VL-Reranker) read as kwargs, where document is no misspelling of documents.
 KNOWN_KWARGS = (
     "enable_thinking",
     "add_vision_id",
@@ -699,6 +700,8 @@ KNOWN_KWARGS = (
     "continue_final_message",
     "response_format",
     "tool_choice",
+    "query",
+    "document",
 )
 
 # Names apply_chat_template takes as its own arguments and never hands to the template: a caller
