@@ -414,3 +414,15 @@ def test_trailing_text_is_found_past_comments_and_raw_blocks_and_quoted_short(en
     (history,) = find_rule("TK602")().check(LintTarget(text))
     assert f"the template prints {shown} after its last tag" in history.message
     assert "re-renders" not in history.message and len(history.message) < 600
+
+
+def test_a_generation_prompt_that_opens_a_think_block_is_named_as_such():
+    # Nemotron-style: the prompt opens <think>; a rendered reply has no think block.
+    from templatekit.lint.registry import find_rule
+
+    text = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}")
+    messages = [finding.message for finding in find_rule("TK613")().check(LintTarget(text))]
+    assert any("renders the reply without the reasoning opener the generation prompt prints "
+               "('<|assistant|><think>\\n'; the conversation has no reasoning)" in message
+               for message in messages), messages

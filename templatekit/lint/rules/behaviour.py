@@ -630,8 +630,15 @@ def history_breaks(behaviour: Behaviour, trailing: TrailingText | None = None) -
                 continue
             if kind == "reasoning":
                 # A conversation without reasoning still loses the template's own (empty) block.
+                unprompted = behaviour.render(f"{fixture.name}[:{j}]", earlier_conversation, False) \
+                    if next_role == "assistant" else None
                 if any(message.get(key) for message in messages[:j] for key in REASONING_FIELDS):
                     change = "drops the reasoning shown on the latest assistant turn"
+                elif unprompted is not None and unprompted.ok and at >= len(unprompted.text):
+                    # The cut is in the generation prompt: it opens a reasoning block the reply
+                    # then renders without.
+                    change = (f"renders the reply without the reasoning opener the generation prompt prints "
+                              f"({earlier.text[len(unprompted.text):][-40:]!r}; the conversation has no reasoning)")
                 else:
                     change = ("drops the template's own empty reasoning block from the latest assistant turn (the "
                               "conversation has no reasoning)")
