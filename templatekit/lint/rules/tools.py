@@ -33,6 +33,7 @@ from .structure import (
     checks_nonempty,
     constant_index,
     expr_pattern,
+    implied,
     is_raise,
     key_of,
     lookup_base,
@@ -684,7 +685,8 @@ def _excludes_none(
     ``{% if has_tools %}`` guards as well as the test itself, and so does a flag (a variable or a
     namespace attribute, ``ns.has_tools``) set to a true value only under such a test.
     """
-    for node, truth in walk_polarity(test, holds):
+    # Only what the test forces: ``tools or force`` being true says nothing about tools.
+    for node, truth in implied(test, holds):
         if isinstance(node, nodes.Test) and is_value(node.node):
             if node.name == "none" and not truth:
                 return True
@@ -695,54 +697,88 @@ def _excludes_none(
             values = [value for (_scope, name), value, how in facts.bindings if name == node.name and how == "value"]
             if any(_excludes_none(facts, value, True, is_value, seen) for value in values):
                 return True
-            if values and _true_only_where_none_is_excluded(facts, values, is_value, seen):
+            constants = _variable_flag_values(facts, node.name)
+            if constants is not None and _true_only_where_none_is_excluded(
+                    facts, constants, _starts_false(facts, constants), is_value, seen):
                 return True
         if (isinstance(node, nodes.Getattr) and truth and isinstance(node.node, nodes.Name)
                 and f"{node.node.name}.{node.attr}" not in _seen):
-            values = _namespace_attribute_values(facts, node.node.name, node.attr)
-            if values is not None and _true_only_where_none_is_excluded(
-                    facts, values, is_value, _seen | {f"{node.node.name}.{node.attr}"}):
+            found = _namespace_attribute_values(facts, node.node.name, node.attr)
+            if found is not None and _true_only_where_none_is_excluded(
+                    facts, *found, is_value, _seen | {f"{node.node.name}.{node.attr}"}):
                 return True
     # Truthiness (``if tools``, ``tools and ...``) or a length check rules out None, and a
-    # ``|length`` on None would itself be reported where it stands.
-    return holds and checks_nonempty(test, is_value)
+    # ``|length`` on None would itself be reported where it stands; a true disjunction forces
+    # none of its sides.
+    return any(truth and not isinstance(atom, (nodes.And, nodes.Or)) and checks_nonempty(atom, is_value)
+               for atom, truth in implied(test, holds))
 
 
-def _true_only_where_none_is_excluded(facts: TemplateFacts, values: list[nodes.Node],
+def _true_only_where_none_is_excluded(facts: TemplateFacts, values: list[nodes.Node], starts_false: bool,
                                       is_value: Callable[[nodes.Node], bool], seen: frozenset[str]) -> bool:
-    """Whether every value a flag is given that may be true is a test ruling out None, or is
-    given under one (``{% if tools %}{% set ns.has_tools = true %}{% endif %}``)."""
-    for value in values:
-        if isinstance(value, nodes.Const) and not value.value:
-            continue
-        if _excludes_none(facts, value, True, is_value, seen):
-            continue
-        if any(_excludes_none(facts, condition.test, condition.truth, is_value, seen)
-               for condition in facts.conditions(value)):
-            continue
+    """Whether a flag that ``starts_false`` (set false where no condition applies; else a
+    caller's kwarg may have set it) and is given only the constants ``values`` is set true only
+    under a test that rules out None (``{% if tools %}{% set ns.has_tools = true %}{% endif %}``).
+    Constants only: a flag set from another expression (``a or force``) is not followed."""
+    if not starts_false or not all(isinstance(value, nodes.Const) for value in values):
         return False
-    return True
+    return all(not value.value or any(_excludes_none(facts, condition.test, condition.truth, is_value, seen)
+                                      for condition in facts.conditions(value))
+               for value in values)
 
 
-def _namespace_attribute_values(facts: TemplateFacts, namespace: str, attribute: str) -> list[nodes.Node] | None:
-    """Every value ``namespace.attribute`` is given: its keyword in the ``namespace(...)`` call
-    (a missing one is undefined, so false) and each ``{% set namespace.attribute = ... %}``;
-    None when ``namespace`` is not made by a ``namespace(...)`` call in the template (a value
-    from outside could be anything)."""
+def _starts_false(facts: TemplateFacts, values: list[nodes.Node]) -> bool:
+    return any(isinstance(value, nodes.Const) and not value.value and not facts.conditions(value) for value in values)
+
+
+def _variable_flag_values(facts: TemplateFacts, name: str) -> list[nodes.Node] | None:
+    """Every value the variable ``name`` is given, when each is a plain ``{% set name = ... %}``;
+    None when it is also bound some other way (a loop target, a tuple, a block ``set``, a macro
+    parameter), which this does not follow."""
+    direct = {id(assign.target): assign.node for assign in facts.find(nodes.Assign)
+              if isinstance(assign.target, nodes.Name) and assign.target.name == name}
+    stores = [node for node in facts.find(nodes.Name) if node.name == name and node.ctx in ("store", "param")]
+    if any(id(node) not in direct for node in stores):
+        return None
+    return [direct[id(node)] for node in stores]
+
+
+def _namespace_attribute_values(facts: TemplateFacts, namespace: str,
+                                attribute: str) -> tuple[list[nodes.Node], bool] | None:
+    """Every value ``namespace.attribute`` is given (its keyword in the one ``namespace(...)``
+    call that makes it, and each ``{% set namespace.attribute = ... %}``), and whether it starts
+    false (that call is made where no condition applies, without the keyword or with a false
+    one); None when the namespace could be changed out of sight: made otherwise or more than
+    once, used as a value (an alias, a macro argument), or set with a block ``set``."""
     values: list[nodes.Node] = []
-    made = False
-    for assign in facts.find(nodes.Assign):
-        target, value = assign.target, assign.node
+    made = 0
+    starts_false = False
+    read_through = {id(getattr_node.node) for getattr_node in facts.find(nodes.Getattr)}
+    for node in facts.find(nodes.Name):
+        if node.name == namespace and node.ctx == "load" and id(node) not in read_through:
+            return None
+    stores = [node for node in facts.find(nodes.Name) if node.name == namespace and node.ctx in ("store", "param")]
+    for assign in facts.find((nodes.Assign, nodes.AssignBlock)):
+        target = assign.target
         if isinstance(target, nodes.NSRef) and target.name == namespace and target.attr == attribute:
-            values.append(value)
-        elif isinstance(target, nodes.Name) and target.name == namespace:
+            if isinstance(assign, nodes.AssignBlock):
+                return None
+            values.append(assign.node)
+        elif isinstance(assign, nodes.Assign) and isinstance(target, nodes.Name) and target.name == namespace:
+            value = assign.node
             if not (isinstance(value, nodes.Call) and isinstance(value.node, nodes.Name)
                     and value.node.name == "namespace" and not value.args and value.dyn_args is None
                     and value.dyn_kwargs is None):
                 return None
-            made = True
-            values += [keyword.value for keyword in value.kwargs if keyword.key == attribute]
-    return values if made else None
+            made += 1
+            initial = [keyword.value for keyword in value.kwargs if keyword.key == attribute]
+            values += initial
+            # Undefined until set is as false as an explicit false.
+            starts_false = not facts.conditions(value) and all(
+                isinstance(first, nodes.Const) and not first.value for first in initial)
+    if made != 1 or len(stores) != 1:
+        return None
+    return values, starts_false
 
 
 @register
