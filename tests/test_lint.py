@@ -460,3 +460,16 @@ def test_cached_results_are_kept_apart_for_templates_of_the_same_text_under_othe
     for _ in range(2):  # cold, then from the cache
         report = Linter(config_from_mapping({"select": ["TK616"]})).lint_path(config)
         assert [d.template_name for d in report.diagnostics] == ["default"]
+
+
+@pytest.mark.parametrize("escape", ["\\r\\n", "\\u0000", "\\ud800"])
+def test_json_encoded_template_gets_no_fix_a_template_file_cannot_hold(escape):
+    # A .jinja file is read with universal newlines, and NULs and lone surrogates make it
+    # unreadable: writing such a decoded template would change or break it.
+    from templatekit.lint.registry import find_rule
+    from templatekit.lint.target import LintTarget
+
+    text = '"chat_template": "{% for m in messages %}{{ m.content }}' + escape + '{% endfor %}",'
+    (found,) = find_rule("TK009")().check(LintTarget(text))
+    assert found.fix is None
+    assert "no fix: it decodes to a carriage return, a NUL or a lone surrogate" in found.message

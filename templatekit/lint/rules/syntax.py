@@ -374,16 +374,25 @@ class JsonEncodedTemplate(Rule):
         what, decoded = found
         start = len(target.text) - len(target.text.lstrip())
         line, column = target.position(start)
-        return [self.diagnostic(
-            line, column,
-            f"the file holds {what}, not the template itself: every render prints the JSON around it and "
-            f"its escapes (\\n, \\\") as they are; save the decoded template",
-            fix=Fix("replace the text with the decoded template", (Edit(0, len(target.text), decoded),), safe=False),
-        )]
+        message = (f"the file holds {what}, not the template itself: every render prints the JSON around it and "
+                   f"its escapes (\\n, \\\") as they are; save the decoded template")
+        fix = None
+        if _fits_a_template_file(decoded):
+            fix = Fix("replace the text with the decoded template", (Edit(0, len(target.text), decoded),), safe=False)
+        else:
+            message += (" (no fix: it decodes to a carriage return, a NUL or a lone surrogate, which a .jinja file "
+                        "read as transformers reads it cannot hold; keep it in tokenizer_config.json)")
+        return [self.diagnostic(line, column, message, fix=fix)]
 
 
 # A pasted config line: the key, then the JSON string, then perhaps the comma before the next key.
 _PASTED_KEY = re.compile(r'"chat_template"\s*:\s*(".*")\s*,?', re.DOTALL)
+
+
+def _fits_a_template_file(text: str) -> bool:
+    """Whether ``text`` survives being written to a .jinja file and read back as transformers reads
+    one (UTF-8, universal newlines): no carriage return, NUL or lone surrogate."""
+    return "\r" not in text and "\x00" not in text and not any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def _json_encoded_template(text: str) -> tuple[str, str] | None:
@@ -395,8 +404,10 @@ def _json_encoded_template(text: str) -> tuple[str, str] | None:
     body = text.strip()
     pasted = _PASTED_KEY.fullmatch(body)
     candidates = [("a pasted \"chat_template\": \"...\" line of a JSON config", pasted.group(1))] if pasted else []
-    if body.startswith('"'):
-        candidates.append(("the template as a JSON string literal", body.removesuffix(",").rstrip()))
+    literal = body.removesuffix(",").rstrip()
+    # Quotes alone may be the template's own text ("{{ content }}"): an escape shows the encoding.
+    if literal.startswith('"') and "\\" in literal:
+        candidates.append(("the template as a JSON string literal", literal))
     for what, literal in candidates:
         try:
             decoded = json.loads(literal)
