@@ -99,15 +99,22 @@ def _tokenizer_class_table() -> _TokenizerClassTable:
     if not _tokenizer_class_table_cache:
         from importlib.resources import files
 
-        data = json.loads(files("templatekit").joinpath(TOKENIZER_CLASSES_RESOURCE).read_text(encoding="utf-8"))
-        _tokenizer_class_table_cache.append(_TokenizerClassTable(
-            registered=data["model_type_tokenizer_class"],
-            by_config_class=data["config_class_tokenizer_class"],
-            incorrect_hub_class=frozenset(data["incorrect_hub_class_model_types"]),
-            generic_checkpoints=tuple(data["generic_checkpoint_patterns"]),
-            class_names=data["class_names"],
-            class_defaults=data["class_defaults"],
-        ))
+        resource = files("templatekit").joinpath(TOKENIZER_CLASSES_RESOURCE)
+        try:
+            data = json.loads(resource.read_text(encoding="utf-8"))
+            table = _TokenizerClassTable(
+                registered=data["model_type_tokenizer_class"],
+                by_config_class=data["config_class_tokenizer_class"],
+                incorrect_hub_class=frozenset(data["incorrect_hub_class_model_types"]),
+                generic_checkpoints=tuple(data["generic_checkpoint_patterns"]),
+                class_names=data["class_names"],
+                class_defaults=data["class_defaults"],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            # Not the user's input but templatekit's own installation: say so, and how to mend it.
+            raise InputError(str(resource), f"templatekit's tokenizer-class table is missing or damaged "
+                                            f"({type(error).__name__}: {error}); reinstall templatekit") from None
+        _tokenizer_class_table_cache.append(table)
     return _tokenizer_class_table_cache[0]
 
 

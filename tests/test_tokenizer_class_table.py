@@ -63,6 +63,20 @@ def test_table_is_read_without_importing_transformers(tmp_path):
     assert completed.stdout.splitlines() == ["<|endoftext|>", ""]
 
 
+def test_a_missing_table_is_one_line_naming_the_installation(tmp_path, monkeypatch, run):
+    # A damaged installation is not the user's file: say which file is missing and how to mend it.
+    import templatekit.sources as sources
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ bos_token }}"}))
+    monkeypatch.setattr(sources, "TOKENIZER_CLASSES_RESOURCE", "data/no_such_table.json")
+    monkeypatch.setattr(sources, "_tokenizer_class_table_cache", [])
+    result = run("render", str(tmp_path))
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "no_such_table.json: templatekit's tokenizer-class table is missing or damaged" in line
+    assert line.endswith("reinstall templatekit")
+
+
 # -- parity with AutoTokenizer ---------------------------------------------------------------------
 
 transformers = pytest.importorskip("transformers")
