@@ -160,7 +160,12 @@ class Vocabulary:
 
     def is_atomic(self, text: str) -> bool:
         """Whether tokenizing a text containing ``text`` always yields it as one token."""
-        return text in self.atomic and not (self.split_special and self.atomic[text] in self.special_ids)
+        return text in self.atomic and not self.split_in_text(text)
+
+    def split_in_text(self, text: str) -> bool:
+        """Whether ``text`` is a special token that tokenizing text splits anyway
+        (``split_special_tokens``): the tokenizer has it, yet never matches it in text."""
+        return self.split_special and self.atomic.get(text, -1) in self.special_ids
 
     def token_for(self, text: str) -> str | None:
         """The added token the real tokenizer turns ``text`` into when that is exactly one added
@@ -208,7 +213,7 @@ class Vocabulary:
         if start >= len(text):
             return None
         for candidate in self._atomic_by_first_char.get(text[start], ()):
-            if self.split_special and self.atomic[candidate] in self.special_ids:
+            if self.split_in_text(candidate):
                 continue
             if text.startswith(candidate, start) and (
                     candidate not in self.single_word or _alone(text, start, start + len(candidate))):

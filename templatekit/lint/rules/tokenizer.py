@@ -356,8 +356,8 @@ class DoubledBos(TokenizerRule):
             prompt = raw.lstrip(_WHITESPACE)
             # A token the tokenizer does not match whole in text (split_special_tokens) is not a
             # BOS in the prompt: only the added one is.
-            added = next((token for token in vocabulary.prepended if prompt.startswith(token)
-                          and not (token in vocabulary.atomic and not vocabulary.is_atomic(token))), None)
+            added = next((token for token in vocabulary.prepended
+                          if prompt.startswith(token) and not vocabulary.split_in_text(token)), None)
             if added is None:
                 continue
             lead = raw[:len(raw) - len(prompt)]
@@ -502,7 +502,7 @@ class MarkerNotSingleToken(TokenizerRule):
             else:
                 split = f"splits it into {len(ids)} tokens" if ids else "splits it into pieces"
             line, column = _locate(target, literal, *_names_for(target, literal))
-            if literal in vocabulary.atomic and getattr(vocabulary, "split_special", False):
+            if vocabulary.split_in_text(literal):
                 yield self.diagnostic(line, column, (
                     f"{literal!r} (id {token_id}) is a special token, but tokenizer_config.json sets "
                     f"split_special_tokens: true, so transformers matches no special token in text: tokenizing the "

@@ -754,10 +754,14 @@ def _namespace_attribute_values(facts: TemplateFacts, namespace: str,
     made = 0
     starts_false = False
     read_through = {id(getattr_node.node) for getattr_node in facts.find(nodes.Getattr)}
+    stores = []
     for node in facts.find(nodes.Name):
-        if node.name == namespace and node.ctx == "load" and id(node) not in read_through:
+        if node.name != namespace:
+            continue
+        if node.ctx == "load" and id(node) not in read_through:
             return None
-    stores = [node for node in facts.find(nodes.Name) if node.name == namespace and node.ctx in ("store", "param")]
+        if node.ctx in ("store", "param"):
+            stores.append(node)
     for assign in facts.find((nodes.Assign, nodes.AssignBlock)):
         target = assign.target
         if isinstance(target, nodes.NSRef) and target.name == namespace and target.attr == attribute:
