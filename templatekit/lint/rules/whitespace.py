@@ -196,7 +196,12 @@ class BlankLineBetweenTags(Rule):
     Why: ``trim_blocks`` removes only the one newline that immediately follows ``%}``. A blank
     line between two ``{% %}`` tags, or a space left after ``%}``, survives and becomes a
     newline in the prompt, usually somewhere the trained format has none (before the first turn,
-    between turns).
+    between turns). After ``}}`` nothing is trimmed at all: an expression followed on the next
+    line by an indented ``{% generation %}`` or ``{% endif %}`` prints the line break (only the
+    indentation goes), so ``{{- '<|im_start|>' + role }}`` then ``{{- '\\n' + content }}``
+    renders two newlines where the format has one. That shape is reported when the layout
+    newline lands next to a newline the template prints itself, after a space, or as a blank
+    line; a newline the format needs there and gets only from the layout is left alone.
 
     Bad:
         {% set system = messages[0]['content'] %}
@@ -208,8 +213,8 @@ class BlankLineBetweenTags(Rule):
 
         {%- for message in messages %}{{ message['content'] }}{% endfor %}
 
-    Fix: adds ``-`` to the next tag so the whitespace is stripped (unsafe: the newline leaves the
-    prompt).
+    Fix: adds ``-`` to the tag after the whitespace (to the ``}}`` before it when that ends an
+    expression) so the whitespace is stripped (unsafe: the newline leaves the prompt).
     """
 
     code, name, severity = "TK102", "blank-line-between-tags", "warning"
@@ -219,6 +224,9 @@ class BlankLineBetweenTags(Rule):
             return
         text_lines = _lines_with_text(target)
         for gap in _gaps(target):
+            if gap.before is not None and gap.before.type == "variable_end" and gap.after.type in _STATEMENT_BEGINS:
+                yield from self._after_expression(target, gap, text_lines)
+                continue
             if gap.before is None or gap.before.type not in _STATEMENT_ENDS or gap.after.type not in _STATEMENT_BEGINS:
                 continue
             if gap.before.line in text_lines or gap.after.line in text_lines:
@@ -254,6 +262,110 @@ class BlankLineBetweenTags(Rule):
                     safe=False,
                 ),
             )
+
+    def _after_expression(self, target: LintTarget, gap: Gap, text_lines: set[int]) -> Iterator[Diagnostic]:
+        """The line break between ``}}`` and an indented statement tag on the next line: lstrip_blocks
+        takes the indentation, nothing takes the line break."""
+        rendered = gap.rendered
+        if not rendered or rendered.strip() or "\n" not in rendered or gap.after.value not in ("{%", "{#"):
+            return
+        tokens = target.tokens
+        end = tokens.index(gap.before)
+        begin = end
+        while begin > 0 and tokens[begin].type != "variable_begin":
+            begin -= 1
+        opener = tokens[begin]
+        source = gap.source(target.text)
+        indented = bool(source[source.rfind("\n") + 1 :])
+        # Layout is evident when the next tag is indented or the expression strips what precedes it;
+        # a `{{ x }}` line at column 0 may be a template written as the text it prints.
+        if not indented and not _strips_before(opener):
+            return
+        lines = (opener.line - 1, opener.line, gap.before.line, gap.after.line)
+        if any(line in text_lines for line in lines):
+            return  # next to literal text the line break formats that text (a docstring, a list)
+        if _raises(tokens, opener):
+            return
+        # A newline the format needs may come only from this layout (MiniMax's `<invoke name="..">`
+        # line, GLM's `<tool_call>name` line), so the line break alone is no evidence; it is stray
+        # when it doubles a newline the template prints, ends a line in a space, or is a blank line.
+        newlines = rendered.count("\n")
+        ends = _literal(tokens[_skip_whitespace(tokens, end - 1, -1)])
+        follows, follows_line = _next_output(target, tokens.index(gap.after))
+        if rendered[0] in " \t" or (ends or "")[-1:] in (" ", "\t"):
+            detail = "the line it ends has a trailing space"
+        elif ends and ends.endswith("\n"):
+            detail = f"with the '\\n' this expression ends with, {newlines + 1} newlines render here"
+        elif follows and follows.startswith("\n"):
+            detail = f"when the '\\n' at line {follows_line} prints next, {newlines + 1} newlines render here"
+        elif newlines > 1:
+            detail = f"{newlines} newlines render here"
+        else:
+            return
+        line, column = target.position(gap.start)
+        # `{{ x}}` becomes `{{ x -}}`, spaced like the dashes templates write.
+        dash = "-" if target.text[gap.before.offset - 1] in " \t" else " -"
+        yield self.diagnostic(
+            line,
+            column,
+            f"the line break after this '}}}}' renders into the prompt (trim_blocks removes one only after '%}}', "
+            f"lstrip_blocks only the indentation): {detail}",
+            fix=Fix(
+                "add '-' to the '}}' to strip the whitespace after it",
+                (Edit(gap.before.offset, gap.before.offset, dash),),
+                safe=False,
+            ),
+        )
+
+
+def _skip_whitespace(tokens: list[Token], index: int, step: int) -> int:
+    while 0 <= index < len(tokens) and tokens[index].type == "whitespace":
+        index += step
+    return index
+
+
+def _literal(token: Token) -> str | None:
+    """The value of a string token, escapes resolved as Jinja's lexer resolves them."""
+    if token.type != "string":
+        return None
+    try:
+        return token.value[1:-1].encode("ascii", "backslashreplace").decode("unicode-escape")
+    except UnicodeDecodeError:
+        return None
+
+
+# Tags that print nothing and that the output can flow straight through: `{% if %}` enters its
+# body, `{% endif %}` leaves it. Others (else, endfor, macro, a block set) jump elsewhere.
+_FLOW_THROUGH = frozenset({"if", "endif", "for", "generation", "endgeneration", "set"})
+
+
+def _next_output(target: LintTarget, index: int) -> tuple[str | None, int]:
+    """What renders first after the statement tag at ``index`` on the path that runs straight on:
+    the text of a data token or the leading string literal of an expression (None: unknown)."""
+    tokens = target.tokens
+    while index < len(tokens):
+        token = tokens[index]
+        if token.type in ("block_begin", "comment_begin"):
+            close = index
+            while close < len(tokens) and tokens[close].type not in ("block_end", "comment_end"):
+                close += 1
+            if token.type == "block_begin":
+                name = _tag_name(target, token)
+                if name not in _FLOW_THROUGH:
+                    return None, 0
+                if name == "set" and not any(t.type == "operator" and t.value == "=" for t in tokens[index:close]):
+                    return None, 0  # a block set: its body is captured, not printed
+            index = close + 1
+        elif token.type == "data":
+            if token.value:
+                return token.value, token.line
+            index += 1
+        elif token.type == "variable_begin":
+            first = tokens[_skip_whitespace(tokens, index + 1, 1)]
+            return _literal(first), first.line
+        else:
+            return None, 0
+    return None, 0
 
 
 _BRANCH_OPENERS = frozenset(
