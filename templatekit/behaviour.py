@@ -178,10 +178,27 @@ class Behaviour:
         return self._probe_spent_budget
 
     @property
+    def requires_typed_content(self) -> bool:
+        """Whether the template renders typed text parts and not a plain string (see
+        ``capabilities.REQUIRES_TYPED_CONTENT``)."""
+        return self.capabilities.facts.get("typed_content", "").startswith(caps.REQUIRES_TYPED_CONTENT)
+
+    @property
     def fixtures(self) -> list[Conversation]:
+        """The built-in fixtures, with their contents as typed text parts for a template that
+        requires them (as clients of a vision model send them): in plain strings every check
+        would meet the same failure and say nothing."""
         if self._fixtures is None:
-            self._fixtures = shared_builtin_fixtures()
+            fixtures = shared_builtin_fixtures()
+            if self.requires_typed_content:
+                fixtures = [fixture.with_typed_text() for fixture in fixtures]
+            self._fixtures = fixtures
         return self._fixtures
+
+    def builtin_fixture(self, name: str) -> Conversation:
+        """A built-in fixture as written, with string contents (``fixtures`` may hold it as
+        typed parts)."""
+        return next(fixture for fixture in shared_builtin_fixtures() if fixture.name == name)
 
     def fixture(self, name: str) -> Conversation:
         return next(fixture for fixture in self.fixtures if fixture.name == name)
@@ -207,6 +224,9 @@ class Behaviour:
         reach the output: the sentinel conversations, or the conversation being checked."""
         if self.given is not None:
             return [(self.given.name, self.given, self.given.requires)]
+        if self.requires_typed_content:
+            return [(name, conversation.with_typed_text(), requires)
+                    for name, conversation, requires in sentinel_conversations()]
         return sentinel_conversations()
 
     def render_with_settings(self, conversation: Conversation, trim_blocks: bool, lstrip_blocks: bool,
@@ -301,16 +321,6 @@ def dropped_segment(earlier: str, later: str) -> tuple[int, int] | None:
 
 def strip_reasoning(messages: list[dict]) -> list[dict]:
     return [{key: value for key, value in message.items() if key not in REASONING_FIELDS} for message in messages]
-
-
-def with_typed_text(conversation: Conversation) -> Conversation:
-    """The same conversation with every string content as one typed text part."""
-    messages = []
-    for message in copy.deepcopy(conversation.messages):
-        if isinstance(message.get("content"), str):
-            message["content"] = [{"type": "text", "text": message["content"]}]
-        messages.append(message)
-    return conversation.replace(messages=messages)
 
 
 def with_text_on_tool_calls(conversation: Conversation, text: str = "Let me check.") -> Conversation:

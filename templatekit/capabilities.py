@@ -121,6 +121,9 @@ REQUIRES_TYPED_CONTENT = "requires typed content"
 # The typed-content fact of a string-only template that prints a list of parts as it is.
 PARTS_AS_REPR = "parts print as their Python repr ([{'type': 'text', ...}])"
 
+# The typed-content fact of a string-only template that renders a list of parts without its text.
+PARTS_DROPPED = "the text of parts is dropped"
+
 # What each baseline renders, for the note of a probe that could not tell.
 A_USER_TURN = "a plain user turn"
 WITH_TOOLS = "a user turn with tool definitions"
@@ -458,6 +461,7 @@ class _Context:
     documents: tuple = ()
     describes: str = ""
     covers: frozenset = frozenset()
+    typed: bool = False  # every string content sent as one typed text part
 
     def conversation(self, messages: list[dict], **fields: Any) -> Conversation:
         """``Conversation(messages, **fields)`` with the context's tools and documents where the
@@ -466,7 +470,8 @@ class _Context:
             fields["tools"] = [dict(tool) for tool in self.tools]
         if self.documents and fields.get("documents") is None:
             fields["documents"] = [dict(document) for document in self.documents]
-        return Conversation(messages, **fields)
+        conversation = Conversation(messages, **fields)
+        return conversation.with_typed_text() if self.typed else conversation
 
 
 NO_CONTEXT = _Context()
@@ -481,6 +486,9 @@ CONTEXTS = (
     _Context(":with-tools-and-documents", tools=_CONTEXT_TOOLS, documents=_CONTEXT_DOCUMENTS,
              describes="tool definitions and documents", covers=_TOOL_FEATURES | {"documents"}),
 )
+# For a template that renders typed text parts and not a string (vision models' templates): every
+# probe again with its contents as parts, since a string probe says nothing about such a template.
+TYPED_PARTS = _Context(":typed", typed=True, covers=frozenset({"typed_content"}))
 
 
 def probe(render: Render, side: Render | None = None) -> Capabilities:
@@ -512,6 +520,19 @@ def probe(render: Render, side: Render | None = None) -> Capabilities:
                 else:
                     readings.failures.pop(name, None)
             break
+    if readings.facts.get("typed_content", "").startswith(REQUIRES_TYPED_CONTENT):
+        typed, more, _ = _probe_pass(render, side, TYPED_PARTS)
+        renders += more
+        for name, value in typed.values.items():
+            if name in TYPED_PARTS.covers:
+                continue
+            readings.values[name] = value
+            readings.facts[name] = "; ".join(part for part in ("probed with contents as typed text parts",
+                                                                typed.facts.get(name)) if part)
+            if name in typed.failures:
+                readings.failures[name] = typed.failures[name]
+            else:
+                readings.failures.pop(name, None)
     values = readings.values
     if renders and all(_failure(rendering) is not None for rendering in renders):
         # Nothing rendered: one reason for every capability, each with its own probe's failure
@@ -597,6 +618,8 @@ def _probe_pass(render: Render, side: Render, context: _Context) -> tuple[_Readi
         facts["typed_content"] = f"{REQUIRES_TYPED_CONTENT} (a plain string does not render)"
     elif repr_leaked and values["typed_content"] is False and "typed_content" not in facts:
         facts["typed_content"] = PARTS_AS_REPR
+    elif values["typed_content"] is False and typed_text is not None and _has(plain, USER_NEEDLE):
+        facts["typed_content"] = PARTS_DROPPED
 
     reasoning = run("probe:reasoning", make(
         [_user(), {"role": "assistant", "reasoning_content": REASONING_NEEDLE, "content": ASSISTANT_NEEDLE}],

@@ -178,6 +178,15 @@ class Conversation:
             fresh.messages = copy.deepcopy(self.messages)
         return fresh
 
+    def with_typed_text(self) -> "Conversation":
+        """A copy with every string content as one typed text part (``[{"type": "text", ...}]``)."""
+        messages = []
+        for message in copy.deepcopy(self.messages):
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                message["content"] = [{"type": "text", "text": message["content"]}]
+            messages.append(message)
+        return self.replace(messages=messages)
+
 
 def validate_conversation_data(data: Any, origin: str | Path) -> None:
     """Raise ``InputError`` naming the first invalid field of a conversation mapping."""

@@ -38,8 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .behaviour import DEFAULT_SPECIAL_TOKENS, Behaviour, with_typed_text
-from .capabilities import REQUIRES_TYPED_CONTENT, Capabilities
+from .behaviour import DEFAULT_SPECIAL_TOKENS, Behaviour
+from .capabilities import Capabilities
 from .conversation import Conversation
 from .errors import InputError, one_line
 from .fixtures import used_capabilities
@@ -245,7 +245,9 @@ class Checker:
 def strategy_options(capabilities: Capabilities) -> dict[str, Any]:
     """``strategies.conversations`` options for a template with these capabilities."""
     supports = capabilities.supports
-    tool_calls = supports("tools") and supports("tool_calls") and supports("tool_responses")
+    # Not gated on "tools": templates that never list tool definitions (DeepSeek-V3's) still
+    # render calls and results, and conversations with calls pass definitions all the same.
+    tool_calls = supports("tool_calls") and supports("tool_responses")
     arguments_fact = capabilities.facts.get("tool_calls", "")
     arguments = "any"
     if arguments_fact.startswith("arguments must be objects"):
@@ -295,7 +297,7 @@ def _late_system(conversation: Conversation, position: int, text: str) -> Conver
 
 
 def _typed(conversation: Conversation) -> Conversation:
-    typed = with_typed_text(conversation)
+    typed = conversation.with_typed_text()
     typed.requires = used_capabilities(typed)
     return typed
 
@@ -362,7 +364,7 @@ def fuzz_template(
     checker = Checker(template.text, loaded.special_tokens, config_capabilities, locate=template.location)
     options = strategy_options(checker.capabilities)
     # Templates for typed content only (vision models) print nothing for a plain string.
-    typed_only = checker.capabilities.facts.get("typed_content", "").startswith(REQUIRES_TYPED_CONTENT)
+    typed_only = checker.behaviour.requires_typed_content
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     counts = {"tested": 0, DECLINED: 0, OVER_BUDGET: 0}

@@ -239,7 +239,7 @@ def test_fixtures_needing_missing_capabilities_are_skipped_and_listed():
     skipped = dict(behaviour.not_evaluated())
     assert "tool-call" not in evaluated and "tool-call" in skipped
     assert "basic" in evaluated and "basic" not in skipped
-    assert set(skipped["tool-call"]) == {"tools", "tool_calls"}  # ChatML prints tool results
+    assert set(skipped["tool-call"]) == {"tool_calls"}  # ChatML prints tool results
     assert evaluated | set(skipped) == {fixture.name for fixture in behaviour.fixtures}
 
 
@@ -589,3 +589,44 @@ def test_a_template_that_loops_forever_on_an_unmatched_result_id_is_still_probed
     assert behaviour.spent_budget is None
     assert capabilities.values["tool_calls"] is True and capabilities.values["generation_prompt"] is True
     assert not any(capabilities.unknown(name) for name in CAPABILITY_NAMES), capabilities.facts
+
+
+# Written for typed parts only (SmolVLM's, Idefics3's shape): a string renders as nothing.
+PARTS_ONLY = (
+    "{% for m in messages %}{{ m.role|capitalize }}: {% for p in m.content %}{% if p.type == 'text' %}"
+    "{{ p.text }}{% endif %}{% endfor %}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def test_a_template_for_typed_parts_only_is_probed_with_parts():
+    behaviour = Behaviour(PARTS_ONLY)
+    capabilities = behaviour.capabilities
+    assert capabilities.facts["typed_content"].startswith("requires typed content")
+    # With strings the system message vanished ("no"); sent as parts, as its clients send it, it renders.
+    assert capabilities.values["system"] is True
+    assert capability_note(capabilities, "system") == "probed with contents as typed text parts"
+    assert capabilities.values["generation_prompt"] is True and capabilities.values["tools"] is False
+    # Its fixtures are checked as parts, so the system fixture runs and renders.
+    system_fixture = next(fixture for fixture in behaviour.evaluated() if fixture.name == "system-multi-turn")
+    assert isinstance(system_fixture.messages[0]["content"], list)
+    assert behaviour.fixture_render(system_fixture).ok
+
+
+def test_a_string_only_template_that_drops_parts_says_so():
+    template = ("{% for m in messages %}{% if m.content is string %}{% set c = m.content %}{% else %}"
+                "{% set c = '' %}{% endif %}<|{{ m.role }}|>{{ c }}{% endfor %}")
+    capabilities = Behaviour(template).capabilities
+    assert capabilities.values["typed_content"] is False
+    assert capabilities.facts["typed_content"] == "the text of parts is dropped"
+    # One that raises on parts is a plain "no", with nothing dropped.
+    assert Behaviour(CHATML.replace("{{ m.content }}", "{{ m.content + '' }}")).capabilities.facts["typed_content"] == "raises"
+
+
+def test_tool_call_fixtures_run_on_a_template_that_never_lists_tools():
+    template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content or '' }}{% for c in m.tool_calls or [] %}"
+                "<call>{{ c.function.name }}:{{ c.function.arguments|tojson }}</call>{% endfor %}{% endfor %}")
+    behaviour = Behaviour(template)
+    assert behaviour.capabilities.values["tools"] is False and behaviour.capabilities.values["tool_calls"] is True
+    evaluated = {fixture.name for fixture in behaviour.evaluated()}
+    assert {"tool-call", "tool-call-string-arguments", "parallel-tool-calls"} <= evaluated
+    assert "tool-definitions" not in evaluated

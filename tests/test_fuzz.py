@@ -302,3 +302,32 @@ def test_a_note_level_finding_breaks_no_invariant():
     chat = Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
                          {"role": "user", "content": "Bye"}], add_generation_prompt=True)
     assert Checker(inst).check(chat) is None
+
+
+# DeepSeek-V3's layout: tool calls and results render, tool definitions never do.
+CALLS_WITHOUT_TOOL_LIST = (
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content or '' }}{% for c in m.tool_calls or [] %}"
+    "<call>{{ c.function.name }}:{{ c.function.arguments|tojson }}</call>{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_tool_calls_are_drawn_for_a_template_that_renders_them_without_listing_tools(template):
+    result = fuzz_template(template(CALLS_WITHOUT_TOOL_LIST), examples=200, seed=1)
+    assert result.shape["tool_calls"] is True and result.shape["tools"] is False
+    assert "TK605 tool-arguments-shape" in {failure.invariant for failure in result.failures}
+
+
+# Written for typed parts only: checked with its contents as parts, a dropped late system
+# message is found as it is in a template for strings.
+PARTS_ONLY_FIRST_SYSTEM = (
+    "{% for m in messages %}{% if m.role != 'system' or loop.first %}<|{{ m.role }}|>"
+    "{% for p in m.content %}{{ p.text }}{% endfor %}<|end|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_a_template_for_typed_parts_only_is_fuzzed_with_system_messages(template):
+    result = fuzz_template(template(PARTS_ONLY_FIRST_SYSTEM), examples=200, seed=2)
+    assert result.shape["system"] is not False and result.shape["typed_content"] is True
+    assert "TK603 content-dropped" in {failure.invariant for failure in result.failures}

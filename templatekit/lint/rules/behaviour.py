@@ -52,9 +52,8 @@ from ...behaviour import (
     whitespace_sensitive_settings,
     with_string_arguments,
     with_text_on_tool_calls,
-    with_typed_text,
 )
-from ...capabilities import PART_REPR, PARTS_AS_REPR, REQUIRES_TYPED_CONTENT
+from ...capabilities import PART_REPR, PARTS_AS_REPR, PARTS_DROPPED
 from ...conversation import REASONING_FIELDS, Conversation
 from ...errors import OutOfTime, RenderFailure
 from ...rendering import Rendering
@@ -1065,7 +1064,9 @@ class TypedTextDiffers(BehaviourRule):
     two prompts depending on the client. A template that reads content only as a string prints
     the parts' Python repr instead, which transformers passes through as it is (servers such as
     vLLM flatten parts to a string first): that is noted (info), until the template declares
-    ``typed_content=false``.
+    ``typed_content=false``. Worse is a template that renders nothing of what it cannot read:
+    parts dropped by a string-only template (Qwen3's), or a plain string dropped by one written
+    for parts only (vision models'), lose the message without an error.
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %} {{ p.text }}{% endfor %}{% endif %}
@@ -1083,15 +1084,24 @@ class TypedTextDiffers(BehaviourRule):
 
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         capabilities = behaviour.capabilities
+        if behaviour.requires_typed_content:
+            if behaviour.given is None:
+                yield from self._strings_dropped(behaviour)
+            return
         if not capabilities.supports("typed_content"):
-            if not capabilities.declared("typed_content") and PARTS_AS_REPR in capabilities.facts.get("typed_content", ""):
+            fact = capabilities.facts.get("typed_content", "")
+            if capabilities.declared("typed_content"):
+                return
+            if PARTS_AS_REPR in fact:
                 yield self._printed_as_repr(behaviour)
+            elif PARTS_DROPPED in fact:
+                yield self._parts_dropped(behaviour)
             return
         fixture = next(behaviour.evaluated(["multi-turn"]), None)
         if fixture is None:
             return
         as_string = behaviour.fixture_render(fixture)
-        as_parts = behaviour.render("multi-turn:typed", with_typed_text(fixture))
+        as_parts = behaviour.render("multi-turn:typed", fixture.with_typed_text())
         if not as_string.ok:
             return
         if not as_parts.ok:
@@ -1103,11 +1113,45 @@ class TypedTextDiffers(BehaviourRule):
 
 
     @staticmethod
+    def _parts_dropped(behaviour: Behaviour) -> str:
+        shown = ""
+        basic = next(behaviour.evaluated(["basic"]), None)
+        if basic is not None:
+            as_parts = behaviour.render("basic:typed", basic.with_typed_text())
+            as_string = behaviour.fixture_render(basic)
+            if as_parts.ok and as_string.ok:
+                at = common_prefix_length(as_parts.text, as_string.text)
+                shown = (f": {behaviour.describe(basic)} with its text as parts renders {excerpt(as_parts.text, at)} "
+                         f"where the string renders {excerpt(as_string.text, at)}")
+        return (f"content given as typed text parts is silently dropped{shown}; the template reads content only "
+                f"as a string and renders nothing of a list, which OpenAI-style clients send: render each text "
+                f"part's text, or raise_exception on a list; or declare {{# templatekit: capabilities "
+                f"typed_content=false #}}")
+
+    @staticmethod
+    def _strings_dropped(behaviour: Behaviour) -> Iterator[str]:
+        """A template for typed parts only that renders a plain string without its text (a
+        client of a text model sends strings): the prompt silently loses the message."""
+        basic = behaviour.builtin_fixture("basic")
+        as_strings = behaviour.render("basic:strings", basic)
+        if not as_strings.ok:
+            return  # raising on a string is a clear refusal
+        lost = [f"messages[{index}]" for index, message in enumerate(basic.messages)
+                if not content_reaches(message, as_strings.text)]
+        if not lost:
+            return
+        as_parts = behaviour.fixture_render(behaviour.fixture("basic"))
+        at = common_prefix_length(as_strings.text, as_parts.text) if as_parts.ok else 0
+        yield (f"content given as a plain string is silently dropped: fixture 'basic' with string contents renders "
+               f"{excerpt(as_strings.text, at)}, without {', '.join(lost)}; the template reads content only as "
+               f"typed parts: render a string as it is, or raise_exception on one")
+
+    @staticmethod
     def _printed_as_repr(behaviour: Behaviour) -> Broken:
         basic = next(behaviour.evaluated(["basic"]), None)
         shown = ""
         if basic is not None:
-            as_parts = behaviour.render("basic:typed", with_typed_text(basic))
+            as_parts = behaviour.render("basic:typed", basic.with_typed_text())
             at = as_parts.text.find(PART_REPR) if as_parts.ok else -1
             if at >= 0:
                 shown = f": {behaviour.describe(basic)} with its text as parts renders {excerpt(as_parts.text, at)}"
@@ -1141,7 +1185,9 @@ class ContinueFinalMessageBroken(BehaviourRule):
     def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
         for fixture in behaviour.evaluated(["prefill"]):
             rendering = behaviour.fixture_render(fixture)
-            final = fixture.messages[-1]["content"]
+            # transformers cuts after the last text part of typed content.
+            texts = content_texts(fixture.messages[-1].get("content"))
+            final = texts[-1] if texts else ""
             if not rendering.ok:
                 if rendering.error.kind != "raised" and blamed_on_the_feature(
                         rendering.error, behaviour.render(f"{fixture.name}:not-continued", not_continued(fixture), False)):
@@ -1354,7 +1400,7 @@ class PlainConversationFails(BehaviourRule):
         tools = (behaviour.fixture("tool-definitions").tools
                  if getattr(getattr(target, "template", None), "name", None) == "tool_use" else None)
         failures = []
-        typed_only = behaviour.capabilities.facts.get("typed_content", "").startswith(REQUIRES_TYPED_CONTENT)
+        typed_only = behaviour.requires_typed_content
         for name in ORDINARY_FIXTURES:
             fixture = behaviour.fixture(name)
             key = name
@@ -1367,7 +1413,7 @@ class PlainConversationFails(BehaviourRule):
             # the same turns given as parts: a design (`templatekit capabilities` notes it), not a
             # failure on every conversation. One that takes a user's string but not an
             # assistant's is not written for parts: it fails on plain chats.
-            if typed_only and behaviour.render(f"{key}:typed", with_typed_text(fixture)).ok:
+            if typed_only and behaviour.render(f"{key}:typed", fixture.with_typed_text()).ok:
                 continue
             failures.append((name, rendering.error))
         if not failures:
