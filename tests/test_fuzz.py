@@ -331,3 +331,48 @@ def test_a_template_for_typed_parts_only_is_fuzzed_with_system_messages(template
     result = fuzz_template(template(PARTS_ONLY_FIRST_SYSTEM), examples=200, seed=2)
     assert result.shape["system"] is not False and result.shape["typed_content"] is True
     assert "TK603 content-dropped" in {failure.invariant for failure in result.failures}
+
+
+# LFM2's pythonic calls: a Python literal inside `name(...)` is the call syntax, not a repr.
+PYTHONIC_CALLS = (
+    "{% for m in messages %}<|{{ m.role }}|>{% if m.tool_calls %}[{% for c in m.tool_calls %}{{ c.function.name }}("
+    "{% for k, v in c.function.arguments|items %}{{ k }}={{ v if v is not string else \"'\" ~ v ~ \"'\" }}"
+    "{% if not loop.last %}, {% endif %}{% endfor %}){% endfor %}]{% else %}{{ m.content }}{% endif %}<|end|>"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _call_with(arguments: dict) -> Conversation:
+    return Conversation([
+        {"role": "user", "content": "Find jackets."},
+        {"role": "assistant", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "3 found"},
+    ], tools=[{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}])
+
+
+def test_python_literals_in_a_pythonic_tool_call_are_not_a_repr_leak():
+    checked = Checker(PYTHONIC_CALLS).check(_call_with({"query": "jackets (rain)", "in_stock": False, "limit": None}))
+    assert checked is None or checked[0] != "TK604 python-repr-leak"
+    # The same constant outside the call is still a leak.
+    leaking = PYTHONIC_CALLS.replace("<|end|>", "{{ ' done=' ~ (m.tool_calls is defined) }}<|end|>", 1)
+    assert Checker(leaking).check(_call_with({"query": "jackets"}))[0] == "TK604 python-repr-leak"
+
+
+# Qwen3's history rule: an assistant's content keeps only what follows its reasoning's end.
+STRIPS_REASONING = (
+    "{% for m in messages %}<|{{ m.role }}|>{% if m.role == 'assistant' and '</think>' in m.content %}"
+    "{{ m.content.split('</think>')[-1].lstrip() }}{% else %}{{ m.content }}{% endif %}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_reasoning_a_template_strips_from_assistant_content_is_not_dropped_content():
+    conversation = Conversation([{"role": "user", "content": "Hi"},
+                                 {"role": "assistant", "content": "Greet back.</think>\n\nHello!"},
+                                 {"role": "user", "content": "Bye"}])
+    checked = Checker(STRIPS_REASONING).check(conversation)
+    assert checked is None or checked[0] != "TK603 content-dropped"
+    # Dropping the answer after it too is still dropped content.
+    dropping = STRIPS_REASONING.replace("{{ m.content.split('</think>')[-1].lstrip() }}", "")
+    assert Checker(dropping).check(conversation)[0] == "TK603 content-dropped"

@@ -208,6 +208,53 @@ def template_literals(target: LintTarget) -> list[str]:
     return target.shared("behaviour:literals", collect)
 
 
+# What a tool call printed in Python's call syntax, ``name(flag=False, opts={'a': 1})``, holds as
+# that syntax (LFM2's and Llama 3.2's pythonic calls), not as a leaked repr.
+_PYTHON_CALL_SYNTAX = frozenset({"{'", "True", "False", "None"})
+_CALL_SCAN_LIMIT = 20_000
+
+
+def _python_call_spans(conversation: Conversation, text: str) -> list[tuple[int, int]]:
+    """The (start, end) of every ``name(...)`` in ``text`` whose name is a function the
+    conversation's tool calls call, up to the parenthesis that closes it (quotes respected)."""
+    names = {call["function"]["name"] for message in conversation.messages for call in message.get("tool_calls") or ()
+             if isinstance(call, dict) and isinstance(call.get("function"), dict)
+             and isinstance(call["function"].get("name"), str) and call["function"]["name"]}
+    spans = []
+    for name in names:
+        for opening in re.finditer(re.escape(name) + r"\(", text):
+            end = _closing_parenthesis(text, opening.end())
+            if end is not None:
+                spans.append((opening.end(), end))
+    return spans
+
+
+def _closing_parenthesis(text: str, start: int) -> int | None:
+    depth, quote, position = 1, "", start
+    stop = min(len(text), start + _CALL_SCAN_LIMIT)
+    while position < stop:
+        char = text[position]
+        if quote:
+            if char == "\\":
+                position += 1  # the escaped character cannot close the string
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return position
+        position += 1
+    return None
+
+
+def _inside(offset: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start <= offset < end for start, end in spans)
+
+
 def _from_input(pattern: str, conversation: Conversation, behaviour: Behaviour, target: LintTarget,
                 *, with_json: bool = True) -> bool:
     sources = input_strings(conversation, behaviour.special_tokens, with_json=with_json) + template_literals(target)
@@ -773,7 +820,9 @@ class ContentDropped(BehaviourRule):
 
     Why: a template that ignores a role (a system message after the first, a system-only
     conversation) silently loses instructions; callers cannot tell. Raising with
-    ``raise_exception`` is fine: the caller learns the conversation is not supported.
+    ``raise_exception`` is fine: the caller learns the conversation is not supported. Reasoning
+    an assistant's content carries before ``</think>`` may be left out, as long as the answer
+    after it stays (Qwen3's history rule, noted by TK613).
 
     Bad:
         {% for m in messages %}{% if m.role == 'user' %}<|user|>{{ m.content }}
@@ -806,10 +855,31 @@ class ContentDropped(BehaviourRule):
                 # Content printed as a Python repr (a list of parts through |trim) is there, only
                 # mangled: TK604 reports that, rather than this rule calling it lost.
                 if not content_reaches(message, rendering.text, as_repr=True):
+                    if _reasoning_in_content_stripped(message, rendering.text):
+                        continue
                     whose = behaviour.describe(conversation) if behaviour.given is not None else key.split(":")[-1]
                     lost.append(f"messages[{index}] ({message['role']}) of {whose}")
         if lost:
             yield "content silently dropped: " + "; ".join(lost)
+
+
+# A reasoning block's end written into an assistant's content (a client echoing raw model output).
+_CLOSING_REASONING_TAG = re.compile(r"</(?:think|thinking|reasoning|thought)>|\[/THINK\]|<\|END_THINKING\|>",
+                                    re.IGNORECASE)
+
+
+def _reasoning_in_content_stripped(message: dict, rendered: str) -> bool:
+    """Whether an assistant's content holds a reasoning block's end and only the text after it
+    reaches the prompt: the template keeps reasoning out of history (Qwen3's, EXAONE's), a policy
+    TK613 notes, not a message dropped."""
+    content = message.get("content")
+    if message.get("role") != "assistant" or not isinstance(content, str):
+        return False
+    ends = list(_CLOSING_REASONING_TAG.finditer(content))
+    if not ends:
+        return False
+    answer = content[ends[-1].end():]
+    return content_reaches({"content": answer}, rendered)
 
 
 @register
@@ -820,7 +890,8 @@ class PythonReprLeak(BehaviourRule):
     never saw in training (``[{'type': 'text', ...}]``, ``None`` for a missing field). The
     pattern must come from the input or the template's own text, never from a repr. A message
     whose text reaches the prompt only with Python's escapes (``'0\\xa00'``) is reported here
-    too, not as dropped content (TK603).
+    too, not as dropped content (TK603). A tool call printed in Python's own call syntax
+    (``search(in_stock=False)``, LFM2's format) holds its constants as that syntax, not as reprs.
 
     Bad:
         {% for m in messages %}<|{{ m.role }}|>{{ m.content }} last={{ loop.last }}
@@ -840,8 +911,10 @@ class PythonReprLeak(BehaviourRule):
             rendering = behaviour.fixture_render(fixture)
             if not rendering.ok:
                 continue
+            calls = _python_call_spans(fixture, rendering.text)
             for pattern, regex in _REPR_PATTERNS:
-                match = regex.search(rendering.text)
+                match = next((found for found in regex.finditer(rendering.text)
+                              if pattern not in _PYTHON_CALL_SYNTAX or not _inside(found.start(), calls)), None)
                 if match and not _from_input(pattern, fixture, behaviour, target):
                     yield (f"{behaviour.describe(fixture)} renders {pattern!r} that no input holds: "
                            f"{excerpt(rendering.text, match.start())}")
