@@ -15,14 +15,16 @@ with ``chat_template.jinja``, which transformers would start loading instead of 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import stat
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, clipped
 from .sources import (
     PROCESSOR_TEMPLATE_FILE,
     ChatTemplate,
@@ -83,8 +85,16 @@ def _extraction_plan(source: TemplateSource, output: Path | None) -> list[tuple[
     if source.single:
         return [(_single_output(templates[0], output), templates[0].text)]
     if output is None:
-        return [(_default_named_output(template), template.text) for template in templates]
-    return [(_named_file(output, template.name, source.path), template.text) for template in templates]
+        plan = [(_default_named_output(template), template.text) for template in templates]
+    else:
+        plan = [(_named_file(output, template.name, source.path), template.text) for template in templates]
+    written: dict[Path, str] = {}
+    for (path, _), template in zip(plan, templates):
+        if path in written:
+            raise InputError(source.path, f"templates {clipped(written[path])} and {clipped(template.name)} would both "
+                                          f"be written to {path}")
+        written[path] = template.name
+    return plan
 
 
 def _single_output(template: ChatTemplate, output: Path | None) -> Path:
@@ -115,18 +125,38 @@ def _default_named_output(template: ChatTemplate) -> Path:
 
 
 def _named_file(directory: Path, name: str, origin: Path) -> Path:
-    """``directory/<name>.jinja``, refusing names that would land elsewhere, as transformers' save does."""
+    """``directory/<name>.jinja``, with the name made safe as a file name (``safe_file_stem``)."""
     if not name:
         raise InputError(origin, f"a template with an empty name cannot be written as a file in {directory} "
                                  "(it would be the hidden file .jinja); give it a name in the source")
-    path = directory / f"{name}.jinja"
-    try:
-        inside = path.resolve().parent == directory.resolve()
-    except (OSError, ValueError):
-        inside = False
-    if not inside:
-        raise InputError(origin, f"template name {name!r} cannot be used as a file name in {directory}")
-    return path
+    return directory / f"{safe_file_stem(name)}.jinja"
+
+
+# Longest name kept whole, in UTF-8 bytes: file systems allow 255, and ".jinja", a hash and
+# an editor's backup suffix must still fit.
+_MAX_NAME_BYTES = 200
+
+
+def safe_file_stem(name: str) -> str:
+    """A file name for template ``name`` that stays in its directory and prints as itself.
+
+    Template names come from untrusted files. A name that is printable, holds no path separator,
+    does not start with a dot (no ``..``, no hidden file) and is not over-long is used as it is,
+    so ``tool_use`` stays ``tool_use.jinja``. Any other name has each offending character (path
+    separators, control and format characters such as ESC, newlines and bidi overrides, leading
+    dots) replaced by ``_`` and gets the first 8 hex digits of its SHA-256 appended, so the
+    result is the same on every run and two names that clean up alike still get two files.
+    """
+    cleaned = "".join("_" if char in "/\\" or not char.isprintable() or unicodedata.category(char) == "Cf"
+                      else char for char in name)
+    stripped = cleaned.lstrip(".")
+    cleaned = "_" * (len(cleaned) - len(stripped)) + stripped
+    if cleaned == name and len(name.encode("utf-8", "surrogatepass")) <= _MAX_NAME_BYTES:
+        return name
+    while len(cleaned.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        cleaned = cleaned[:-1]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned}-{digest}"
 
 
 def _holds_template(path: Path, text: str, overwrite: bool) -> bool:
@@ -217,8 +247,10 @@ def _embedded_text(
     unnamed = name in (None, "default")
     if isinstance(current, list) and target.name != PROCESSOR_TEMPLATE_FILE:
         return _replace_named(document, current, member, target, text, name, stem, style)
+    if isinstance(current, dict) and current and target.name != PROCESSOR_TEMPLATE_FILE:
+        return _replace_in_object(document, current, member, target, text, name, stem, style)
     if current is not None and not isinstance(current, str):
-        shape = "a string or a list of {name, template} objects"
+        shape = "a string, a list of {name, template} objects or an object of name: template"
         if target.name == PROCESSOR_TEMPLATE_FILE:
             shape = "a string"
         raise InputError(target, f"chat_template must be {shape}")
@@ -251,6 +283,26 @@ def _replace_named(
     if template_member is None or not isinstance(items[index].get("template"), str):
         raise InputError(f"{target}[chat_template][{index}]", "template must be a string")
     if items[index]["template"] == text:
+        return None
+    return document.replace(template_member.value_start, template_member.value_end, style.encode(text))
+
+
+def _replace_in_object(
+    document: EditableJson,
+    templates: dict,
+    member: JsonMember,
+    target: Path,
+    text: str,
+    name: str | None,
+    stem: str,
+    style: EscapeStyle,
+) -> str | None:
+    """Replace one template of the ``{name: template}`` form (the member json.loads keeps)."""
+    chosen = _choose_name(list(templates), name, stem, target)
+    template_member = document.last_member(chosen, member.value_start)
+    if template_member is None or not isinstance(templates[chosen], str):
+        raise InputError(f"{target}[chat_template][{chosen!r}]", "template must be a string")
+    if templates[chosen] == text:
         return None
     return document.replace(template_member.value_start, template_member.value_end, style.encode(text))
 

@@ -11,12 +11,16 @@ Model directories follow ``PreTrainedTokenizerBase.from_pretrained`` / ``_from_p
    exists they replace ``tokenizer_config.json["chat_template"]`` wholesale, even when only
    additional templates exist (the result then has no default). A lone default is held as a plain
    string; anything else as named templates.
-2. Otherwise ``tokenizer_config.json["chat_template"]``: a string, or a list of
-   ``{"name", "template"}`` objects (always held as named templates, even a lone "default").
+2. Otherwise ``tokenizer_config.json["chat_template"]``: a string, a list of
+   ``{"name", "template"}`` objects, or an object mapping names to templates (both always held
+   as named templates, even a lone "default").
 3. ``chat_template.json`` is read only by processors (``ProcessorMixin.get_processor_dict``), never
    by the tokenizer. It is used when the tokenizer has no template at all, because then the only
    template that can render in that directory is the processor's. When the tokenizer has one, the
    tokenizer's wins, since templatekit renders as ``tokenizer.apply_chat_template`` does.
+
+Only regular files are taken from a model directory, as transformers' ``cached_file`` takes them:
+a FIFO, socket, device or directory under a template's name is passed over, never opened.
 
 Special tokens mirror the tokenizer-independent part of loading: ``tokenizer_config.json`` (named
 ``*_token`` keys, the ``extra_special_tokens`` dict form, ``{"__type": "AddedToken"}`` objects),
@@ -215,9 +219,19 @@ def load_source(spec: str | os.PathLike) -> TemplateSource:
     every other file is read as a Jinja template. Any problem raises ``InputError``.
     """
     path = Path(spec)
+    try:
+        return _load_path(path)
+    except OSError as error:
+        # Path.exists(), is_file() and is_dir() raise on a path they may not look at (a
+        # directory without read or search permission): that is the user's input, not a bug.
+        raise InputError(error.filename or path, f"cannot read: {error.strerror or error}") from None
+
+
+def _load_path(path: Path) -> TemplateSource:
     if not path.exists():
         raise InputError(path, _missing_path_problem(path))
     if path.is_dir():
+        _require_readable_directory(path)
         return _load_model_dir(path)
     if is_gguf(path):
         return _load_gguf(path)
@@ -256,6 +270,42 @@ def _missing_path_problem(path: Path) -> str:
     except OSError:
         return "broken symbolic link"
     return f"broken symbolic link: its target {target} does not exist"
+
+
+def _require_readable_directory(directory: Path) -> None:
+    """Refuse a directory whose entries cannot be listed or looked at, naming the directory
+    rather than whichever file inside it would be asked for first."""
+    try:
+        os.listdir(directory)
+        # Looking up "." inside it needs search permission, as opening any file inside it does.
+        os.stat(os.path.join(directory, "."))
+    except OSError as error:
+        raise InputError(directory, f"cannot read: {error.strerror or error}") from None
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (following links), as ``os.path.isfile`` answers:
+    transformers' ``cached_file`` takes only those from a model directory, so a FIFO, socket,
+    device or directory under a template's name is passed over and never opened."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError as error:
+        if error.errno in (errno.EACCES, errno.EPERM):
+            raise
+        return False
+
+
+def file_type_name(path: Path) -> str:
+    """What kind of non-regular file ``path`` is, for messages ("a FIFO", "a socket", ...)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "unreadable"
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _is_stream(path: Path) -> bool:
@@ -445,8 +495,10 @@ def _templates_from_json(value: Any, path: Path, kind: str) -> tuple[dict[str, C
         return {"default": ChatTemplate(value, "default", path, kind, embedded=True)}, True
     if kind == "chat_template_json":
         raise InputError(path, f"chat_template must be a string, found {_json_type(value)}")
+    if isinstance(value, dict):
+        return _templates_from_object(value, path, kind), False
     if not isinstance(value, list):
-        shape = "a string or a list of {name, template} objects"
+        shape = "a string, a list of {name, template} objects or an object of name: template"
         raise InputError(path, f"chat_template must be {shape}, found {_json_type(value)}")
     if not value:
         raise InputError(path, "chat_template is an empty list: there is no template")
@@ -456,6 +508,25 @@ def _templates_from_json(value: Any, path: Path, kind: str) -> tuple[dict[str, C
         # Like transformers' dict comprehension, a repeated name keeps its first position and the last text.
         templates[name] = ChatTemplate(text, name, path, kind, embedded=True)
     return templates, False
+
+
+def _templates_from_object(value: dict, path: Path, kind: str) -> dict[str, ChatTemplate]:
+    """``{"name": template, ...}``: transformers' ``__init__`` converts only a list into this
+    dict, so an object arrives as it is and ``get_chat_template`` picks from it by the same
+    rules (a name, else "tool_use" with tools, else "default"). The JSON order is kept; a
+    repeated key keeps its first position and its last text, as ``json.loads`` builds it."""
+    if not value:
+        raise InputError(path, "chat_template is an empty object: there is no template")
+    templates: dict[str, ChatTemplate] = {}
+    for name, text in value.items():
+        # transformers fails only when a non-string entry is picked ("Can't compile non template
+        # nodes"); like a bad item of the list form, it is refused when the file is read.
+        where = f"{path}[chat_template][{clipped(name)}]"
+        if not isinstance(text, str):
+            raise InputError(where, f"template must be a string, found {_json_type(text)}")
+        _require_text(text, where, "template")
+        templates[name] = ChatTemplate(text, name, path, kind, embedded=True)
+    return templates
 
 
 def _named_template_item(item: Any, where: str) -> tuple[str, str]:
@@ -502,11 +573,15 @@ def _template_files(directory: Path) -> tuple[dict[str, ChatTemplate], bool]:
     """
     files: list[tuple[str, Path]] = []
     default_file = directory / CHAT_TEMPLATE_FILE
-    if default_file.exists():
+    if is_regular_file(default_file):
         files.append(("default", default_file))
     extra_dir = directory / ADDITIONAL_TEMPLATES_DIR
     if extra_dir.is_dir():
-        files.extend((file.name.removesuffix(".jinja"), file) for file in sorted(extra_dir.glob("*.jinja")))
+        _require_readable_directory(extra_dir)
+        # Only regular files: transformers resolves each through cached_file, which skips the
+        # rest, and opening a FIFO without a writer would wait for ever.
+        files.extend((file.name.removesuffix(".jinja"), file) for file in sorted(extra_dir.glob("*.jinja"))
+                     if is_regular_file(file))
     templates = {
         name: ChatTemplate(read_template_file(file), name, file, "jinja", embedded=False) for name, file in files
     }

@@ -380,8 +380,8 @@ def _verdict_reasons(report: ValidationReport) -> list[str]:
     unrendered = [prompt for prompt in report.prompts if not prompt.generated]
     if unrendered:
         names = ", ".join(prompt.name for prompt in unrendered[:5]) + (" …" if len(unrendered) > 5 else "")
-        reasons.append(f"the template cannot render {len(unrendered)} of {len(report.prompts)} prompts ({names}): "
-                       f"{unrendered[0].render_error}")
+        reasons.append(f"the template cannot render {len(unrendered)} of {len(report.prompts)} prompts ({names}) "
+                       f"as a prompt to generate from: {unrendered[0].render_error}")
     failed = [prompt for prompt in report.prompts if prompt.verdict == FAIL and prompt.generated]
     if failed:
         names = ", ".join(prompt.name for prompt in failed[:5]) + (" …" if len(failed) > 5 else "")
@@ -669,6 +669,12 @@ class _Session:
         ready = [(index, conversation, rendering.text) for index, (conversation, rendering) in enumerate(entries)
                  if rendering.ok]
         encoded = [self.encode(text) for _, _, text in ready]
+        # A prompt of no tokens leaves the model nothing to continue (generate fails reshaping an
+        # empty batch): it fails as a prompt the template gives nothing for.
+        empty = {index: _empty_prompt(conversation, text) for (index, conversation, text), ids in zip(ready, encoded)
+                 if not ids}
+        ready = [item for item in ready if item[0] not in empty]
+        encoded = [ids for ids in encoded if ids]
         outputs = generate_greedy(self.loaded, encoded, max_new_tokens, batch_size, progress) if encoded else []
         bodies = [self._body(output.ids) for output in outputs]
         margins = self.role_margins([conversation for _, conversation, _ in ready], bodies,
@@ -684,6 +690,8 @@ class _Session:
         for index, (conversation, rendering) in enumerate(entries):
             if not rendering.ok:
                 results[index] = _unrendered(conversation, rendering.error)
+        for index, result in empty.items():
+            results[index] = result
         return results
 
     def _body(self, generated: list[int]) -> list[int]:
@@ -789,6 +797,19 @@ def _unrendered(conversation: Conversation, error: RenderFailure) -> PromptResul
         reply="", reply_token_ids=[], answer="", stopped=False, stop_index=None, first_token="",
         turn_probability=None, markers=[], reasoning=False, verdict=FAIL,
         reasons=[f"the template cannot render it: {why}"], render_error=why,
+    )
+
+
+def _empty_prompt(conversation: Conversation, text: str) -> PromptResult:
+    """The failed result of a conversation whose rendered prompt has no tokens: nothing generated."""
+    label = conversation.name or "conversation"
+    shown = "renders an empty prompt" if not text else f"renders {_show(text[:40])}, which tokenizes to no tokens"
+    why = f"{label} {shown}: there is nothing for the model to continue"
+    return PromptResult(
+        name=label, kind=_prompt_kind(conversation), prompt=text, prompt_tokens=0,
+        reply="", reply_token_ids=[], answer="", stopped=False, stop_index=None, first_token="",
+        turn_probability=None, markers=[], reasoning=False, verdict=FAIL,
+        reasons=[why], render_error=why,
     )
 
 

@@ -224,7 +224,7 @@ def test_embed_refuses_a_name_for_a_single_template(tmp_path):
 def test_embed_refuses_a_wrongly_shaped_template(tmp_path):
     target = write(tmp_path / "tokenizer_config.json", json.dumps({"chat_template": 3}))
     assert embed_error(write(tmp_path / "t.jinja", "X"), target) == (
-        f"{target}: chat_template must be a string or a list of {{name, template}} objects"
+        f"{target}: chat_template must be a string, a list of {{name, template}} objects or an object of name: template"
     )
 
 
@@ -373,13 +373,51 @@ def test_extract_writes_nothing_unless_everything_can_be_written(tmp_path):
     assert not (tmp_path / "out" / "a.jinja").exists()
 
 
-def test_extract_refuses_names_that_leave_the_directory(tmp_path):
-    templates = [{"name": "default", "template": "D"}, {"name": "../escape", "template": "E"}]
+@pytest.mark.parametrize("name, stem", [
+    ("../escape", "___escape"),
+    ("a/../b", "a_.._b"),
+    ("x\n\u001b[2J\u202eevil", "x__[2J_evil"),
+    ("back\\slash", "back_slash"),
+    (".hidden", "_hidden"),
+    ("\u2066isolate\u2069", "_isolate_"),
+])
+def test_extract_makes_untrusted_template_names_safe_file_names(tmp_path, name, stem):
+    """Names come from untrusted files: a name with path separators, a leading dot, control or
+    bidi characters becomes a cleaned name plus a hash of the original, so nothing lands outside
+    the output directory, no directory is created, and printing the path repaints no terminal."""
+    import hashlib
+
+    templates = [{"name": "default", "template": "D"}, {"name": name, "template": "E"}]
     target = write(tmp_path / "tokenizer_config.json", json.dumps({"chat_template": templates}))
-    with pytest.raises(InputError) as error:
-        extract(target, tmp_path / "out")
-    assert str(error.value) == f"{target}: template name '../escape' cannot be used as a file name in {tmp_path / 'out'}"
-    assert not (tmp_path / "escape.jinja").exists()
+    out = tmp_path / "out"
+    expected = out / f"{stem}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.jinja"
+    assert extract(target, out) == [out / "default.jinja", expected]
+    assert sorted(path.name for path in out.iterdir()) == sorted(["default.jinja", expected.name])
+    assert expected.read_text() == "E" and expected.name.isprintable()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "tokenizer_config.json"]
+
+
+def test_extract_keeps_ordinary_names_as_they_are(tmp_path):
+    target = write(tmp_path / "tokenizer_config.json",
+                   json.dumps({"chat_template": named(default="D", tool_use="T", **{"rag v2.1": "R", "日本語": "J"})}))
+    assert [path.name for path in extract(target, tmp_path / "out")] == [
+        "default.jinja", "tool_use.jinja", "rag v2.1.jinja", "日本語.jinja"]
+
+
+def test_extract_of_a_gguf_name_with_a_path_leaves_no_stray_directory(tmp_path):
+    from gguf import GGUFWriter
+
+    path = tmp_path / "model.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_chat_template("D")
+    writer.add_string("tokenizer.chat_template.a/../b c\n\x1b[31m", "E")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    written = extract(path, tmp_path / "out")
+    assert [file.parent for file in written] == [tmp_path / "out"] * 2
+    assert all(file.name.isprintable() for file in written)
+    assert sorted(file.name for file in (tmp_path / "out").iterdir()) == sorted(file.name for file in written)
 
 
 def test_extract_a_string_template_needs_an_output(tmp_path, monkeypatch):
@@ -398,3 +436,14 @@ def test_processor_json_holds_only_an_unnamed_string(tmp_path):
     assert embed_error(jinja, target, "rag") == f"{target}: holds a single unnamed chat template, not one named 'rag'"
     write(target, json.dumps({"chat_template": [{"name": "default", "template": "D"}]}))
     assert embed_error(jinja, target) == f"{target}: chat_template must be a string"
+
+
+def test_embed_replaces_one_template_of_the_object_form(tmp_path):
+    # {"chat_template": {name: template}} is loaded as transformers loads it; embed edits the one
+    # member named, leaving every other byte alone.
+    from templatekit.authoring import embed_text
+
+    target = tmp_path / "tokenizer_config.json"
+    target.write_text('{"chat_template": {"default": "D", "tool_use": "T"}, "eos_token": "</s>"}')
+    assert embed_text("NEW", target, "tool_use") is True
+    assert target.read_text() == '{"chat_template": {"default": "D", "tool_use": "NEW"}, "eos_token": "</s>"}'

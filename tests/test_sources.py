@@ -58,6 +58,9 @@ PARITY_CASES = {
         {},
     ),
     "lone default in a list stays named": ({"chat_template": [{"name": "default", "template": "D"}]}, {}),
+    "named object": ({**TOKENS, "chat_template": {"tool_use": "T", "default": "D", "x": "X"}}, {}),
+    "lone default in an object stays named": ({"chat_template": {"default": "D"}}, {}),
+    "object without a default": ({"chat_template": {"a": "A"}}, {}),
     "chat_template.jinja overrides the JSON": (
         {**TOKENS, "chat_template": "json"},
         {"chat_template.jinja": "\ufeffline one\r\nline two\rthree\n"},
@@ -381,7 +384,7 @@ def test_invalid_json_names_line_and_column(tmp_path):
 @pytest.mark.parametrize(
     "content, problem",
     [
-        ({"chat_template": 3}, "chat_template must be a string or a list of {name, template} objects, found a number"),
+        ({"chat_template": 3}, "chat_template must be a string, a list of {name, template} objects or an object of name: template, found a number"),
         ({"chat_template": None}, "chat_template is null: there is no template"),
         ({"chat_template": ""}, "chat_template is an empty string: there is no template text"),
         ({"chat_template": []}, "chat_template is an empty list: there is no template"),
@@ -886,3 +889,40 @@ def test_split_special_tokens_that_is_not_a_bool_is_refused_as_transformers_refu
 def test_split_special_tokens_true_or_false_loads(tmp_path, value):
     model = write_tokenizer_dir(tmp_path / "model", {"split_special_tokens": value, "chat_template": "{{ 1 }}"})
     assert load_source(model).templates["default"].text == "{{ 1 }}"
+
+
+OBJECT_TEMPLATES = {
+    "default": "{{ bos_token }}D{% for m in messages %}{{ m.content }}{% endfor %}",
+    "tool_use": "T{{ tools is none }}{% for m in messages %}{{ m.content }}{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("tools, name", [(None, None), ([], None), ([{"type": "function", "function": {"name": "f"}}], None),
+                                         (None, "tool_use"), ([], "default")])
+def test_chat_template_as_an_object_renders_and_selects_as_transformers_does(tmp_path, tools, name):
+    # transformers' __init__ turns only a list into a dict; an object arrives as one and
+    # get_chat_template picks from it (name, else tool_use with tools, else default).
+    import templatekit
+
+    directory = write_tokenizer_dir(tmp_path / "model", {**TOKENS, "chat_template": OBJECT_TEMPLATES})
+    messages = [{"role": "user", "content": "hi"}]
+    expected = transformers_tokenizer(directory).apply_chat_template(messages, tools=tools, chat_template=name,
+                                                                     tokenize=False)
+    rendered = templatekit.render(str(directory), messages, tools=tools, template_name=name, add_generation_prompt=False)
+    assert rendered.text == expected
+    assert list(load_source(directory / "tokenizer_config.json").templates) == ["default", "tool_use"]
+
+
+@pytest.mark.parametrize("value, problem", [
+    ({}, "chat_template is an empty object: there is no template"),
+    ({"default": "D", "bad": 3}, "[chat_template]['bad']: template must be a string, found a number"),
+])
+def test_chat_template_object_problems_name_the_entry(tmp_path, value, problem):
+    directory = write_tokenizer_dir(tmp_path / "model", {"chat_template": value})
+    assert input_error(directory).endswith(problem)
+
+
+def test_chat_template_object_without_default_is_refused_like_transformers(tmp_path):
+    directory = write_tokenizer_dir(tmp_path / "model", {"chat_template": {"a": "A", "b": "B"}})
+    with pytest.raises(InputError, match="has multiple chat templates with no default; choose one by name: 'a', 'b'"):
+        load_source(directory).select()

@@ -502,3 +502,26 @@ def test_a_model_whose_own_template_cannot_load_keeps_the_place_of_the_problem(t
         validate(str(path))
     assert str(error.value) == (f"{path}[tokenizer.ggml.eos_token_id]: token id 99 is outside the vocabulary of "
                                 "8 tokens; give a template with --template")
+
+
+@needs_model
+def test_a_prompt_of_no_tokens_fails_that_prompt_instead_of_crashing_generate(loaded):
+    """A template that renders nothing (or only what tokenizes to nothing) used to reach
+    model.generate with an empty prompt and end in a RuntimeError from torch."""
+    from templatekit.validate import validate
+
+    chatml = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+              "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    # Renders nothing for a single message, a normal prompt for longer conversations.
+    picky = "{% if messages | length > 1 %}" + chatml + "{% endif %}"
+    report = validate(loaded, template=template_from_text(picky), fixtures=[load_fixture("basic"), CONVERSATIONS[1]],
+                      probes=False, max_new_tokens=4)
+    assert not report.passed
+    basic, other = report.prompts
+    assert basic.verdict == "fail" and not basic.generated
+    assert basic.reasons == ["basic renders an empty prompt: there is nothing for the model to continue"]
+    assert other.generated and other.reply
+    assert any("basic renders an empty prompt" in reason for reason in report.reasons)
+
+    report = validate(loaded, template=template_from_text("{% if false %}x{% endif %}"), probes=False, max_new_tokens=2)
+    assert not report.passed and all(not prompt.generated for prompt in report.prompts)

@@ -12,6 +12,7 @@ import gc
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -74,12 +75,18 @@ class FileReport:
     engine_renders: list | None = None
 
 
+class NotRegularFile(type(Path())):  # type: ignore[misc]
+    """A file a directory search found under a template's name that is not a regular file (a
+    FIFO, socket or device). It is reported, never opened: a FIFO without a writer would make
+    the whole lint wait for ever. A pipe named on the command line (``<(...)``) is read as given."""
+
+
 def discover(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     """Each path as given; directories that are not model directories holding a chat template
     are searched for sources (see ``_search``)."""
     for raw in paths:
         path = Path(raw)
-        if not path.is_dir() or _holds_chat_template(path):
+        if not _is_dir(path) or _holds_chat_template(path):
             yield path
             continue
         found = sorted(_search(path), key=lambda source: source.parts)
@@ -101,7 +108,16 @@ def _search(root: Path) -> Iterator[Path]:
             holding[directory] = _holds_chat_template(directory)
         return holding[directory]
 
-    for directory, subdirectories, files in os.walk(root):
+    unreadable: list[Path] = []
+
+    def cannot_list(error: OSError) -> None:
+        # Reported as that directory's input error (loading it says why), while the walk goes on.
+        if error.filename is not None and Path(error.filename) != root:
+            unreadable.append(Path(error.filename))
+
+    for directory, subdirectories, files in os.walk(root, onerror=cannot_list):
+        yield from unreadable
+        unreadable.clear()
         here = Path(directory)
         subdirectories[:] = sorted(name for name in subdirectories if _searched(here / name))
         model_dir = here != root and holds(here)
@@ -115,28 +131,65 @@ def _search(root: Path) -> Iterator[Path]:
                 continue
             if name.endswith(".jinja") and (additional or (model_dir and name == "chat_template.jinja")):
                 continue
-            yield here / name
+            yield here / name if _regular_or_unknown(here / name) else NotRegularFile(here / name)
+    yield from unreadable
+
+
+def _regular_or_unknown(path: Path) -> bool:
+    """False only for a path that is certainly not a regular file (links are followed; a link
+    that leads nowhere is left for loading to explain)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode) or stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return True
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False  # not looked at here: loading it names the problem
 
 
 def _searched(directory: Path) -> bool:
-    return (not directory.name.startswith(".") and directory.name not in SKIPPED_DIRECTORIES
-            and not (directory / "pyvenv.cfg").is_file())
+    if directory.name.startswith(".") or directory.name in SKIPPED_DIRECTORIES:
+        return False
+    try:
+        return not (directory / "pyvenv.cfg").is_file()
+    except OSError:
+        return True  # an unreadable directory is entered, so the walk reports it
 
 
 def _is_model_dir(path: Path) -> bool:
-    return any((path / name).is_file() for name in MODEL_FILES)
+    try:
+        return any((path / name).is_file() for name in MODEL_FILES)
+    except OSError:
+        return True  # cannot look inside: loading it says so
 
 
 def _holds_chat_template(path: Path) -> bool:
     """A model directory with a chat template where transformers looks for one (a base model's
-    directory has tokenizer files but none). A JSON file that does not parse counts, so that
-    loading it explains the problem."""
-    if not path.is_dir() or not _is_model_dir(path):
-        return False
-    if (path / "chat_template.jinja").is_file() or any((path / "additional_chat_templates").glob("*.jinja")):
+    directory has tokenizer files but none). A JSON file that does not parse counts, and so does
+    a directory that cannot be looked into, so that loading it explains the problem."""
+    from ..sources import is_regular_file
+
+    try:
+        if not path.is_dir() or not _is_model_dir(path):
+            return False
+        if is_regular_file(path / "chat_template.jinja") or any(
+                is_regular_file(file) for file in (path / "additional_chat_templates").glob("*.jinja")):
+            return True
+        return any(is_regular_file(path / name) and _has_chat_template_key(path / name)
+                   for name in ("tokenizer_config.json", "chat_template.json"))
+    except OSError:
         return True
-    return any((path / name).is_file() and _has_chat_template_key(path / name)
-               for name in ("tokenizer_config.json", "chat_template.json"))
 
 
 class Linter:
@@ -198,10 +251,16 @@ class Linter:
         from ..sources import load_source
 
         report = FileReport(path=str(path))
-        if path.suffix == ".json" and path.is_file() and not _has_chat_template_key(path):
+        if isinstance(path, NotRegularFile):
+            from ..sources import file_type_name
+
+            report.error = str(InputError(path, f"not a regular file ({file_type_name(path)}); a directory search "
+                                                "reads regular files only, so it was not opened"))
+            return report
+        if path.suffix == ".json" and _is_file(path) and not _has_chat_template_key(path):
             report.notes.append("no chat_template in this file; nothing to lint")
             return report
-        if path.is_dir() and _is_model_dir(path) and not _holds_chat_template(path):
+        if _is_dir(path) and _is_model_dir(path) and not _holds_chat_template(path):
             report.notes.append("a model directory without a chat template (a base model?); nothing to lint")
             return report
         try:
@@ -370,7 +429,10 @@ def _file_anchor(template: object) -> tuple[int, int] | None:
         document = JsonDocument(raw)
         member = document.last_member("chat_template")
         start = member.value_start
-        if raw[start] == "[":
+        if raw[start] == "{":
+            named = document.last_member(template.name, start)
+            start = named.value_start if named is not None else start
+        elif raw[start] == "[":
             for item_start, _ in document.array_items(start):
                 named = document.last_member("name", item_start)
                 if named is not None and document.value(named) == template.name:
@@ -392,7 +454,7 @@ def _has_chat_template_key(path: Path) -> bool:
 
 def _single_template(path: Path) -> bool:
     try:
-        return not isinstance(json.loads(path.read_text(encoding="utf-8")).get("chat_template"), list)
+        return not isinstance(json.loads(path.read_text(encoding="utf-8")).get("chat_template"), (list, dict))
     except (OSError, ValueError, AttributeError, RecursionError):
         return True
 
