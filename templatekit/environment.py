@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import re
 from datetime import datetime
 from collections.abc import Mapping, Sequence
@@ -165,6 +166,25 @@ class GuardedCodeGenerator(CodeGenerator):
             return result
         return super().visit(node, *args, **kwargs)
 
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        # Comparing containers of long strings runs in C with no tick (``s in [t] * 50000``
+        # compares 50,000 long strings), and the sandbox intercepts no comparison; so each one
+        # whose operands may be containers goes through ``environment.guarded_compare``. A
+        # constant scalar operand (``role == 'user'``) bounds the work, and compiles as before.
+        operands = [node.expr] + [operand.expr for operand in node.ops]
+        if any(_scalar_constant(operand) for operand in operands[:2]) and len(node.ops) == 1:
+            super().visit_Compare(node, frame)
+            return
+        self.write("environment.guarded_compare(")
+        self.visit(node.expr, frame)
+        for index, operand in enumerate(node.ops):
+            # later operands are evaluated only when the chain gets that far, as in Python
+            self.write(f", {operand.op!r}, ")
+            if index:
+                self.write("lambda: ")
+            self.visit(operand.expr, frame)
+        self.write(")")
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         if frame.eval_ctx.volatile:
             self.write("environment.guarded_concat(context.eval_ctx.volatile, (")
@@ -176,6 +196,26 @@ class GuardedCodeGenerator(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write("))")
+
+
+def _scalar_constant(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Const) and type(node.value) in (str, int, float, bool, type(None))
+
+
+_COMPARISONS = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lteq": operator.le, "gt": operator.gt,
+    "gteq": operator.ge, "in": lambda left, right: left in right, "notin": lambda left, right: left not in right,
+}
+_COMPARISON_SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "lteq": "<=", "gt": ">", "gteq": ">=", "in": "in",
+                       "notin": "not in"}
+_CONTAINERS = (list, tuple, dict)
+
+
+def _compare(guard: guards.RenderGuard, name: str, left: Any, right: Any) -> bool:
+    if isinstance(left, _CONTAINERS) or isinstance(right, _CONTAINERS):
+        work = guards.comparison_work(name, left, right, guard.budget.max_work)
+        guard.check_work(work, f"comparison ({_COMPARISON_SYMBOLS[name]})")
+    return _COMPARISONS[name](left, right)
 
 
 def _iterate_with_ticks(iterator: Any, guard: guards.RenderGuard) -> Any:
@@ -196,15 +236,48 @@ _SAFE_ATTRIBUTES: dict[tuple[type, Any], bool] = {}
 _SAFE_ATTRIBUTES_LIMIT = 8192
 
 
+class GuardedTemplate(jinja2.Template):
+    """A compiled template whose render, once it has produced everything, checks the clock:
+    a render whose last slow operation ran past the deadline has spent its time budget too."""
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        yield from super().generate(*args, **kwargs)
+        guard = guards._active_guard.get()
+        if guard is not None:
+            guard.finish()
+
+
 class TemplatekitEnvironment(ImmutableSandboxedEnvironment):
     """transformers' chat-template environment plus budget guards (see module docstring)."""
 
     code_generator_class = GuardedCodeGenerator
+    template_class = GuardedTemplate
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+
+    def _generate(self, source: nodes.Template, name: Any, filename: Any, defer_init: bool = False) -> str:
+        # Code generation and Python's compile cost grow with the tree, and no render budget runs
+        # yet; a template far larger than any real one is refused before either starts.
+        _check_nodes(source, guards.DEFAULT_BUDGET.max_nodes)
+        return super()._generate(source, name, filename, defer_init=defer_init)
 
     def guarded_iter(self, iterable: Any) -> Any:
         iterator = iter(iterable)  # fails here, like a plain for loop, on a non-iterable
         return _iterate_with_ticks(iterator, _guard())
+
+    def guarded_compare(self, left: Any, *chain: Any) -> Any:
+        """``left op1 right1 op2 right2 ...`` (later operands as thunks), each comparison bounded."""
+        guard = _guard()
+        guard.ticks += 1
+        if not guard.ticks & 31:
+            guard.check_clock()
+        result: Any = True
+        for index in range(0, len(chain), 2):
+            right = chain[index + 1] if not index else chain[index + 1]()
+            result = _compare(guard, chain[index], left, right)
+            if not result:
+                return result
+            left = right
+        return result
 
     def guarded_concat(self, markup: bool, values: tuple) -> str:
         guard = _guard()
@@ -257,9 +330,32 @@ class TemplatekitEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         guard = _guard()
         guard.tick()
-        if args or kwargs:
+        if args or kwargs or getattr(__obj, "__name__", None) in _CHECKED_WITHOUT_ARGUMENTS:
             args = _check_call(guard, __obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
+
+
+class CompileBudgetExceeded(guards.BudgetExceeded, MemoryError):
+    """A template too large to compile within budget. Also a MemoryError, so that every
+    caller that reports a template too deep to compile reports this one the same way."""
+
+
+def _check_nodes(tree: nodes.Node, limit: int) -> None:
+    count = 0
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            raise CompileBudgetExceeded(
+                f"the template has more than {limit:,} syntax nodes, the compile budget (the largest real "
+                f"templates have about 3,000)"
+            )
+        stack.extend(node.iter_child_nodes())
+
+
+# Methods that can build something large even when called without arguments.
+_CHECKED_WITHOUT_ARGUMENTS = frozenset({"split", "rsplit", "splitlines", "expandtabs"})
 
 
 def _guard() -> guards.RenderGuard:
@@ -281,9 +377,9 @@ def _is_count(value: Any) -> bool:
 
 def _check_multiply(guard: guards.RenderGuard, left: Any, right: Any) -> None:
     for sequence, count in ((left, right), (right, left)):
-        if _is_count(count) and isinstance(sequence, (str, list, tuple)):
+        if _is_count(count) and isinstance(sequence, (str, list, tuple, bytes, bytearray)):
             size = len(sequence) * max(count, 0)
-            if isinstance(sequence, str):
+            if isinstance(sequence, (str, bytes, bytearray)):
                 guard.check_text(size, "repeated string (*)")
             else:
                 guard.check_items(size, "repeated sequence (*)")
@@ -301,7 +397,7 @@ def _check_add(guard: guards.RenderGuard, left: Any, right: Any) -> None:
 
 def _check_power(guard: guards.RenderGuard, base: Any, exponent: Any) -> None:
     if _is_count(base) and _is_count(exponent) and exponent > 0 and abs(base) > 1:
-        guard.check_int_bits(abs(base).bit_length() * exponent)
+        guard.check_int_bits(guards.power_bits(base, exponent))
 
 
 def _check_percent_format(guard: guards.RenderGuard, template: str, args: Any) -> None:
@@ -322,10 +418,20 @@ def _check_call(guard: guards.RenderGuard, func: Any, args: tuple, kwargs: dict)
     wrapped = getattr(func, "__wrapped__", None)
     target = wrapped if wrapped is not None else func
     owner = getattr(target, "__self__", None)
+    name = getattr(target, "__name__", "")
+    if isinstance(owner, (bytes, bytearray)):
+        return _check_bytes_call(guard, owner, name, args, kwargs)
+    if _is_count(owner) and name == "to_bytes":
+        length = _argument(args, kwargs, 0, "length", 1)
+        if _is_count(length):
+            guard.check_text(length, "int.to_bytes() result")
+        return args
     if not isinstance(owner, str):
         return args
-    name = getattr(target, "__name__", "")
     limit = guard.budget.max_output
+    if name in ("split", "rsplit", "splitlines"):
+        guard.check_items(_split_count(owner, name, args, kwargs, guard.budget.max_items), f"str.{name}() result")
+        return args
     if name in ("center", "ljust", "rjust", "zfill") and args and _is_count(args[0]):
         guard.check_text(max(len(owner), args[0]), f"str.{name}() result")
     elif name == "expandtabs":
@@ -348,7 +454,9 @@ def _check_call(guard: guards.RenderGuard, func: Any, args: tuple, kwargs: dict)
         guard.check_text(size, "str.join() result")
         return (items,) + tuple(args[1:])
     elif name in ("format", "format_map"):
-        size = len(owner) + format_widths(owner, brace=True)
+        named = args[0] if name == "format_map" and args and isinstance(args[0], Mapping) else kwargs
+        positional = () if name == "format_map" else args
+        size = len(owner) + guards.brace_format_widths(owner, positional, named, _format_lookup)
         values = list(args) + list(kwargs.values())
         if name == "format_map" and args and hasattr(args[0], "values"):
             values = list(args[0].values())
@@ -358,6 +466,69 @@ def _check_call(guard: guards.RenderGuard, func: Any, args: tuple, kwargs: dict)
                 break
         guard.check_text(size, f"str.{name}() result")
     return args
+
+
+def _format_lookup(value: Any, key: Any, is_attribute: bool) -> Any:
+    # what the sandbox's own formatter reads for a field name: sandboxed attributes and items
+    if is_attribute:
+        return environment().getattr(value, key)
+    return environment().getitem(value, key)
+
+
+def _check_bytes_call(guard: guards.RenderGuard, owner: bytes | bytearray, name: str, args: tuple,
+                      kwargs: dict) -> tuple:
+    """Bound what a bytes method could build, as ``_check_call`` does for str (a byte counts as
+    a character)."""
+    kind = type(owner).__name__
+    if name in ("center", "ljust", "rjust", "zfill") and args and _is_count(args[0]):
+        guard.check_text(max(len(owner), args[0]), f"{kind}.{name}() result")
+    elif name == "expandtabs":
+        tabsize = args[0] if args and _is_count(args[0]) else kwargs.get("tabsize", 8)
+        if _is_count(tabsize):
+            guard.check_text(len(owner) + owner.count(b"\t") * max(tabsize - 1, 0), f"{kind}.expandtabs() result")
+    elif name == "replace" and len(args) >= 2 and all(isinstance(arg, (bytes, bytearray)) for arg in args[:2]):
+        old, new = args[0], args[1]
+        occurrences = owner.count(old) if old else len(owner) + 1
+        count = args[2] if len(args) > 2 else -1
+        if _is_count(count) and count >= 0:
+            occurrences = min(occurrences, count)
+        guard.check_text(len(owner) + occurrences * (len(new) - len(old)), f"{kind}.replace() result")
+    elif name == "join" and args:
+        items = args[0] if isinstance(args[0], (list, tuple)) else list(_iterate_with_ticks(iter(args[0]), guard))
+        guard.check_items(len(items), f"{kind}.join() input")
+        size = len(owner) * max(len(items) - 1, 0)
+        for item in items:
+            size += len(item) if isinstance(item, (bytes, bytearray)) else 0
+            if size > guard.budget.max_output:
+                break
+        guard.check_text(size, f"{kind}.join() result")
+        return (items,) + tuple(args[1:])
+    elif name in ("split", "rsplit", "splitlines"):
+        guard.check_items(_split_count(owner, name, args, kwargs, guard.budget.max_items), f"{kind}.{name}() result")
+    return args
+
+
+def _split_count(text: str | bytes | bytearray, name: str, args: tuple, kwargs: dict, limit: int) -> int:
+    """At most how many items ``text.split``/``rsplit``/``splitlines`` returns."""
+    if name == "splitlines":
+        if isinstance(text, str):
+            return guards.line_breaks(text) + 1
+        return text.count(b"\n") + text.count(b"\r") + 1
+    separator = _argument(args, kwargs, 0, "sep", None)
+    most = _argument(args, kwargs, 1, "maxsplit", -1)
+    if separator is None:
+        count = (len(text) + 1) // 2  # words need whitespace between them
+        if count > limit:  # count them, stopping past the limit
+            words = re.finditer(rb"\S+" if isinstance(text, (bytes, bytearray)) else r"\S+", text)
+            count = sum(1 for _ in itertools.islice(words, limit + 1))
+    else:
+        try:
+            count = text.count(separator) + 1 if separator else 0
+        except TypeError:
+            return 0  # split refuses it
+    if _is_count(most) and most >= 0:
+        count = min(count, most + 1)
+    return count
 
 
 def _replace_size(text: str, old: str, new: str, count: Any) -> int:
@@ -404,6 +575,31 @@ def _guard_filter(name: str, func: Any) -> Any:
         elif type(result) is list:
             guard.check_items(len(result), f"|{name} result")
         return result
+
+    update_wrapper(guarded, func)
+    return guarded
+
+
+# Jinja's comparison tests (``x is in y``, ``select('eq', x)``), by the operator they apply.
+_COMPARISON_TESTS = {
+    "eq": "eq", "==": "eq", "equalto": "eq", "ne": "ne", "!=": "ne", "lt": "lt", "<": "lt",
+    "lessthan": "lt", "le": "lteq", "<=": "lteq", "gt": "gt", ">": "gt", "greaterthan": "gt",
+    "ge": "gteq", ">=": "gteq", "in": "in",
+}
+
+
+def _guard_test(name: str, func: Any) -> Any:
+    """A comparison test with its work bounded as the comparison operators' is."""
+    operator_name = _COMPARISON_TESTS.get(name)
+    if operator_name is None:
+        return func
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if len(args) == 2 and (isinstance(args[0], _CONTAINERS) or isinstance(args[1], _CONTAINERS)):
+            guard = _guard()
+            work = guards.comparison_work(operator_name, args[0], args[1], guard.budget.max_work)
+            guard.check_work(work, f"test '{name}'")
+        return func(*args, **kwargs)
 
     update_wrapper(guarded, func)
     return guarded
@@ -462,6 +658,33 @@ def _check_wordwrap_filter(guard: guards.RenderGuard, value: Any, args: tuple, a
         wrapstring = _argument(args, kwargs, at + 3, "wrapstring", None)
         wrap = len(wrapstring) if isinstance(wrapstring, str) else 1  # None: the newline sequence
         guard.check_text(guards.wrapped_size(value, width, wrap), "|wordwrap result")
+
+
+def _check_wordwrap_work(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
+    _check_wordwrap_filter(guard, value, args, at, kwargs)
+    if isinstance(value, str) and _argument(args, kwargs, at + 2, "break_long_words", True):
+        width = _argument(args, kwargs, at + 1, "width", 79)
+        guard.check_work(guards.wrap_work(value, width, guard.budget.max_work), "|wordwrap")
+
+
+def _check_striptags_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
+    if isinstance(value, str) and len(value) * len(value) > guard.budget.max_work:
+        guard.check_work(guards.striptags_work(value), "|striptags")
+
+
+def _check_pieces_filter(name: str, pattern: str, per_match: int) -> Any:
+    """A filter that splits its text with ``pattern`` (``per_match`` pieces per match, plus
+    one) into a list before building its result: the list is bounded like any other."""
+    compiled = re.compile(pattern)
+
+    def check(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
+        if not isinstance(value, str) or len(value) + 1 <= guard.budget.max_items:
+            return  # no more pieces than characters
+        limit = guard.budget.max_items
+        matches = sum(1 for _ in itertools.islice(compiled.finditer(value), limit // per_match + 1))
+        guard.check_items(matches * per_match + 1, f"|{name} intermediate list")
+
+    return check
 
 
 def _check_pprint_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
@@ -531,7 +754,12 @@ _FILTER_CHECKS = {
     "indent": _check_indent_filter,
     "replace": _check_replace_filter,
     "format": _check_format_filter,
-    "wordwrap": _check_wordwrap_filter,
+    "wordwrap": _check_wordwrap_work,
+    "striptags": _check_striptags_filter,
+    # the patterns Jinja's filters split with (jinja2.filters, jinja2.utils.urlize)
+    "title": _check_pieces_filter("title", r"([-\s({\[<]+)", 2),
+    "wordcount": _check_pieces_filter("wordcount", r"\w+", 1),
+    "urlize": _check_pieces_filter("urlize", r"(\s+)", 2),
     "tojson": _check_tojson_filter,
     "pprint": _check_pprint_filter,
     "join": _check_join_filter,
@@ -584,6 +812,7 @@ def _build_environment(trim_blocks: bool = True, lstrip_blocks: bool = True) -> 
     env.optimized = False
     env.filters["tojson"] = tojson
     env.filters = {name: _guard_filter(name, func) for name, func in env.filters.items()}
+    env.tests = {name: _guard_test(name, func) for name, func in env.tests.items()}
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     env.globals["dict"] = TemplateDict()

@@ -52,6 +52,14 @@ class Budget:
     """Size of any integer arithmetic result (stops ``9**9**9``)."""
     max_template: int = 1 * MiB
     """Characters of template source accepted for compilation."""
+    max_work: int = 1 << 34
+    """Characters one operation may compare, copy or scan (``==``/``in`` on containers of long
+    strings, ``|striptags``, ``|wordwrap``): about a second of work. Such an operation runs in C
+    without reaching a tick, so it is measured before it starts."""
+    max_nodes: int = 30_000
+    """Syntax-tree nodes of a template accepted for compilation, which no other budget bounds:
+    25,000 macros (100,000 nodes, under ``max_template``) take 80 s and 1 GB to compile, 5,000
+    (20,000 nodes) 3 s and 200 MB. The largest of 786 real templates has 2,945 nodes."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -199,6 +207,21 @@ class RenderGuard:
         """``json_size_estimate`` with this render's memo and output limit."""
         return json_size_estimate(value, self.budget.max_output, self.sizes, ensure_ascii=ensure_ascii,
                                   indent=indent, separators=separators)
+
+    def check_work(self, steps: int, what: str) -> None:
+        """Refuse an operation that would compare, copy or scan ``steps`` characters in one go."""
+        if steps > self.budget.max_work:
+            raise BudgetExceeded(
+                f"{what} would process about {steps:,} characters, which exceeds the work budget of "
+                f"{self.budget.max_work:,} characters per operation"
+            )
+
+    def finish(self) -> None:
+        """The render is done: one that ended after its deadline spent its time budget even if no
+        tick saw the deadline pass (the last slow operation ran to its end), and every later
+        render of the template would spend it again."""
+        if time.monotonic() > self.deadline:
+            raise OutOfTime(f"render took longer than {self.seconds:.3g} s (its time budget)")
 
     def output_exceeded(self) -> OutOfOutput:
         return OutOfOutput(f"rendered output exceeds the output budget of {self.budget.max_output:,} characters")
@@ -700,3 +723,198 @@ def star_widths(template: str, args: Any) -> int:
         return 0
     values = args if isinstance(args, tuple) else (args,)
     return sum(abs(value) for value in values if type(value) is int)
+
+
+def brace_format_widths(template: str, args: tuple, kwargs: Mapping, lookup: Any) -> int:
+    """The sum of the field widths and precisions in a {}-style format string, with the widths
+    that nested fields (``'{0:{1}}'``) take from the arguments resolved as ``str.format`` would;
+    ``lookup(value, key, is_attribute)`` reads one step of a field name (sandboxed)."""
+    import _string
+    from string import Formatter
+
+    parser = Formatter()
+    total = 0
+    auto = 0
+    for _literal, field, spec, _conversion in _parse_format(parser, template):
+        if field is None:
+            continue
+        if field == "":
+            auto += 1  # the outer field takes its number before the nested ones
+        if not spec:
+            continue
+        if "{" not in spec:
+            total += _spec_widths(spec)
+            continue
+        built = []
+        for literal, inner, inner_spec, conversion in _parse_format(parser, spec):
+            built.append(literal)
+            if inner is None:
+                continue
+            if inner_spec:
+                # bounded before the nested field is formatted: it cannot nest any deeper
+                total += _spec_widths(inner_spec)
+            if inner == "":
+                inner, auto = str(auto), auto + 1
+            try:
+                first, rest = _string.formatter_field_name_split(inner)
+                value = args[first] if isinstance(first, int) else kwargs[first]
+                for is_attribute, key in rest:
+                    value = lookup(value, key, is_attribute)
+                if conversion == "r":
+                    value = repr(value) if type(value) in (int, float, bool, str) else ""
+                elif conversion in ("s", "a"):
+                    value = str(value) if type(value) in (int, float, bool, str) else ""
+                if type(value) not in (int, float, bool, str):
+                    continue
+                text = format(value, inner_spec)
+            except Exception:  # noqa: BLE001 - str.format itself reports what is wrong
+                continue
+            built.append(text[:64])  # a longer width is no width at all: str.format refuses it
+        total += _spec_widths("".join(built))
+    return total
+
+
+def _parse_format(parser: Any, template: str) -> list:
+    try:
+        return list(parser.parse(template))
+    except ValueError:  # str.format refuses it before building anything
+        return []
+
+
+_SPEC_WIDTH = re.compile(r"(\d+)(?:[,_])?(?:\.(\d+))?")
+
+
+def _spec_widths(spec: str) -> int:
+    total = 0
+    for match in _SPEC_WIDTH.finditer(spec):
+        for group in match.groups():
+            if group:
+                total += int(group) if len(group) < 20 else 1 << 64
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# work: operations that compare, copy or scan long text inside C, where no tick can stop them
+#
+# Each estimate is an upper bound on the characters the operation touches, stopped once it
+# passes ``limit``; a benign operation touches a few kilobytes at most.
+
+
+def comparison_work(operator: str, left: Any, right: Any, limit: int) -> int:
+    """A bound on the characters Python compares to evaluate ``left <operator> right``, for
+    Jinja's comparison operators (``eq``, ``ne``, ``lt``, ``lteq``, ``gt``, ``gteq``, ``in``,
+    ``notin``)."""
+    if operator in ("in", "notin"):
+        return containment_work(left, right, limit)
+    return _pair_work(left, right, operator in ("eq", "ne"), limit, {}, 0)
+
+
+def containment_work(needle: Any, haystack: Any, limit: int) -> int:
+    """A bound on the characters ``needle in haystack`` compares."""
+    if isinstance(haystack, str):
+        return len(haystack) + (len(needle) if isinstance(needle, str) else 0)
+    if isinstance(haystack, Mapping):  # hashing the needle, then at most one comparison
+        return 2 * len(needle) + 1 if isinstance(needle, str) else 1
+    if isinstance(haystack, (list, tuple)):
+        memo: dict[tuple[int, int], int] = {}
+        total = len(haystack)
+        for item in haystack:
+            if item is not needle:  # `in` and `==` inside containers skip identical objects
+                total += _pair_work(needle, item, True, limit - total, memo, 0)
+                if total > limit:
+                    break
+        return total
+    return 1
+
+
+# Comparing containers nested deeper than this is no chat template's business.
+_COMPARISON_DEPTH = 100
+
+
+def _pair_work(left: Any, right: Any, equality: bool, limit: int, memo: dict, depth: int) -> int:
+    if isinstance(left, str):
+        if not isinstance(right, str) or left is right:
+            return 1
+        if equality:  # unequal lengths are unequal at once
+            return len(left) if len(left) == len(right) else 1
+        return min(len(left), len(right))
+    if isinstance(left, (list, tuple)):
+        if not isinstance(right, (list, tuple)) or isinstance(left, list) != isinstance(right, list):
+            return 1
+        if equality and len(left) != len(right):
+            return 1
+        pairs: Any = zip(left, right)
+    elif isinstance(left, dict):
+        if not isinstance(right, dict) or len(left) != len(right):
+            return 1
+        pairs = ((value, right.get(key)) for key, value in left.items())
+    else:
+        return 1
+    key = (id(left), id(right))
+    known = memo.get(key)
+    if known is not None:
+        return known
+    if depth > _COMPARISON_DEPTH:
+        return limit + 1
+    total = min(len(left), len(right))
+    if isinstance(left, dict):
+        total += sum(len(name) for name in left if isinstance(name, str))
+    for one, other in pairs:
+        if one is not other:
+            total += _pair_work(one, other, True, limit - total, memo, depth + 1)
+            if total > limit:
+                break
+    memo[key] = total
+    return total
+
+
+def striptags_work(text: str) -> int:
+    """A bound on the characters MarkupSafe's ``striptags`` copies: it rebuilds the whole string
+    once per comment and once per tag it removes."""
+    removals = min(text.count("<"), text.count(">")) + text.count("<!--")
+    return removals * len(text)
+
+
+# textwrap splits words at these characters only (not at other Unicode whitespace).
+_TEXTWRAP_WHITESPACE = "\t\n\x0b\x0c\r"
+_WORD_CHUNK = 1 << 16
+
+
+def longest_word(text: str) -> int:
+    """The longest run of characters textwrap keeps together as one word (at most)."""
+    longest = carry = 0
+    for start in range(0, len(text), _WORD_CHUNK):
+        piece = text[start : start + _WORD_CHUNK]
+        for space in _TEXTWRAP_WHITESPACE:
+            if space in piece:
+                piece = piece.replace(space, " ")
+        words = piece.split(" ")
+        if len(words) == 1:
+            carry += len(piece)
+            longest = max(longest, carry)
+            continue
+        longest = max(longest, carry + len(words[0]), max(map(len, words[1:-1]), default=0))
+        carry = len(words[-1])
+    return max(longest, carry)
+
+
+def wrap_work(text: str, width: Any, limit: int) -> int:
+    """A bound on the characters textwrap copies to wrap ``text`` at ``width`` breaking long
+    words: it cuts a word one line at a time, copying the rest of the word after every cut."""
+    if type(width) not in (int, float) or not width > 0:
+        return 0  # textwrap refuses it
+    step = max(int(width), 1)
+    if len(text) * len(text) // step <= limit:
+        return 0
+    return longest_word(text) * len(text) // step
+
+
+def power_bits(base: int, exponent: int) -> int:
+    """The bit length of ``base ** exponent`` (|base| > 1, exponent > 0), or one less near a
+    power of two, without computing it."""
+    import math
+
+    bits = abs(base).bit_length()
+    if abs(base) == 1 << (bits - 1):  # a power of two: exact
+        return (bits - 1) * exponent + 1
+    return int(exponent * math.log2(abs(base)) * (1 - 1e-12)) + 1

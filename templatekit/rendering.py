@@ -27,7 +27,13 @@ from .conversation import (
     split_apply_chat_template_kwargs,
     tool_schemas,
 )
-from .environment import RAISED_BY_TEMPLATE, compile_template, compile_variant, compile_with_text_slots
+from .environment import (
+    RAISED_BY_TEMPLATE,
+    CompileBudgetExceeded,
+    compile_template,
+    compile_variant,
+    compile_with_text_slots,
+)
 from .errors import BudgetExceeded, RenderFailure
 from .guards import DEFAULT_BUDGET, Budget, RenderGuard
 
@@ -327,6 +333,9 @@ def _compile(template: Any, text: str, budget: Budget, trim_blocks: bool = True,
             RenderFailure("syntax", str(exc.message or exc), exception_type=type(exc).__name__,
                           location=_location(template, exc.lineno), line=exc.lineno)
         ) from None
+    except CompileBudgetExceeded as exc:
+        raise _Failed(RenderFailure("budget", str(exc), exception_type=type(exc).__name__,
+                                    location=_location(template, None))) from None
     except (RecursionError, MemoryError, SyntaxError) as exc:
         raise _Failed(
             RenderFailure("budget", f"template is nested too deeply to compile ({type(exc).__name__}: {exc})",
