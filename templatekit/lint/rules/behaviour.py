@@ -1235,6 +1235,84 @@ class TypedTextDiffers(BehaviourRule):
 
 
 @register
+class ToolResultEncodedTwice(BehaviourRule):
+    """A tool result sent as a string is printed JSON-encoded: quoted, its own quotes escaped.
+
+    Why: clients send tool results as strings (OpenAI's format), usually JSON text already. A
+    template that runs every result through ``|tojson`` prints ``"{\\"temperature\\": 41}"``, a
+    string literal where the model was trained on the result itself; Llama 3.1's template does it
+    because its test ``content is mapping or content is iterable`` is true for a string too. A
+    result printed as the value of a JSON field (``"content": "..."``) must be encoded, and is not
+    reported.
+
+    Bad:
+        {% for m in messages %}<|{{ m.role }}|>{% if m.content is iterable %}{{ m.content|tojson }}{% endif %}{% for c in m.tool_calls or [] %}{{ c.function.arguments|tojson }}{% endfor %}
+        {% endfor %}
+
+    Good:
+        {% for m in messages %}<|{{ m.role }}|>{% if m.content is string %}{{ m.content }}{% elif m.content is iterable %}{{ m.content|tojson }}{% endif %}{% for c in m.tool_calls or [] %}{{ c.function.arguments|tojson }}{% endfor %}
+        {% endfor %}
+    """
+
+    code = "TK617"
+    name = "tool-result-encoded-twice"
+    severity = "warning"
+    anchors = ("tojson", "content")
+
+    def findings(self, behaviour: Behaviour, target: LintTarget) -> Iterator[str | Broken]:
+        for fixture in behaviour.evaluated(["tool-call", "parallel-tool-calls"]):
+            rendering = behaviour.fixture_render(fixture)
+            if not rendering.ok:
+                continue
+            for index, message in enumerate(fixture.messages):
+                content = message.get("content")
+                if message.get("role") != "tool" or not isinstance(content, str) or not content.strip():
+                    continue
+                at = _standalone_json_string(content, rendering.text)
+                if at is not None:
+                    line, column = _tojson_on_content(target)
+                    yield Broken(f"{behaviour.describe(fixture)} prints messages[{index}] (tool), a string, "
+                                 f"JSON-encoded: {excerpt(rendering.text, at)}; print a string result as it is and "
+                                 f"encode only a mapping or list (strings pass 'is iterable' too)", line, column)
+                    return
+
+
+def _standalone_json_string(content: str, rendered: str) -> int | None:
+    """Where ``content`` appears in ``rendered`` only as a JSON string literal that is not the
+    value of a JSON field or list item, or None."""
+    if _text_in(content, rendered):
+        return None
+    for encoded in dict.fromkeys((json.dumps(content, ensure_ascii=False), json.dumps(content))):
+        start = rendered.find(encoded)
+        while start >= 0:
+            before = rendered[:start].rstrip()[-1:]
+            after = rendered[start + len(encoded):].lstrip()[:1]
+            if before not in (":", "[", ",") and after not in (",", "}", "]", ":"):
+                return start
+            start = rendered.find(encoded, start + 1)
+    return None
+
+
+def _text_in(content: str, rendered: str) -> bool:
+    return content in rendered or content.strip() in rendered
+
+
+def _tojson_on_content(target: LintTarget) -> tuple[int | None, int | None]:
+    """The position of the first ``|tojson`` applied to a message's content, if the code has one."""
+    tree = getattr(target, "tree", None)
+    if tree is None:
+        return None, None
+    for node in find_all(target, tree, nodes.Filter):
+        subject = node.node
+        if node.name == "tojson" and (
+                (isinstance(subject, nodes.Getattr) and subject.attr == "content")
+                or (isinstance(subject, nodes.Getitem) and isinstance(subject.arg, nodes.Const)
+                    and subject.arg.value == "content")):
+            return target.node_position(node, "tojson")
+    return None, None
+
+
+@register
 class ContinueFinalMessageBroken(BehaviourRule):
     """``continue_final_message`` does not leave the final message's text verbatim at the end.
 
