@@ -120,8 +120,8 @@ class GenerationTag(_TokenRule):
                 parts.append("`{% generation %}` is a syntax error in minijinja and minijinja-js (unknown statement)")
             if ordinal in stripping:
                 engines.append("hf-jinja")
-                parts.append(f"hf-jinja ignores `{{% {name} %}}`, so the `-` beside it also strips the "
-                             f"whitespace on its other side")
+                parts.append(f"hf-jinja deletes `{{% {name} %}}` before rendering, so a `-` on it or on the tag "
+                             f"next to it strips whitespace across the place it stood")
             if engines:
                 yield self.at(tokens[index], "; ".join(parts), engines)
 
