@@ -27,7 +27,23 @@ OK = "ok"
 PARSE_ERROR = "parse-error"
 RUNTIME_ERROR = "runtime-error"
 RAISED = "raised"  # the template called raise_exception
-STATUSES = (OK, PARSE_ERROR, RUNTIME_ERROR, RAISED)
+BUDGET_SPENT = "budget-spent"  # the render ran out of the engine's time or memory budget
+SKIPPED = "skipped"  # not rendered: an earlier render of the same template spent the budget
+STATUSES = (OK, PARSE_ERROR, RUNTIME_ERROR, RAISED, BUDGET_SPENT, SKIPPED)
+
+# Engine renders get budgets like templatekit's own (guards.Budget), since a template can hide a
+# bomb from Jinja2 (`{% if lipsum is not defined %}`) and show it to the engines only.
+# Seconds one render may take before the template's later renders are skipped: templatekit's
+# own default render budget (guards.BASE_SECONDS); real templates render in milliseconds.
+RENDER_SECONDS = 2.0
+# Seconds after which a render still running is stopped (its process killed): the render budget
+# with room for a busy machine, so a slow but finished render keeps its result.
+JOB_TIMEOUT = 5.0
+# Seconds all renders of one template may take together before the rest are skipped.
+TEMPLATE_SECONDS = 10.0
+# Memory one engine process may add for rendering (node's heap cap; minijinja's address-space
+# limit above what the process had before). Real templates need a few MB.
+MEMORY_MEGABYTES = 512
 
 
 class EngineUnavailable(TemplatekitError):
@@ -55,8 +71,10 @@ class EngineResult:
 def get_engine(name: str, **options: Any) -> Any:
     """The engine called ``name``, ready to render; ``EngineUnavailable`` when it is not installed.
 
-    Options go to the engine's constructor (``node_modules=``, ``node=``, ``job_timeout=`` and
-    ``start_timeout=`` for hf-jinja, ``tojson_shim=`` for minijinja). A runner that cannot render
+    Options go to the engine's constructor (``node_modules=``, ``node=``, ``job_timeout=``,
+    ``start_timeout=``, ``render_seconds=``, ``template_seconds=`` and ``heap_megabytes=`` for
+    hf-jinja; ``tojson_shim=``, ``isolate=``, ``job_timeout=``, ``render_seconds=``,
+    ``template_seconds=`` and ``memory_megabytes=`` for minijinja). A runner that cannot render
     at all raises ``EngineUnavailable`` from ``render_batch`` too.
     """
     if name == "minijinja":
@@ -94,8 +112,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "ENGINE_NAMES", "EngineJob", "EngineResult", "EngineUnavailable", "OK", "PARSE_ERROR", "RAISED",
-    "RUNTIME_ERROR", "get_engine", "parse_engine_list", *_LAZY,
+    "BUDGET_SPENT", "ENGINE_NAMES", "EngineJob", "EngineResult", "EngineUnavailable", "OK", "PARSE_ERROR",
+    "RAISED", "RUNTIME_ERROR", "SKIPPED", "get_engine", "parse_engine_list", *_LAZY,
 ]
 
 

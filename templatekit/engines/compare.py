@@ -9,15 +9,19 @@ Outcomes, per engine and cell:
 
 - ``identical``, ``whitespace-only`` (equal once all whitespace is removed), ``different``;
 - ``parse-error`` / ``runtime-error``: the engine failed where the reference did not;
+- ``budget-spent``: the engine's render ran out of its time or memory budget (hung, or a bomb
+  only the engines see); the template's later renders in that engine are ``not-run``;
 - ``raised-same``: both raised with the same message (the template's own guard, portable);
 - ``raised-differs``: one side raised and the other did not, or the messages differ;
 - ``reference-failed``: transformers fails (not a template raise) but the engine renders;
-- ``both-failed``: both fail; ``not-run``: transformers rejects the inputs before rendering, or
-  its render spends its whole time or output budget (an endless loop: the engine would only spend
-  its own too, and a probe render that does so skips every fixture of that template).
+- ``both-failed``: both fail (a continuation both sides' output cannot be cut at included);
+  ``not-run``: transformers rejects the inputs before rendering, or its render spends its whole
+  time or output budget (an endless loop: the engine would only spend its own too, and a probe
+  render that does so skips every fixture of that template), or the engine skipped the render
+  after an earlier one of the template spent the engine's budget.
 
 ``EngineComparison.breaks`` is the measured portability failure: the reference rendered and the
-engine did not give the identical text. ``missing_capabilities`` names what the fixture needs that
+engine did not give the identical text (a ``not-run`` cell measured nothing, so never breaks). ``missing_capabilities`` names what the fixture needs that
 the template does not support (probed as the behaviour checks probe it, or declared): such a cell
 feeds the template input it was not written for (a list of content parts to a text-only template,
 whose Python repr transformers prints), so it says nothing about portability and ``evaluated`` is
@@ -39,7 +43,19 @@ from ..behaviour import DEFAULT_SPECIAL_TOKENS, Behaviour
 from ..conversation import Conversation
 from ..errors import RenderFailure
 from ..rendering import Rendering, cut_at_continue_tag, prepare_variables, render_template
-from . import ENGINE_NAMES, OK, PARSE_ERROR, RAISED, RUNTIME_ERROR, EngineJob, EngineResult, get_engine, one_line
+from . import (
+    BUDGET_SPENT,
+    ENGINE_NAMES,
+    OK,
+    PARSE_ERROR,
+    RAISED,
+    RUNTIME_ERROR,
+    SKIPPED,
+    EngineJob,
+    EngineResult,
+    get_engine,
+    one_line,
+)
 
 IDENTICAL = "identical"
 WHITESPACE_ONLY = "whitespace-only"
@@ -49,8 +65,10 @@ RAISED_DIFFERS = "raised-differs"
 REFERENCE_FAILED = "reference-failed"
 BOTH_FAILED = "both-failed"
 NOT_RUN = "not-run"
-OUTCOMES = (IDENTICAL, WHITESPACE_ONLY, DIFFERENT, PARSE_ERROR, RUNTIME_ERROR, RAISED_SAME, RAISED_DIFFERS,
-            REFERENCE_FAILED, BOTH_FAILED, NOT_RUN)
+OUTCOMES = (IDENTICAL, WHITESPACE_ONLY, DIFFERENT, PARSE_ERROR, RUNTIME_ERROR, BUDGET_SPENT, RAISED_SAME,
+            RAISED_DIFFERS, REFERENCE_FAILED, BOTH_FAILED, NOT_RUN)
+# Outcomes where the engine did not give transformers' result: never next to a "portable" verdict.
+_MISMATCHES = (WHITESPACE_ONLY, DIFFERENT, PARSE_ERROR, RUNTIME_ERROR, BUDGET_SPENT, RAISED_DIFFERS)
 
 _SEVERITY_ORDER = ("info", "warning", "error")
 # The clock every side reads, so templates that print today's date compare equal.
@@ -77,7 +95,7 @@ class EngineComparison:
     @property
     def breaks(self) -> bool:
         """The reference rendered and this engine did not reproduce it exactly."""
-        return self.reference_text is not None and self.outcome != IDENTICAL
+        return self.reference_text is not None and self.outcome not in (IDENTICAL, NOT_RUN)
 
     @property
     def evaluated(self) -> bool:
@@ -234,13 +252,23 @@ def _classify(cell: _Cell, result: EngineResult | None) -> tuple[str, str, str |
             return NOT_RUN, (f"transformers' render spends its whole budget, so the engine's would spend its own "
                              f"({one_line(reference.error.describe_unplaced())})"), None
         return NOT_RUN, f"transformers rejects the inputs: {one_line(reference.error)}", None
+    if result.status == SKIPPED:
+        return NOT_RUN, result.message, None
     text = result.text
+    failure = reference.error
     if result.status == OK and cell.continued is not None:
         try:
             text = cut_at_continue_tag(text, cell.continued)
-        except RenderFailure as failure:
-            return DIFFERENT, f"continuation cut fails on the engine's output: {one_line(failure)}", result.text
-    failure = reference.error
+        except RenderFailure as cut:
+            if failure is None:
+                return DIFFERENT, f"continuation cut fails on the engine's output: {one_line(cut)}", result.text
+            if failure.kind != "raised":
+                # transformers' own render could not be cut either: both refuse the continuation.
+                if one_line(failure.message)[:80] in one_line(cut, 10_000):  # the same refusal
+                    return BOTH_FAILED, f"both refuse the continuation: {one_line(failure.message)}", None
+                return BOTH_FAILED, (f"transformers: {one_line(failure.message)}; engine: continuation cut fails "
+                                     f"on its output: {one_line(cut)}"), None
+            return RAISED_DIFFERS, f"transformers raises {one_line(failure.message)!r}; engine renders", result.text
     if failure is None:
         if result.status == OK:
             if text == reference.text:
@@ -311,8 +339,13 @@ def format_comparisons(comparisons: Sequence[EngineComparison], *, verbose: bool
                 if all(c.outcome in (NOT_RUN, BOTH_FAILED) for c in evaluated):
                     # Neither side rendered anything to hold the other to: not evidence of portability.
                     verdict = "nothing compared (transformers fails or refuses every evaluated fixture)"
+                elif broken:
+                    verdict = f"{broken} of {len(evaluated)} fixtures break"
+                elif any(c.outcome in _MISMATCHES for c in evaluated):
+                    # Only where transformers itself fails: no break, but not the same behaviour either.
+                    verdict = "no rendered fixture breaks"
                 else:
-                    verdict = "portable" if not broken else f"{broken} of {len(evaluated)} fixtures break"
+                    verdict = "portable"
                 line = f"{verdict} ({summary})"
                 if skipped:
                     line += f"; {skipped} not evaluated (input the template does not support)"

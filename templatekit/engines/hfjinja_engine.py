@@ -23,20 +23,35 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import OK, RUNTIME_ERROR, STATUSES, EngineJob, EngineResult, EngineUnavailable, one_line
+from . import (
+    BUDGET_SPENT,
+    JOB_TIMEOUT,
+    MEMORY_MEGABYTES,
+    OK,
+    RENDER_SECONDS,
+    RUNTIME_ERROR,
+    SKIPPED,
+    STATUSES,
+    TEMPLATE_SECONDS,
+    EngineJob,
+    EngineResult,
+    EngineUnavailable,
+    one_line,
+)
 
 PACKAGE = "@huggingface/jinja"
 NODE_MODULES_VARIABLE = "TEMPLATEKIT_NODE_MODULES"
 CACHE_PREFIX = Path("~/.cache/templatekit/node")
 INSTALL_COMMAND = f"npm install --prefix {CACHE_PREFIX} {PACKAGE}"
-# Seconds one render may take before it counts as hung; real templates render in milliseconds.
-JOB_TIMEOUT = 20.0
 # Seconds node may take to start and import the package before its first answer. A runner still
 # silent after this long is asked to render a trivial template: one that cannot is unusable.
 START_TIMEOUT = 10.0
 # Seconds node's stderr is still read after node is killed: a process it started outside its
 # process group may hold the pipe open forever, and must not hold templatekit too.
 DRAIN_TIMEOUT = 1.0
+# V8's old-space limit for the runner: real templates need a few MB; node's own default is a
+# quarter of the machine's memory (GBs), which one `range(30000000)|length` fills.
+HEAP_MEGABYTES = MEMORY_MEGABYTES
 # Bytes of node's stderr kept for a failure message (only its start is ever shown).
 STDERR_LIMIT = 1 << 16
 
@@ -45,7 +60,9 @@ class HfJinjaEngine:
     name = "hf-jinja"
 
     def __init__(self, *, node_modules: str | os.PathLike | None = None, node: str | None = None,
-                 job_timeout: float | None = None, start_timeout: float | None = None) -> None:
+                 job_timeout: float | None = None, start_timeout: float | None = None,
+                 heap_megabytes: int | None = None, render_seconds: float | None = None,
+                 template_seconds: float | None = None) -> None:
         self.node = node or shutil.which("node")
         if not self.node:
             raise EngineUnavailable(
@@ -61,6 +78,9 @@ class HfJinjaEngine:
         # Read at construction, not import, so a caller (or a test) can change the module's defaults.
         self.job_timeout = JOB_TIMEOUT if job_timeout is None else job_timeout
         self.start_timeout = START_TIMEOUT if start_timeout is None else start_timeout
+        self.heap_megabytes = HEAP_MEGABYTES if heap_megabytes is None else heap_megabytes
+        self.render_seconds = RENDER_SECONDS if render_seconds is None else render_seconds
+        self.template_seconds = TEMPLATE_SECONDS if template_seconds is None else template_seconds
         self._works = False  # node rendered the trivial template (_check_runner)
         self._broken: str | None = None  # why it could not, once known
 
@@ -73,8 +93,10 @@ class HfJinjaEngine:
         return f"render timed out after {self.job_timeout:g}s"
 
     def render_batch(self, jobs: list[EngineJob]) -> list[EngineResult]:
-        """Every job rendered by one node process (restarted only after a job that hangs). After a
-        job hangs, the later jobs of the same template are not run: each would hang as long."""
+        """Every job rendered by one node process (restarted only after a job that hangs or
+        crashes). Once a render of a template spends the budget (over ``render_seconds``, all of
+        them over ``template_seconds``, hung past ``job_timeout`` or out of heap), the template's
+        later jobs are ``SKIPPED``: each would spend as much again."""
         results: list[EngineResult | None] = [None] * len(jobs)
         pending = []
         for index, job in enumerate(jobs):
@@ -87,13 +109,18 @@ class HfJinjaEngine:
             pending.append((index, job, context))
         while pending:
             done, _ = self._run_node(pending, results)
-            hung = {job.template for index, job, _ in pending[:done] if results[index].message == self._timed_out}
+            # The runner skips a template's jobs itself once a finished render spent its time;
+            # a render killed here (hung, out of heap) took the runner down with it.
+            spent = {job.template: results[index].message for index, job, _ in pending[:done]
+                     if results[index].status == BUDGET_SPENT}
             pending = pending[done:]
             for index, job, _ in pending:
-                if job.template in hung:
-                    results[index] = EngineResult(RUNTIME_ERROR, message=f"not run: an earlier render of this "
-                                                  f"template timed out after {self.job_timeout:g}s")
-            pending = [entry for entry in pending if entry[1].template not in hung]
+                if job.template in spent:
+                    reason = spent[job.template]
+                    what = reason.removeprefix("render ").split(" (")[0] if reason.startswith("render ") \
+                        else "crashed node"
+                    results[index] = EngineResult(SKIPPED, message=f"an earlier render of this template {what}")
+            pending = [entry for entry in pending if entry[1].template not in spent]
         return results  # type: ignore[return-value] - every slot is filled above
 
     def _run_node(self, pending: list[tuple[int, EngineJob, Any]], results: list, *,
@@ -108,14 +135,18 @@ class HfJinjaEngine:
             moment = job.now
             jobs.append({"template": slot, "context": context,
                          "now": [moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second]})
-        payload = json.dumps({"module": str(self.module), "templates": list(templates), "jobs": jobs},
-                             ensure_ascii=False).encode("utf-8")
+        budget = {"render_ms": self.render_seconds * 1000, "template_ms": self.template_seconds * 1000}
+        payload = json.dumps({"module": str(self.module), "templates": list(templates), "jobs": jobs,
+                              "budget": budget}, ensure_ascii=False).encode("utf-8")
         runner = resources.files("templatekit.engines").joinpath("hfjinja_runner.mjs")
         errors = bytearray()
         with resources.as_file(runner) as script:
             # Its own session: a timeout kills node and whatever node started, which would
             # otherwise keep the pipes open (and the reads below waiting) after node is gone.
-            process = subprocess.Popen([self.node, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            # The heap cap makes a memory bomb end node (and only its job) in a second or two,
+            # not take gigabytes from the machine; the pid lets node notice templatekit is gone.
+            command = [self.node, f"--max-old-space-size={self.heap_megabytes}", str(script), str(os.getpid())]
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, start_new_session=_GROUPS)
             # Written from a thread: a large batch would otherwise fill the pipe while node waits.
             writer = threading.Thread(target=_feed, args=(process, payload), daemon=True)
@@ -132,7 +163,12 @@ class HfJinjaEngine:
             # raise here; when a trivial template renders, the first job itself brought node down
             # (V8 aborts the process on an array of a billion items, for one): that job's failure.
             self._check_runner()
-            results[pending[0][0]] = EngineResult(RUNTIME_ERROR, message=one_line(f"node crashed: {stderr}"))
+            if "heap out of memory" in stderr or "heap limit" in stderr:
+                message = f"render ran out of the {self.heap_megabytes} MB heap budget (node ended)"
+            else:
+                message = f"node crashed: {stderr}"
+            # Either way the template's next render would bring node down again.
+            results[pending[0][0]] = EngineResult(BUDGET_SPENT, message=one_line(message))
             return 1, stderr
         return settled, stderr
 
@@ -170,10 +206,11 @@ class HfJinjaEngine:
         # The first answer also pays node's start-up; the check's trivial render costs nothing more.
         deadline = started + self.start_timeout + (0.0 if checking else self.job_timeout)
         try:
+            ready = False
             while settled < len(pending):
                 # Silent since start-up should have ended: a runner that answers nothing at all
                 # must not pass for a first template that hangs (nor hold every fixture that long).
-                unsure = settled == 0 and not checking and not self._works
+                unsure = settled == 0 and not checking and not self._works and not ready
                 if unsure and time.monotonic() >= started + self.start_timeout:
                     self._check_runner()
                     unsure = False
@@ -187,7 +224,7 @@ class HfJinjaEngine:
                         raise EngineUnavailable(
                             f"{PACKAGE} runner gave no answer within {self.start_timeout:g}s"
                             f"{_detail(errors)}; check node and reinstall: {INSTALL_COMMAND}")
-                    results[pending[settled][0]] = EngineResult(RUNTIME_ERROR, message=self._timed_out)
+                    results[pending[settled][0]] = EngineResult(BUDGET_SPENT, message=self._timed_out)
                     return settled + 1
                 for key, _ in events:
                     chunk = os.read(key.fd, 1 << 16)
@@ -201,6 +238,11 @@ class HfJinjaEngine:
                     buffer += chunk
                     while b"\n" in buffer and settled < len(pending):
                         line, buffer = buffer.split(b"\n", 1)
+                        if line == READY and not ready and settled == 0:
+                            # Start-up is over: the first render gets the time any other gets.
+                            ready = True
+                            deadline = time.monotonic() + self.job_timeout
+                            continue
                         results[pending[settled][0]] = _result(line)
                         settled += 1
                         deadline = time.monotonic() + self.job_timeout
@@ -209,6 +251,8 @@ class HfJinjaEngine:
         return settled
 
 
+# The runner's first line once node has started and imported the package.
+READY = b'{"ready":true}'
 # Whether node can be put in a process group of its own and the group killed (POSIX).
 _GROUPS = hasattr(os, "killpg")
 

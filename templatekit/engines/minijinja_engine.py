@@ -20,12 +20,32 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import selectors
+import signal
+import sys
+import time
 from datetime import datetime
 from typing import Any
 
 from ..environment import tojson as transformers_tojson
-from . import OK, PARSE_ERROR, RAISED, RUNTIME_ERROR, EngineJob, EngineResult, EngineUnavailable, one_line
+from . import (
+    BUDGET_SPENT,
+    JOB_TIMEOUT,
+    MEMORY_MEGABYTES,
+    OK,
+    PARSE_ERROR,
+    RAISED,
+    RENDER_SECONDS,
+    RUNTIME_ERROR,
+    SKIPPED,
+    TEMPLATE_SECONDS,
+    EngineJob,
+    EngineResult,
+    EngineUnavailable,
+    one_line,
+)
 
 # Named by package, not by templatekit's extra: "templatekit" on PyPI is an unrelated project.
 INSTALL_HINT = ("the minijinja engine needs the minijinja Python package: pip install 'minijinja>=2' "
@@ -44,13 +64,24 @@ class TemplateRaised(Exception):
 class MinijinjaEngine:
     name = "minijinja"
 
-    def __init__(self, *, tojson_shim: bool = False, live_values: bool = False) -> None:
+    def __init__(self, *, tojson_shim: bool = False, live_values: bool = False, isolate: bool | None = None,
+                 job_timeout: float | None = None, render_seconds: float | None = None,
+                 template_seconds: float | None = None, memory_megabytes: int | None = None) -> None:
         try:
             import minijinja
         except ImportError:
             raise EngineUnavailable(INSTALL_HINT) from None
         self._minijinja = minijinja
         self.live_values = live_values
+        # Fuel counts instructions, not bytes or seconds, and the binding offers no memory limit
+        # (minijinja 3.1: fuel is its only resource option): `"a"*90000` doubled a dozen times
+        # is under a GB for almost no fuel. So a batch renders in a forked child with an
+        # address-space limit and a deadline (where fork and RLIMIT_AS exist: Linux).
+        self.isolate = _CAN_ISOLATE if isolate is None else isolate
+        self.job_timeout = JOB_TIMEOUT if job_timeout is None else job_timeout
+        self.render_seconds = RENDER_SECONDS if render_seconds is None else render_seconds
+        self.template_seconds = TEMPLATE_SECONDS if template_seconds is None else template_seconds
+        self.memory_megabytes = MEMORY_MEGABYTES if memory_megabytes is None else memory_megabytes
         self.version = _version()
         # The clock strftime_now reads; set per job, since the function is registered once.
         self._now = datetime(2025, 1, 15, 10, 30)
@@ -95,17 +126,179 @@ class MinijinjaEngine:
                 text = self._env.render_str(_wrapper(template, job.variables), "variables")
         except TemplateRaised as exc:
             return EngineResult(RAISED, message=one_line(str(exc)))
+        except MemoryError:  # the child's address-space limit, met in Python code
+            return EngineResult(BUDGET_SPENT, message=self._out_of_memory)
         except ValueError as exc:  # a variable no literal spells (JSON data always has one)
             return EngineResult(RUNTIME_ERROR, message=one_line(f"context is not JSON data: {exc}"))
         except self._minijinja.TemplateError as exc:
+            if exc.kind == "OutOfFuel" or "ran out of fuel" in str(exc):  # under the include, kind is BadInclude
+                return EngineResult(BUDGET_SPENT, message=f"render ran out of fuel ({FUEL:,} instructions)")
             kind = PARSE_ERROR if exc.kind == "SyntaxError" else RUNTIME_ERROR
             return EngineResult(kind, message=_message(exc))
         except Exception as exc:  # noqa: BLE001 - Python errors from pycompat methods on live objects
             return EngineResult(RUNTIME_ERROR, message=one_line(f"{type(exc).__name__}: {exc}"))
         return EngineResult(OK, text=text)
 
+    @property
+    def _out_of_memory(self) -> str:
+        return f"render ran out of the {self.memory_megabytes} MB memory budget"
+
     def render_batch(self, jobs: list[EngineJob]) -> list[EngineResult]:
-        return [self.render(job) for job in jobs]
+        """Every job rendered, in a child process when isolated (see ``__init__``); a template's
+        later jobs are ``SKIPPED`` once one of its renders spends the budget (a render over
+        ``render_seconds``, all of them over ``template_seconds``, out of memory, or killed after
+        ``job_timeout``)."""
+        if not self.isolate:
+            return [self.render(job) for job in jobs]
+        results: list[EngineResult | None] = [None] * len(jobs)
+        pending = list(range(len(jobs)))
+        spent: dict[str, str] = {}
+        while pending:
+            settled = self._render_in_child(jobs, pending, results, spent)
+            for index in pending[settled:]:
+                reason = spent.get(jobs[index].template)
+                if reason is not None:
+                    results[index] = EngineResult(SKIPPED, message=reason)
+            pending = [index for index in pending[settled:] if results[index] is None]
+        return results  # type: ignore[return-value] - every slot is filled above
+
+    def _render_in_child(self, jobs: list[EngineJob], pending: list[int], results: list,
+                         spent: dict[str, str]) -> int:
+        """Render ``pending`` in one forked child, answers read as they come; returns how many it
+        settled (at least one: a job that kills or hangs the child is settled here)."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: render, answer, and never return into the caller's code
+            status = 1
+            try:
+                os.close(read_end)
+                self._child(jobs, pending, write_end)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        settled = 0
+        buffer = b""
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(read_end, selectors.EVENT_READ)
+                deadline = time.monotonic() + self.job_timeout
+                while settled < len(pending):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not selector.select(timeout=remaining):
+                        if time.monotonic() < deadline:
+                            continue
+                        message = f"render timed out after {self.job_timeout:g}s"
+                        results[pending[settled]] = EngineResult(BUDGET_SPENT, message=message)
+                        spent[jobs[pending[settled]].template] = ("an earlier render of this template "
+                                                                  + message.removeprefix("render "))
+                        return settled + 1
+                    chunk = os.read(read_end, 1 << 20)
+                    if not chunk:
+                        # The child died mid-render: minijinja aborts the process when an
+                        # allocation fails (the address-space limit), as Rust code does.
+                        job = jobs[pending[settled]]
+                        results[pending[settled]] = EngineResult(BUDGET_SPENT, message=self._died(pid))
+                        pid = 0
+                        spent[job.template] = (f"an earlier render of this template ran out of the "
+                                               f"{self.memory_megabytes} MB memory budget")
+                        return settled + 1
+                    *lines, buffer = (buffer + chunk).split(b"\n")
+                    for line in lines:  # the child writes exactly one line per pending job
+                        index = pending[settled]
+                        answer = json.loads(line.decode("utf-8", "surrogatepass"))
+                        results[index] = EngineResult(answer["status"], text=answer.get("text"),
+                                                      message=answer.get("message", ""))
+                        if answer.get("spent"):
+                            spent[jobs[index].template] = answer["spent"]
+                        settled += 1
+                        deadline = time.monotonic() + self.job_timeout
+            return settled
+        finally:
+            os.close(read_end)
+            if pid:
+                _reap(pid)
+
+    def _child(self, jobs: list[EngineJob], pending: list[int], out: int) -> None:
+        _limit_memory(self.memory_megabytes)
+        # minijinja prints "memory allocation of N bytes failed" as it aborts, and faulthandler
+        # (when on, as under pytest) a Python traceback on its own descriptor: the answer says so.
+        import faulthandler
+
+        faulthandler.disable()
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
+        # A SIGTERM handler inherited from the CLI must not run the parent's cleanup here.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        spent: dict[str, str] = {}
+        used: dict[str, float] = {}
+        for index in pending:
+            job = jobs[index]
+            reason = spent.get(job.template)
+            answer: dict[str, Any]
+            if reason is not None:
+                answer = {"status": SKIPPED, "message": reason}
+            else:
+                started = time.monotonic()
+                result = self.render(job)
+                took = time.monotonic() - started
+                used[job.template] = used.get(job.template, 0.0) + took
+                answer = {"status": result.status, "text": result.text, "message": result.message}
+                if result.status == BUDGET_SPENT:
+                    reason = f"an earlier render of this template {result.message.removeprefix('render ')}"
+                elif took >= self.render_seconds:
+                    reason = (f"an earlier render of this template took {took:.1f}s, over the "
+                              f"{self.render_seconds:.1f}s render budget")
+                elif used[job.template] >= self.template_seconds:
+                    reason = (f"this template's renders took {used[job.template]:.1f}s in all, over the "
+                              f"{self.template_seconds:.1f}s budget per template")
+                if reason is not None:
+                    spent[job.template] = reason
+                    answer["spent"] = reason
+            data = (json.dumps(answer, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+            while data:
+                data = data[os.write(out, data):]
+
+    def _died(self, pid: int) -> str:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            how = signal.Signals(os.WTERMSIG(status)).name
+        else:
+            how = f"exit status {os.WEXITSTATUS(status)}"
+        return f"{self._out_of_memory} (the render ended the process: {how})"
+
+
+# Where a render can run in a forked child under an address-space limit.
+_CAN_ISOLATE = sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def _limit_memory(megabytes: int) -> None:
+    """Cap the address space at what the process maps now plus ``megabytes``: the memory a render
+    may add, whatever the process had mapped before (the caller's imports, its heap)."""
+    import resource
+
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return  # no measure of what is mapped: the deadline still holds
+    limit = mapped + megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 # A template variable that a `{% set %}` can bind (other keyword names cannot be read by a template).
