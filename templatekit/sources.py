@@ -52,6 +52,7 @@ import os
 import stat
 import struct
 from collections.abc import Callable, Iterator
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,9 @@ class TemplateSource:
     # ``additional_special_tokens``) a tokenizer loaded from tokenizer_dir ends up with; no
     # template sees them, but the tokenizer matches them whole (the TK5xx rules need that).
     unnamed_special_tokens: tuple[str, ...] = ()
+    # Named templates passed over when the source was read, by name, with why (a GGUF
+    # ``tokenizer.chat_template.<name>`` key transformers never reads and llama.cpp cannot use).
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def select(self, name: str | None = None, tools: list | None = None) -> ChatTemplate:
         """Pick a template the way ``tokenizer.get_chat_template`` does.
@@ -184,6 +188,8 @@ class TemplateSource:
         A name picks that template. Without one, named templates yield "tool_use" when ``tools``
         is given (even an empty list) and it exists, otherwise "default".
         """
+        if name is not None and name in self.skipped and name not in self.templates:
+            raise InputError(self.path, f"its chat template named {name!r} was passed over: {self.skipped[name]}")
         if self.single:
             if name not in (None, "default"):
                 problem = f"holds a single unnamed chat template, so there is no template named {name!r}"
@@ -1296,10 +1302,10 @@ def _read_as_gguf(path: Path) -> Iterator[_Buffer]:
 def _load_gguf(path: Path) -> TemplateSource:
     with _read_as_gguf(path) as data:
         metadata = _read_gguf(data)
-        templates = _gguf_templates(metadata, path)
+        templates, skipped = _gguf_templates(metadata, path)
         special_tokens, _ = declared_special_tokens(_gguf_token_config(data, metadata, path), path)
     single = list(templates) == ["default"]
-    return TemplateSource(path, "gguf", templates, single, special_tokens)
+    return TemplateSource(path, "gguf", templates, single, special_tokens, skipped=skipped)
 
 
 def check_gguf(path: Path) -> None:
@@ -1325,6 +1331,11 @@ def _read_gguf(data: _Buffer, *, check_tensors: bool = True) -> dict[str, Any]:
     cursor.take(4)
     version = cursor.scalar("<I", 4)
     if version not in _GGUF_VERSIONS:
+        swapped = struct.unpack(">I", struct.pack("<I", version))[0]
+        if swapped in _GGUF_VERSIONS:
+            # gguf-py writes big-endian files for s390x; their version field reads byte-swapped here.
+            raise ValueError(f"a big-endian GGUF file (version {swapped} with its bytes swapped); transformers "
+                             "and templatekit read little-endian GGUF files only")
         raise ValueError(f"GGUF version {version} is not supported (transformers reads versions 2 and 3)")
     tensor_count, value_count = cursor.scalar("<Q", 8), cursor.scalar("<Q", 8)
     metadata: dict[str, Any] = {}
@@ -1381,33 +1392,46 @@ def _decode_gguf_string(raw: bytes, what: str) -> str:
         raise ValueError(f"{what} is not UTF-8 text") from None
 
 
-def _gguf_templates(metadata: dict[str, Any], path: Path) -> dict[str, ChatTemplate]:
-    """``tokenizer.chat_template`` as "default" and ``tokenizer.chat_template.<name>`` by name, in file order.
+def _gguf_templates(metadata: dict[str, Any], path: Path) -> tuple[dict[str, ChatTemplate], dict[str, str]]:
+    """``tokenizer.chat_template`` as "default" and ``tokenizer.chat_template.<name>`` by name, in
+    file order; and the named keys passed over, with why.
 
     transformers itself reads only ``tokenizer.chat_template``; the named ones are llama.cpp's
-    convention and are offered so they can be checked too.
+    convention and are offered so they can be checked too. A named key that cannot be a template
+    (not a string, no name, the name "default", no text) is passed over rather than making the
+    file unreadable, since transformers renders the file's default whatever those keys hold.
     """
     templates: dict[str, ChatTemplate] = {}
+    skipped: dict[str, str] = {}
     for key, value in metadata.items():
         if key == GGUF_TEMPLATE_KEY:
-            name = "default"
-        elif key.startswith(GGUF_TEMPLATE_KEY + "."):
-            name = key.removeprefix(GGUF_TEMPLATE_KEY + ".")
-        else:
+            where = f"{path}[{key}]"
+            if not isinstance(value, bytes):
+                raise InputError(where, f"a chat template must be a string, found {_gguf_kind(value)}")
+            text = _decode_gguf_string(value, key)
+            _require_text(text, where, key)
+            templates["default"] = ChatTemplate(text, "default", path, "gguf", embedded=True)
             continue
-        where = f"{path}[{key}]"
+        if not key.startswith(GGUF_TEMPLATE_KEY + "."):
+            continue
+        name = key.removeprefix(GGUF_TEMPLATE_KEY + ".")
         if not name:
-            raise InputError(where, "a named chat template needs a name after 'tokenizer.chat_template.'")
-        if not isinstance(value, bytes):
-            raise InputError(where, "a chat template must be a string")
-        if name in templates:
-            raise InputError(where, "a second default chat template (tokenizer.chat_template is the default)")
-        text = _decode_gguf_string(value, key)
-        _require_text(text, where, key)
-        templates[name] = ChatTemplate(text, name, path, "gguf", embedded=True)
+            problem = "a named chat template needs a name after 'tokenizer.chat_template.'"
+        elif name == "default":
+            problem = f"a named template cannot be called 'default' ({GGUF_TEMPLATE_KEY} is the default)"
+        elif not isinstance(value, bytes):
+            problem = f"a chat template must be a string, found {_gguf_kind(value)}"
+        elif not value:
+            problem = "an empty string: there is no template text"
+        else:
+            templates[name] = ChatTemplate(_decode_gguf_string(value, key), name, path, "gguf", embedded=True)
+            continue
+        # The key is shown escaped and clipped: it comes from an untrusted file.
+        skipped[name] = f"{path}[{clipped(key)[1:-1]}]: {problem}"
     if not templates:
-        raise InputError(path, f"no chat template: the GGUF metadata has no {GGUF_TEMPLATE_KEY} key")
-    return templates
+        passed_over = f" ({'; '.join(skipped.values())})" if skipped else ""
+        raise InputError(path, f"no chat template: the GGUF metadata has no {GGUF_TEMPLATE_KEY} key{passed_over}")
+    return templates, skipped
 
 
 def _gguf_token_config(data: _Buffer, metadata: dict[str, Any], path: Path) -> dict[str, str | None]:
@@ -1420,8 +1444,10 @@ def _gguf_token_config(data: _Buffer, metadata: dict[str, Any], path: Path) -> d
         config[name] = None
         if token_id is None:
             continue
-        if not isinstance(tokens, _GgufStringArray):
+        if tokens is None:
             raise InputError(f"{path}[{key}]", "names a token id but the file has no tokenizer.ggml.tokens list")
+        if not isinstance(tokens, _GgufStringArray):
+            raise InputError(f"{path}[tokenizer.ggml.tokens]", f"must be an array of strings, found {_gguf_kind(tokens)}")
         wanted[name] = _gguf_token_index(tokens, token_id, f"{path}[{key}]")
     texts = _gguf_tokens_at(data, tokens, set(wanted.values())) if wanted else {}
     for name, index in wanted.items():
@@ -1509,9 +1535,6 @@ def read_gguf_tokenizer(path: Path) -> GgufTokenizer | None:
         raise InputError(path, f"unreadable GGUF file: {error}") from None
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
-    if token_types is not None and len(token_types) != len(texts):
-        raise InputError(f"{path}[tokenizer.ggml.token_type]",
-                         f"has {len(token_types)} entries for {len(texts)} tokens")
     values: dict[str, Any] = {}
     for key, value in metadata.items():
         if not key.startswith("tokenizer.ggml."):

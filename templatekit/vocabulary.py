@@ -100,8 +100,12 @@ class Vocabulary:
         split_special: bool = False,
         transformers_prepended: Iterable[str] | None = None,
         unknown_id: int | None = None,
+        notes: Iterable[str] = (),
     ) -> None:
         self.source = source
+        # What was read differently from how the file is laid out (and why), for lint to pass on
+        # as notes: facts the user should know although transformers loads the tokenizer.
+        self.notes = list(notes)
         self.atomic = dict(atomic)
         # Added tokens marked single_word: matched whole only where no letter, digit or "_"
         # touches them (so "hi<|im_end|>" splits the marker; "hi\n<|im_end|>" does not).
@@ -416,7 +420,8 @@ def _added_token_flags(tokenizer: dict | None, config: dict) -> Iterator[tuple[s
         yield entry["content"], entry
     decoder = config.get("added_tokens_decoder")
     for entry in decoder.values() if isinstance(decoder, dict) else ():
-        yield entry["content"], entry
+        if entry.get("content"):
+            yield entry["content"], entry
 
 
 def _tokenizer_json_added_tokens(tokenizer: dict, path: Path) -> list[tuple[int, str, bool]]:
@@ -441,11 +446,14 @@ def _config_added_tokens(config: dict, path: Path) -> list[tuple[int, str, bool]
         raise InputError(path, "added_tokens_decoder must be an object of token ids to tokens")
     found = []
     for key, item in decoder.items():
-        content = item.get("content") if isinstance(item, dict) else None
+        # transformers builds AddedToken(**entry), whose content defaults to "": an entry without
+        # one loads, and the backend never adds an empty token, so it matches nothing.
+        content = item.get("content", "") if isinstance(item, dict) else None
         token_id = _decimal_id(key)
         if token_id is None or not isinstance(content, str):
             raise InputError(path, f"added_tokens_decoder[{clipped(key)}] must map an integer id to an object with a string content")
-        found.append((token_id, content, bool(item.get("special", False))))
+        if content:
+            found.append((token_id, content, bool(item.get("special", False))))
     return found
 
 
@@ -636,6 +644,13 @@ def _gguf_vocabulary(path: Path, special_tokens: Mapping[str, str]) -> Vocabular
         return None
     tokens, metadata = tokenizer.tokens, tokenizer.metadata
     types = tokenizer.token_types
+    notes = []
+    if types is not None and len(types) != len(tokens):
+        # transformers pairs them with zip(), so the tokens past the end of the shorter list have
+        # no type (normal tokens) and extra types are ignored; zip() below does the same.
+        untyped = f"tokens {len(types)} to {len(tokens) - 1} are read as normal tokens, as transformers reads them" \
+            if len(types) < len(tokens) else "the extra entries are ignored, as transformers ignores them"
+        notes.append(f"{path}[tokenizer.ggml.token_type]: has {len(types)} entries for {len(tokens)} tokens; {untyped}")
     atomic: dict[str, int] = {}
     special_ids: set[int] = set()
     if types is not None:
@@ -693,6 +708,7 @@ def _gguf_vocabulary(path: Path, special_tokens: Mapping[str, str]) -> Vocabular
         tokens=lambda: by_text,
         gguf=True,
         transformers_prepended=(tokens[bos_id],) if hf_add_bos and bos_id is not None else (),
+        notes=notes,
     )
 
 

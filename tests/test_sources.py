@@ -554,21 +554,27 @@ def test_gguf_token_id_of_the_wrong_type_says_what_it_is(tmp_path, kind, payload
     assert input_error(path) == f"{path}[tokenizer.ggml.bos_token_id]: token id must be an integer, found {found}"
 
 
-def test_gguf_lint_refuses_a_string_end_of_turn_id(tmp_path, run):
+def test_gguf_string_end_of_turn_id_costs_lint_only_the_tokenizer_checks(tmp_path, run):
+    # transformers never reads eot_token_id and renders this file; lint runs every other rule and
+    # reports the broken key as the file's input error (it used to lint nothing).
     path = _raw_gguf(tmp_path / "model.gguf", [
         (b"tokenizer.ggml.tokens", 9, _gguf_strings("<s>", "</s>")),
         (b"tokenizer.ggml.eot_token_id", 8, _gguf_string("1")),
         (b"tokenizer.chat_template", 8, _gguf_string("{{ messages[0].content }}</s>")),
     ])
-    result = run("lint", "--no-cache", str(path))
+    result = run("lint", "--no-cache", "--format", "json", str(path))
     assert result.exit_code == 2
-    assert f"{path}[tokenizer.ggml.eot_token_id]: token id must be an integer, found a string" in result.output
+    [report] = json.loads(result.output)["files"]
+    assert report["templates"] == 1  # linted all the same
+    assert report["error"] == (f"{path}[tokenizer.ggml.eot_token_id]: token id must be an integer, found a string "
+                               "(the tokenizer checks, TK5xx, did not run; the other rules did)")
 
 
-def test_gguf_template_key_without_a_name_is_refused(tmp_path):
+def test_gguf_template_key_without_a_name_is_passed_over(tmp_path):
     path = _raw_gguf(tmp_path / "model.gguf", [(b"tokenizer.chat_template.", 8, _gguf_string("T"))])
-    assert input_error(path) == (f"{path}[tokenizer.chat_template.]: a named chat template needs a name after "
-                                 "'tokenizer.chat_template.'")
+    assert input_error(path) == (f"{path}: no chat template: the GGUF metadata has no tokenizer.chat_template key "
+                                 f"({path}[tokenizer.chat_template.]: a named chat template needs a name after "
+                                 "'tokenizer.chat_template.')")
 
 
 @pytest.mark.parametrize("content, problem", [

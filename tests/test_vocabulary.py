@@ -254,20 +254,36 @@ def test_editing_a_tokenizer_file_invalidates_cached_results(tmp_path):
     assert codes(lint_json(str(model), "--select", "TK5")[1]) == []
 
 
-@pytest.mark.parametrize("name, content, problem", [
-    ("tokenizer.json", "{not json", "invalid JSON"),
-    ("tokenizer.json", '{"added_tokens": {}, "model": {"vocab": {}}}', '"added_tokens" must be a list'),
-    ("tokenizer.json", '{"added_tokens": [], "model": {"type": "BPE"}}', '"model" has no "vocab"'),
-    ("generation_config.json", '{"eos_token_id": "2"}', "eos_token_id must be an integer or a list of integers"),
-])
-def test_broken_tokenizer_files_are_one_line_errors(tmp_path, name, content, problem):
+def test_a_tokenizer_json_that_is_not_json_is_one_line_error(tmp_path):
+    # Loading the source already reads it (its padding token), as render and transformers do.
     model = chatml_model(tmp_path / "model", {"eos_token_id": ENDOFTEXT})
-    (model / name).write_text(content, encoding="utf-8")
+    (model / "tokenizer.json").write_text("{not json", encoding="utf-8")
     result = CliRunner().invoke(main, ["lint", "--no-color", str(model)], catch_exceptions=False)
     assert result.exit_code == 2
     line = result.output.splitlines()[0]
-    assert line.startswith("error: ") and f"{name}" in line and problem in line
+    assert line.startswith("error: ") and "tokenizer.json" in line and "invalid JSON" in line
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("tokenizer.json", '{"added_tokens": {}, "model": {"vocab": {}}}', '"added_tokens" must be a list'),
+    ("tokenizer.json", '{"added_tokens": [], "model": {"type": "BPE"}}', '"model" has no "vocab"'),
+    ("generation_config.json", '{"eos_token_id": "2"}', "eos_token_id must be an integer or a list of integers"),
+    ("generation_config.json", "{", "invalid JSON"),
+    ("generation_config.json", "[]", "expected a JSON object"),
+])
+def test_an_unreadable_tokenizer_part_costs_only_the_tokenizer_checks(tmp_path, name, content, problem):
+    """render reads none of these files, and AutoTokenizer reads no generation_config.json: lint
+    used to refuse the whole source with no rule run. Now every other rule still runs, and the
+    broken file is the source's input error (exit 2), naming the file and why."""
+    model = chatml_model(tmp_path / "model", {"eos_token_id": ENDOFTEXT})
+    (model / name).write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(main, ["lint", "--no-color", "--select", "TK5,TK608", "--fail-on", "info", str(model)],
+                                catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    [error] = [line for line in result.output.splitlines() if "did not run" in line]
+    assert "the tokenizer checks, TK5xx, did not run" in error and name in error and problem in error
+    assert "TK608" in result.output and "TK50" not in result.output and "Traceback" not in result.output
 
 
 def test_static_lint_does_not_read_the_vocabulary(tmp_path):

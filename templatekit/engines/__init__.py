@@ -37,10 +37,11 @@ STATUSES = (OK, PARSE_ERROR, RUNTIME_ERROR, RAISED, BUDGET_SPENT, SKIPPED)
 # own default render budget (guards.BASE_SECONDS); real templates render in milliseconds.
 RENDER_SECONDS = 2.0
 # Seconds after which a render still running is stopped (its process killed): the render budget
-# with room for a busy machine, so a slow but finished render keeps its result.
-JOB_TIMEOUT = 5.0
+# with room for a busy machine, so a slow but finished render keeps its result (at 5 s, a benign
+# corpus render was killed once on two cores shared with test runs).
+JOB_TIMEOUT = 10.0
 # Seconds all renders of one template may take together before the rest are skipped.
-TEMPLATE_SECONDS = 10.0
+TEMPLATE_SECONDS = 20.0
 # Memory one engine process may add for rendering (node's heap cap; minijinja's address-space
 # limit above what the process had before). Real templates need a few MB.
 MEMORY_MEGABYTES = 512

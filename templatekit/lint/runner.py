@@ -176,8 +176,9 @@ def _is_model_dir(path: Path) -> bool:
 
 def _holds_chat_template(path: Path) -> bool:
     """A model directory with a chat template where transformers looks for one (a base model's
-    directory has tokenizer files but none). A JSON file that does not parse counts, and so does
-    a directory that cannot be looked into, so that loading it explains the problem."""
+    directory has tokenizer files but none). A JSON file that does not parse counts, and so do a
+    template name that is not a regular file and a directory that cannot be looked into, so
+    that loading it explains the problem (as render does)."""
     from ..sources import is_regular_file
 
     try:
@@ -187,9 +188,23 @@ def _holds_chat_template(path: Path) -> bool:
                 is_regular_file(file) for file in (path / "additional_chat_templates").glob("*.jinja")):
             return True
         return any(is_regular_file(path / name) and _has_chat_template_key(path / name)
-                   for name in ("tokenizer_config.json", "chat_template.json"))
+                   for name in ("tokenizer_config.json", "chat_template.json")) or bool(_skipped_template_files(path))
     except OSError:
         return True
+
+
+def _skipped_template_files(path: Path) -> list[str]:
+    """Where a model directory holds a template file that is not a regular file (a directory
+    named chat_template.jinja, say). Such a directory is no base model: loading it says what was
+    skipped, as render says it."""
+    from ..sources import is_regular_file
+
+    try:
+        candidates = [path / "chat_template.jinja", path / "chat_template.json",
+                      *(path / "additional_chat_templates").glob("*.jinja")]
+        return [file.name for file in candidates if file.exists() and not is_regular_file(file)]
+    except OSError:
+        return []
 
 
 class Linter:
@@ -265,10 +280,21 @@ class Linter:
             return report
         try:
             source = load_source(path)
-            vocabulary = self._vocabulary(source)
         except InputError as exc:
             report.error = str(exc)
             return report
+        # transformers never reads these keys; the file's other templates are linted.
+        report.notes += [f"{why}; not linted as a template" for why in source.skipped.values()]
+        try:
+            vocabulary = self._vocabulary(source)
+        except InputError as exc:
+            # render reads only the template and its special tokens, and so does transformers'
+            # apply_chat_template: a tokenizer file it cannot read costs the checks that need
+            # the tokenizer (TK5xx), not the whole source. It is still a broken model repository,
+            # so it is the source's input error (exit 2), beside the other rules' findings.
+            report.error = f"{exc} (the tokenizer checks, TK5xx, did not run; the other rules did)"
+            vocabulary = None
+        report.notes += getattr(vocabulary, "notes", [])
         for template in source.templates.values():
             if len(template.text) > DEFAULT_BUDGET.max_template:
                 # Nothing can render it, and the static rules would take minutes on it: say why
