@@ -279,12 +279,8 @@ def _replace_named(
     # The last item with the name is the one transformers keeps, as with any repeated dict key.
     index = len(names) - 1 - names[::-1].index(chosen)
     item_start, _ = document.array_items(member.value_start)[index]
-    template_member = document.last_member("template", item_start)
-    if template_member is None or not isinstance(items[index].get("template"), str):
-        raise InputError(f"{target}[chat_template][{index}]", "template must be a string")
-    if items[index]["template"] == text:
-        return None
-    return document.replace(template_member.value_start, template_member.value_end, style.encode(text))
+    return _replace_template(document, document.last_member("template", item_start), items[index].get("template"),
+                             text, style, f"{target}[chat_template][{index}]")
 
 
 def _replace_in_object(
@@ -299,10 +295,16 @@ def _replace_in_object(
 ) -> str | None:
     """Replace one template of the ``{name: template}`` form (the member json.loads keeps)."""
     chosen = _choose_name(list(templates), name, stem, target)
-    template_member = document.last_member(chosen, member.value_start)
-    if template_member is None or not isinstance(templates[chosen], str):
-        raise InputError(f"{target}[chat_template][{chosen!r}]", "template must be a string")
-    if templates[chosen] == text:
+    return _replace_template(document, document.last_member(chosen, member.value_start), templates[chosen],
+                             text, style, f"{target}[chat_template][{chosen!r}]")
+
+
+def _replace_template(document: EditableJson, template_member: JsonMember | None, current: object, text: str,
+                      style: EscapeStyle, where: str) -> str | None:
+    """The document with one template string replaced by ``text`` (None when it holds it already)."""
+    if template_member is None or not isinstance(current, str):
+        raise InputError(where, "template must be a string")
+    if current == text:
         return None
     return document.replace(template_member.value_start, template_member.value_end, style.encode(text))
 

@@ -99,3 +99,14 @@ def monkeypatch_session_clock():
     chat_template_utils.datetime = PinnedDatetime
     yield
     chat_template_utils.datetime = original
+
+
+@pytest.fixture(scope="module")
+def hf_engine():
+    """The @huggingface/jinja engine, or a skip saying why it cannot run."""
+    from templatekit.engines import EngineUnavailable, get_engine
+
+    try:
+        return get_engine("hf-jinja")
+    except EngineUnavailable as exc:
+        pytest.skip(str(exc))

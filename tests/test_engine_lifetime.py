@@ -16,21 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from templatekit.engines import EngineUnavailable, get_engine
-
 if sys.platform == "win32":  # pragma: no cover - signals and /proc
     pytest.skip("POSIX signals", allow_module_level=True)
 
 BUSY = ("{% for m in messages %}{{ m.content }}{% endfor %}{% if lipsum is not defined %}"
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}")
-
-
-@pytest.fixture(scope="module")
-def hf_engine():
-    try:
-        return get_engine("hf-jinja")
-    except EngineUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def _runners_of(parent: int) -> list[int]:

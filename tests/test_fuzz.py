@@ -312,12 +312,6 @@ CALLS_WITHOUT_TOOL_LIST = (
 )
 
 
-def test_tool_calls_are_drawn_for_a_template_that_renders_them_without_listing_tools(template):
-    result = fuzz_template(template(CALLS_WITHOUT_TOOL_LIST), examples=200, seed=1)
-    assert result.shape["tool_calls"] is True and result.shape["tools"] is False
-    assert "TK605 tool-arguments-shape" in {failure.invariant for failure in result.failures}
-
-
 # Written for typed parts only: checked with its contents as parts, a dropped late system
 # message is found as it is in a template for strings.
 PARTS_ONLY_FIRST_SYSTEM = (
@@ -327,10 +321,14 @@ PARTS_ONLY_FIRST_SYSTEM = (
 )
 
 
-def test_a_template_for_typed_parts_only_is_fuzzed_with_system_messages(template):
-    result = fuzz_template(template(PARTS_ONLY_FIRST_SYSTEM), examples=200, seed=2)
-    assert result.shape["system"] is not False and result.shape["typed_content"] is True
-    assert "TK603 content-dropped" in {failure.invariant for failure in result.failures}
+@pytest.mark.parametrize("text, seed, shape, invariant", [
+    (CALLS_WITHOUT_TOOL_LIST, 1, {"tool_calls": True, "tools": False}, "TK605 tool-arguments-shape"),
+    (PARTS_ONLY_FIRST_SYSTEM, 2, {"system": None, "typed_content": True}, "TK603 content-dropped"),
+], ids=["tool-calls-without-a-tool-list", "typed-parts-only"])
+def test_conversations_are_drawn_in_the_shape_the_template_renders(template, text, seed, shape, invariant):
+    result = fuzz_template(template(text), examples=200, seed=seed)
+    assert {key: result.shape[key] for key in shape} == shape
+    assert invariant in {failure.invariant for failure in result.failures}
 
 
 # LFM2's pythonic calls: a Python literal inside `name(...)` is the call syntax, not a repr.

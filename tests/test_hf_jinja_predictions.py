@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from templatekit.conversation import Conversation
-from templatekit.engines import EngineUnavailable, compare_engines, get_engine
+from templatekit.engines import compare_engines
 from templatekit.engines.compare import static_predictions
 
 _ARRAY_TOOL = {
@@ -100,14 +100,6 @@ def test_rule_warns_for_hf_jinja_and_not_on_the_recommended_spelling(case):
     code, _conversation, bad, good = CASES[case]
     assert _hf_warnings(bad, code), f"{code} does not warn for hf-jinja on {bad!r}"
     assert not _hf_warnings(good, code), f"{code} warns for hf-jinja on the recommended {good!r}"
-
-
-@pytest.fixture(scope="module")
-def hf_engine():
-    try:
-        return get_engine("hf-jinja")
-    except EngineUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
