@@ -319,7 +319,7 @@ def render(
     fails (including the template's own raise_exception).
     """
     from .rendering import RenderRun
-    from .visible import make_visible
+    from .visible import first_lone_surrogate, make_visible
 
     output_format = _render_format(output_format, as_json, raw)
     template_source = _load_source(source)
@@ -354,7 +354,14 @@ def render(
             name = one_line(result.conversation.name or "conversation")
             if several:
                 click.echo(f"==> {name} <==")
-            if result.ok:
+            surrogate = first_lone_surrogate(result.text) if result.ok else None
+            if surrogate is not None:
+                # UTF-8 cannot carry it, and raw output that silently differs is worse than none.
+                failures += 1
+                which = f"{name}: " if several else ""
+                click.echo(f"templatekit: {which}the prompt holds a lone surrogate U+{surrogate[1]:04X} at offset "
+                           f"{surrogate[0]}, which UTF-8 output cannot carry; --format json escapes it", err=True)
+            elif result.ok:
                 # color=True: click would otherwise strip ANSI escapes from a piped prompt, and
                 # raw means exactly the text (tool output often carries colour codes).
                 click.echo(result.text, nl=several, color=True)

@@ -8,7 +8,7 @@ prints or exits.
 from __future__ import annotations
 
 import re
-
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,35 @@ _LINE_BREAKS = frozenset("\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 def one_line(text: str) -> str:
-    """``text`` safe to print as one terminal line: line breaks become ``\\n``-style escapes and
-    other control characters (ESC, BEL, ...) their ``\\x..`` escapes.
+    """``text`` safe to print as one terminal line: line breaks become ``\\n``-style escapes,
+    other control characters (ESC, BEL, ...) their ``\\x..`` escapes, and format characters
+    (bidi controls, zero-width characters) ``⟨U+202E⟩``, as the visible render shows them.
 
     File names, template names and template-supplied messages reach error lines; without this a
-    name with a newline splits the line and an escape sequence repaints the user's terminal.
+    name with a newline splits the line, an escape sequence repaints the user's terminal, and a
+    right-to-left override built at render time makes ``gnp.exe`` read as ``exe.png``.
     """
     if text.isprintable():
         return text
     return "".join(_escape_control(char) for char in text)
+
+
+def clip_middle(text: str, limit: int = 400) -> str:
+    """``text`` cut to about ``limit`` characters by leaving out its middle, with a note of how
+    many characters were left out.
+
+    A template controls its error messages (``raise_exception`` of a million-item list, an
+    attribute named by an 8 MB string): printed whole, one such line fills the terminal or a CI
+    log. The start stays, so the line still says what went wrong.
+    """
+    if len(text) <= limit:
+        return text
+    # Two thirds from the start (what failed), one from the end (often the quote's closing mark
+    # or the name the message is about).
+    tail = limit // 3
+    head = limit - tail
+    cut = len(text) - head - tail
+    return f"{text[:head]}…[{cut:,} characters cut]…{text[len(text) - tail:]}"
 
 
 def clipped(text: str, limit: int = 80) -> str:
@@ -43,6 +63,8 @@ def _escape_control(char: str) -> str:
     code = ord(char)
     if char in _LINE_BREAKS or code < 0x20 or 0x7F <= code <= 0x9F:
         return repr(char)[1:-1]
+    if unicodedata.category(char) == "Cf":
+        return f"⟨U+{code:04X}⟩"
     return char
 
 
@@ -145,8 +167,9 @@ class RenderFailure(TemplatekitError):
             "budget": "budget exceeded",
             "input": "invalid input",
         }[self.kind]
-        # A template's own message often spans lines; shown as one, breaks become spaces.
-        flat = " ".join(self.message.splitlines()) if self.message else self.message
+        # A template's own message often spans lines; shown as one, breaks become spaces. It is
+        # cut here, not in ``message``, which stays exactly what transformers raises.
+        flat = clip_middle(" ".join(self.message.splitlines())) if self.message else self.message
         return one_line(f"{where}{label}: {flat}")
 
 

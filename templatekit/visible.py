@@ -42,7 +42,9 @@ def _mark_character(char: str) -> str:
     if char == "\u00a0":
         return NO_BREAK_SPACE
     category = unicodedata.category(char)
-    if category in ("Cc", "Cf", "Zl", "Zp") or (category == "Zs" and char != " "):
+    # Cs: a lone surrogate (JSON can spell one) cannot be written as UTF-8; shown as its code
+    # point, it is not mistaken for a template that prints the six characters ``\ud800``.
+    if category in ("Cc", "Cf", "Cs", "Zl", "Zp") or (category == "Zs" and char != " "):
         return f"⟨U+{ord(char):04X}⟩"
     return char
 
@@ -74,3 +76,16 @@ def make_visible(text: str, special_tokens: Iterable[str] = (), *, color: bool =
         position = match.end()
     pieces.append(_mark_text(text[position:], color=True))
     return "".join(pieces)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def first_lone_surrogate(text: str) -> tuple[int, int] | None:
+    """``(offset, code point)`` of the first lone surrogate in ``text``, else None.
+
+    UTF-8 cannot carry one, so a prompt holding one cannot be written exactly: the exact (raw)
+    output must refuse it rather than write an escape that reads as six other characters.
+    """
+    found = _LONE_SURROGATE.search(text)
+    return (found.start(), ord(found.group())) if found else None

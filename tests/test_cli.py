@@ -203,8 +203,11 @@ def test_a_lone_surrogate_prints_as_an_escape_not_an_internal_error(tmp_path):
     conversation = tmp_path / "c.json"
     conversation.write_text('[{"role": "user", "content": "x\\udfff"}]')
     rendered = _templatekit("render", model, "--messages", conversation, "--raw")
-    assert rendered.returncode == 0, rendered.stderr
-    assert rendered.stdout == b"\\ud800x\\udfff"
+    # Raw output is the exact text, which UTF-8 cannot carry: refused, not written as an escape.
+    assert rendered.returncode == 1 and rendered.stdout == b""
+    assert b"lone surrogate U+D800 at offset 0" in rendered.stderr and b"Traceback" not in rendered.stderr
+    shown = _templatekit("render", model, "--messages", conversation)
+    assert shown.returncode == 0 and "⟨U+D800⟩".encode() in shown.stdout
     linted = _templatekit("lint", "--no-cache", "--format", "json", model)
     assert linted.returncode in (0, 1), linted.stderr
     json.loads(linted.stdout)

@@ -138,7 +138,7 @@ def test_capabilities_json_says_what_is_supported_and_where_it_came_from(run, te
     # The null-content fact goes with tool calls (where content is null), not with a "no".
     assert found["tool_calls"]["supported"] is False and found["tool_calls"]["note"] is None
     skipped = {item["fixture"]: item["needs"] for item in entry["not_evaluated"]}
-    assert skipped["tool-call"] == ["tools", "tool_calls"]
+    assert skipped["tool-call"] == ["tool_calls"]
     assert "documents" not in skipped
 
 
@@ -298,7 +298,7 @@ def test_fixtures_json_lists_every_built_in_whole(run) -> None:
     for fixture in listed:
         assert {"name", "description", "requires", "messages", "tools", "documents"} <= set(fixture)
     call = listed[names.index("tool-call")]
-    assert call["requires"] == ["tools", "tool_calls", "tool_responses"]
+    assert call["requires"] == ["tool_calls", "tool_responses"]
     assert call["tools"] and call["documents"] is None
     assert any(message.get("tool_calls") for message in call["messages"])
     assert listed[names.index("documents")]["documents"]

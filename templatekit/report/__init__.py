@@ -22,6 +22,20 @@ def json_text(payload: Any) -> str:
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
+# The longest finding message, file error or note any format prints. Messages quote what a
+# template controls (values it raised with, names it read); SARIF viewers and GitHub annotations
+# have size limits, and a CI log of one megabyte-long line helps no one. Render failures are cut
+# shorter where they are described (``RenderFailure.describe``); this is the backstop for the rest.
+MESSAGE_LIMIT = 2000
+
+
+def clip_message(text: str | None) -> str | None:
+    """``text`` cut to ``MESSAGE_LIMIT`` characters (its middle left out, with how much)."""
+    from ..errors import clip_middle
+
+    return clip_middle(text, MESSAGE_LIMIT) if text else text
+
+
 def format_reports(reports: list, output_format: str, **options) -> str:
     """Render ``reports`` (``lint.runner.FileReport``) in one of ``FORMATS``."""
     if output_format == "json":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import __version__
-from . import json_text
+from . import clip_message, json_text
 
 SCHEMA_VERSION = 1
 
@@ -20,7 +20,7 @@ def diagnostic_json(diagnostic) -> dict:
         "code": diagnostic.code,
         "name": diagnostic.name,
         "severity": diagnostic.severity,
-        "message": diagnostic.message,
+        "message": clip_message(diagnostic.message),
         "path": diagnostic.path,
         "template": diagnostic.template_name or None,
         "location": diagnostic.location,
@@ -34,8 +34,8 @@ def diagnostic_json(diagnostic) -> dict:
 
 
 def _file_json(report) -> dict:
-    entry = {"path": report.path, "templates": report.templates, "error": report.error, "fixed": report.fixed,
-             "notes": report.notes}
+    entry = {"path": report.path, "templates": report.templates, "error": clip_message(report.error),
+             "fixed": report.fixed, "notes": [clip_message(note) for note in report.notes]}
     if report.engine_renders is not None:  # only when --engines asked for real-engine renders
         entry["engine_renders"] = [comparison.to_dict() for comparison in report.engine_renders]
     return entry

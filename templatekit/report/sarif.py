@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import __version__
-from . import json_text
+from . import clip_message, json_text
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVELS = {"error": "error", "warning": "warning", "info": "note"}
@@ -44,7 +44,7 @@ def format_sarif(reports: list) -> str:
     results = []
     for report in reports:
         for d in report.diagnostics:
-            message = d.message + (f" (template {d.template_name}, line {d.line})" if d.template_name else "")
+            message = clip_message(d.message) + (f" (template {d.template_name}, line {d.line})" if d.template_name else "")
             results.append({
                 "ruleId": d.code,
                 "ruleIndex": index[d.code],
@@ -58,7 +58,7 @@ def format_sarif(reports: list) -> str:
                 }],
             })
     notifications = [
-        {"level": "error", "message": {"text": report.error},
+        {"level": "error", "message": {"text": clip_message(report.error)},
          "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(report.path)}}}]}
         for report in reports if report.error
     ]

@@ -1319,8 +1319,9 @@ class FormatMethodCall(_SecurityRule):
     when the format string comes from data, the data decides what is read. Jinja's sandbox wraps
     `str.format`, but engines without the sandbox do not. A literal with plain fields
     (`'<tool_call{}>'.format(suffix)`, as some real templates do) is harmless and not reported;
-    a computed format string, a field that reads an attribute or item, `.format_map()`, and
-    `|attr('format')` are.
+    a computed format string, a field that reads an attribute or item, `.format_map()`,
+    `|attr('format')` and `['format'](...)` (a string has no such item, so Jinja fetches the
+    method) are.
 
     Bad:
         {{ message.content.format(messages) }}
@@ -1347,6 +1348,31 @@ class FormatMethodCall(_SecurityRule):
                     "which only hides a format-string call",
                     *access.token,
                 )
+            elif access.style == "item" and not access.partial and self._called(access.node):
+                # Jinja falls back to the attribute when a string has no such item, so
+                # s['format'](...) is s.format(...); a data key called 'format' is never callable.
+                if access.name in FORMAT_METHODS:
+                    how = "written" if access.literal else "computed"
+                    self.report_token(
+                        access.node,
+                        f"the subscript ['{access.name}'] ({how} as a key) fetches str.{access.name} from a string "
+                        f"and calls it without writing '.{access.name}(', which only hides a format-string call",
+                        *access.token,
+                    )
+                elif access.name is None and isinstance(self.facts.fold(access.receiver), str):
+                    # A string's items are characters, never callable: calling s[key] can only
+                    # call a method the key names. (A list of macros called by index is real use.)
+                    self.report_token(
+                        access.node,
+                        "calls what a subscript of a string with a key computed at render time fetches: a "
+                        "string's characters are not callable, so the key names a method, and 'format' "
+                        "fetches str.format, the format-string injection vector",
+                        *access.token,
+                    )
+
+    def _called(self, node: nodes.Node) -> bool:
+        parent = self.facts.parents.get(id(node))
+        return isinstance(parent, nodes.Call) and parent.node is node
 
     def _problem(self, callee: nodes.Getattr) -> str | None:
         if callee.attr == "format_map":
