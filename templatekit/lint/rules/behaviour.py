@@ -71,6 +71,8 @@ _REPR_PATTERNS = (
     ("True", re.compile(r"\bTrue\b")),
     ("False", re.compile(r"\bFalse\b")),
     ("None", re.compile(r"\bNone\b")),
+    # A method or object printed as itself ({{ m.items }}): its address, different in every run.
+    (" at 0x", re.compile(r"<[^<>\n]{1,200} at 0x[0-9a-fA-F]+>")),
 )
 _NONE = re.compile(r"\bNone\b")
 # How far into a cut a reasoning display's opening may start (after a shared header such as
