@@ -218,7 +218,9 @@ _CALL_SCAN_LIMIT = 20_000
 
 def _python_call_spans(conversation: Conversation, text: str) -> list[tuple[int, int]]:
     """The (start, end) of every ``name(...)`` in ``text`` whose name is a function the
-    conversation's tool calls call, up to the parenthesis that closes it (quotes respected)."""
+    conversation's tool calls call, from its first keyword argument's ``=`` up to the
+    parenthesis that closes it (quotes respected): ``name({'a': 1})`` passes a dict's repr, not
+    Python's keyword syntax, and holds no span."""
     names = {call["function"]["name"] for message in conversation.messages for call in message.get("tool_calls") or ()
              if isinstance(call, dict) and isinstance(call.get("function"), dict)
              and isinstance(call["function"].get("name"), str) and call["function"]["name"]}
@@ -226,8 +228,9 @@ def _python_call_spans(conversation: Conversation, text: str) -> list[tuple[int,
     for name in names:
         for opening in re.finditer(re.escape(name) + r"\(", text):
             end = _closing_parenthesis(text, opening.end())
-            if end is not None:
-                spans.append((opening.end(), end))
+            keyword = text.find("=", opening.end(), end) if end is not None else -1
+            if keyword >= 0:
+                spans.append((keyword, end))
     return spans
 
 
@@ -1172,19 +1175,21 @@ class TypedTextDiffers(BehaviourRule):
             elif PARTS_DROPPED in fact:
                 yield self._parts_dropped(behaviour)
             return
-        fixture = next(behaviour.evaluated(["multi-turn"]), None)
-        if fixture is None:
-            return
-        as_string = behaviour.fixture_render(fixture)
-        as_parts = behaviour.render("multi-turn:typed", fixture.with_typed_text())
-        if not as_string.ok:
-            return
-        if not as_parts.ok:
-            yield failed("typed text parts fail where strings render", as_parts.error)
-        elif as_parts.text != as_string.text:
-            at = common_prefix_length(as_parts.text, as_string.text)
-            yield (f"typed text parts render differently from strings at offset {at}: "
-                   f"{excerpt(as_parts.text, at)} vs {excerpt(as_string.text, at)}")
+        # A system message too: templates often read it apart from the turns (|trim, [0]).
+        for fixture in behaviour.evaluated(["multi-turn", "system-multi-turn"]):
+            as_string = behaviour.fixture_render(fixture)
+            as_parts = behaviour.render(f"{fixture.name}:typed", fixture.with_typed_text())
+            if not as_string.ok:
+                continue
+            if not as_parts.ok:
+                yield failed(f"{behaviour.describe(fixture)}: typed text parts fail where strings render",
+                             as_parts.error)
+                return
+            if as_parts.text != as_string.text:
+                at = common_prefix_length(as_parts.text, as_string.text)
+                yield (f"{behaviour.describe(fixture)}: typed text parts render differently from strings at offset "
+                       f"{at}: {excerpt(as_parts.text, at)} vs {excerpt(as_string.text, at)}")
+                return
 
 
     @staticmethod
