@@ -115,7 +115,6 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         _tolerant_output_streams()
-        previous = _catch_sigterm()
         try:
             return super().invoke(ctx)
         except click.exceptions.NoArgsIsHelpError:
@@ -128,9 +127,6 @@ class _Group(click.Group):
             raise
         except TemplatekitError as exc:
             _fail_input(str(exc))
-        except _Terminated:
-            click.echo("templatekit: terminated", err=True)
-            sys.exit(128 + _SIGTERM)
         except KeyboardInterrupt:
             click.echo("templatekit: interrupted", err=True)
             sys.exit(130)
@@ -138,49 +134,6 @@ class _Group(click.Group):
             if os.environ.get("TEMPLATEKIT_DEBUG"):
                 raise
             _fail_input(f"internal error: {type(exc).__name__}: {exc} (set TEMPLATEKIT_DEBUG=1 for a traceback)")
-        finally:
-            _restore_sigterm(previous)
-
-
-_SIGTERM = 15
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI job cancelled, ``timeout``, a pre-commit kill), raised where Python is, like
-    Ctrl-C: the ``finally`` blocks that stop child processes (the hf-jinja node runner's process
-    group) run, where the default action would end Python and leave them running. A
-    KeyboardInterrupt, so no ``except Exception`` on the way swallows it."""
-
-
-def _catch_sigterm() -> Any:
-    """Install the SIGTERM handler; returns the handler it replaces (None when none was set)."""
-    import signal
-    import threading
-
-    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
-        return None  # signals reach only the main thread; an embedding caller keeps its own
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
-        return None  # whoever started templatekit chose to ignore it
-    owner = os.getpid()
-
-    def terminate(signum: int, frame: Any) -> None:
-        if os.getpid() != owner:
-            # A forked worker inherited the handler: end it as SIGTERM would have.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        # Once only: a second SIGTERM during the cleanup ends the process outright.
-        signal.signal(signum, signal.SIG_DFL)
-        raise _Terminated()
-
-    return signal.signal(signal.SIGTERM, terminate)
-
-
-def _restore_sigterm(previous: Any) -> None:
-    if previous is not None:
-        import signal
-
-        signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from ..environment import tojson as transformers_tojson
+from ..processes import end_with_parent
 from . import (
     BUDGET_SPENT,
     JOB_TIMEOUT,
@@ -167,10 +168,12 @@ class MinijinjaEngine:
         """Render ``pending`` in one forked child, answers read as they come; returns how many it
         settled (at least one: a job that kills or hangs the child is settled here)."""
         read_end, write_end = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: render, answer, and never return into the caller's code
             status = 1
             try:
+                end_with_parent(parent)
                 os.close(read_end)
                 self._child(jobs, pending, write_end)
                 status = 0

@@ -534,7 +534,7 @@ def lint_paths(paths: Iterable[str | os.PathLike], config: LintConfig | None = N
     # fork shares the already imported rules with the workers; elsewhere each worker imports them.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                             initializer=_start_worker, initargs=(linter, options)) as pool:
+                             initializer=_start_worker, initargs=(linter, options, os.getpid())) as pool:
         # Small chunks: one slow template (a long tool-calling format) must not hold back a whole batch.
         return list(pool.map(_lint_in_worker, sources, chunksize=2))
 
@@ -553,9 +553,12 @@ _worker_state: tuple[Linter, dict] | None = None
 YOUNG_COLLECTION_THRESHOLD = 20_000
 
 
-def _start_worker(linter: Linter, options: dict) -> None:
+def _start_worker(linter: Linter, options: dict, parent: int) -> None:
     global _worker_state
     _worker_state = (linter, options)
+    from ..processes import end_with_parent
+
+    end_with_parent(parent)  # a killed lint leaves no worker rendering on
     # What the worker starts with (modules, rules, the linter) lives as long as the worker does:
     # kept out of the full collections that linting's many short-lived trees trigger, which
     # would otherwise walk it again each time (about 2% of a corpus lint's CPU).
