@@ -30,7 +30,8 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.ext import Extension, loopcontrols
-from jinja2.runtime import markup_join, str_join
+from jinja2.filters import make_attrgetter, make_multi_attrgetter
+from jinja2.runtime import LoopContext, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum
 
@@ -185,6 +186,23 @@ class GuardedCodeGenerator(CodeGenerator):
             self.visit(operand.expr, frame)
         self.write(")")
 
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        # Building a dict hashes each key, and a tuple's hash walks all of it in C; a key that
+        # is not a constant goes through ``environment.guarded_key`` first.
+        self.write("{")
+        for index, item in enumerate(node.items):
+            if index:
+                self.write(", ")
+            constant = _scalar_constant(item.key)
+            if not constant:
+                self.write("environment.guarded_key(")
+            self.visit(item.key, frame)
+            if not constant:
+                self.write(")")
+            self.write(": ")
+            self.visit(item.value, frame)
+        self.write("}")
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         if frame.eval_ctx.volatile:
             self.write("environment.guarded_concat(context.eval_ctx.volatile, (")
@@ -257,8 +275,15 @@ class TemplatekitEnvironment(ImmutableSandboxedEnvironment):
     def _generate(self, source: nodes.Template, name: Any, filename: Any, defer_init: bool = False) -> str:
         # Code generation and Python's compile cost grow with the tree, and no render budget runs
         # yet; a template far larger than any real one is refused before either starts.
-        _check_nodes(source, guards.DEFAULT_BUDGET.max_nodes)
-        return super()._generate(source, name, filename, defer_init=defer_init)
+        budget = guards.DEFAULT_BUDGET
+        _check_nodes(source, budget.max_nodes)
+        python = super()._generate(source, name, filename, defer_init=defer_init)
+        if len(python) > budget.max_python:
+            raise CompileBudgetExceeded(
+                f"the template compiles to {len(python):,} characters of Python, more than the compile budget "
+                f"of {budget.max_python:,} (the largest real templates compile to about 130,000)"
+            )
+        return python
 
     def guarded_iter(self, iterable: Any) -> Any:
         iterator = iter(iterable)  # fails here, like a plain for loop, on a non-iterable
@@ -278,6 +303,19 @@ class TemplatekitEnvironment(ImmutableSandboxedEnvironment):
                 return result
             left = right
         return result
+
+    def guarded_key(self, key: Any) -> Any:
+        """``key``, once hashing it (as a dict literal will) is known to be cheap."""
+        if isinstance(key, tuple):
+            guard = _guard()
+            guard.check_work(guards.hash_work(key, guard.budget.max_work), "dict key")
+        return key
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(argument) is tuple and isinstance(obj, Mapping):  # ``d[t]`` hashes all of t
+            guard = _guard()
+            guard.check_work(guards.hash_work(argument, guard.budget.max_work), "subscript")
+        return ImmutableSandboxedEnvironment.getitem(self, obj, argument)
 
     def guarded_concat(self, markup: bool, values: tuple) -> str:
         guard = _guard()
@@ -427,6 +465,8 @@ def _check_call(guard: guards.RenderGuard, func: Any, args: tuple, kwargs: dict)
             guard.check_text(length, "int.to_bytes() result")
         return args
     if not isinstance(owner, str):
+        if args:
+            _check_lookup_call(guard, owner, name, target, args)
         return args
     limit = guard.budget.max_output
     if name in ("split", "rsplit", "splitlines"):
@@ -466,6 +506,23 @@ def _check_call(guard: guards.RenderGuard, func: Any, args: tuple, kwargs: dict)
                 break
         guard.check_text(size, f"str.{name}() result")
     return args
+
+
+def _check_lookup_call(guard: guards.RenderGuard, owner: Any, name: str, target: Any, args: tuple) -> None:
+    """Bound the comparing and hashing a container method or ``loop.changed`` does in C."""
+    limit = guard.budget.max_work
+    if isinstance(owner, (list, tuple)) and name in ("index", "count"):
+        work = guards.containment_work(args[0], owner, limit)
+    elif isinstance(owner, Mapping) and name in ("get", "__contains__", "__getitem__"):
+        work = guards.hash_work(args[0], limit)
+    elif isinstance(owner, LoopContext) and name == "changed":
+        work = guards.comparison_work("ne", owner._last_changed_value, args, limit)
+    elif isinstance(owner, TemplateDict) or isinstance(target, TemplateDict):  # dict(pairs), dict.fromkeys(keys)
+        work = 2 * guards.expanded_work(args[0], limit, {})
+    else:
+        return
+    kind = "dict" if owner is None or isinstance(owner, TemplateDict) else type(owner).__name__
+    guard.check_work(work, f"{kind}.{name}()" if owner is not None else "dict()")
 
 
 def _format_lookup(value: Any, key: Any, is_attribute: bool) -> Any:
@@ -749,6 +806,59 @@ def _check_sum_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: in
     return _with_value(args, at, items)
 
 
+def _sort_keys(args: tuple, at: int, attribute: Any, default: Any = None, multiple: bool = False) -> Any:
+    # What the filter compares: the items, or (with ``attribute``) what Jinja looks up in them.
+    if attribute is None or not at:
+        return None
+    if multiple:  # |sort(attribute='a,b')
+        return make_multi_attrgetter(args[0], attribute)
+    return make_attrgetter(args[0], attribute, default=default)
+
+
+def _check_sorting_filter(name: str, attribute_at: int) -> Any:
+    """``|sort``/``|groupby`` sort a list in one C call: its whole comparing work is bounded."""
+    def check(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> tuple | None:
+        if isinstance(value, str):
+            return None
+        items = _materialise(guard, value, f"|{name} input")
+        attribute = _argument(args, kwargs, at + attribute_at, "attribute", None)
+        default = _argument(args, kwargs, at + 2, "default", None) if name == "groupby" else None
+        key = _sort_keys(args, at, attribute, default, multiple=name == "sort")
+        keys = items if key is None else [key(item) for item in items]
+        guard.check_work(guards.sorting_work(keys, guard.budget.max_work), f"|{name}")
+        return _with_value(args, at, items)
+
+    return check
+
+
+def _check_dictsort_filter(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> None:
+    if isinstance(value, Mapping):
+        by = _argument(args, kwargs, at + 2, "by", "key")
+        keys = list(value.values()) if by == "value" else list(value)
+        guard.check_work(guards.sorting_work(keys, guard.budget.max_work), "|dictsort")
+
+
+def _check_each_filter(name: str) -> Any:
+    """``|max``, ``|min`` and ``|unique`` compare or hash one item at a time as they read their
+    input: each item is bounded (and the clock checked) as it is read, so the filter stays lazy."""
+    def check(guard: guards.RenderGuard, value: Any, args: tuple, at: int, kwargs: dict) -> tuple | None:
+        if isinstance(value, str):
+            return None
+        key = _sort_keys(args, at, _argument(args, kwargs, at + 2, "attribute", None))
+        return _with_value(args, at, _bounded_items(guard, value, key, f"|{name}"))
+
+    return check
+
+
+def _bounded_items(guard: guards.RenderGuard, value: Any, key: Any, what: str) -> Any:
+    limit = guard.budget.max_work
+    for item in value:
+        guard.tick()
+        # a fresh memo per item: an item already consumed may be gone, and its id reused
+        guard.check_work(2 * guards.expanded_work(item if key is None else key(item), limit, {}), what)
+        yield item
+
+
 _FILTER_CHECKS = {
     "center": _check_center_filter,
     "indent": _check_indent_filter,
@@ -768,6 +878,12 @@ _FILTER_CHECKS = {
     "list": _check_listing_filter("list"),
     "reverse": _check_listing_filter("reverse"),
     "sum": _check_sum_filter,
+    "sort": _check_sorting_filter("sort", 3),
+    "groupby": _check_sorting_filter("groupby", 1),
+    "dictsort": _check_dictsort_filter,
+    "max": _check_each_filter("max"),
+    "min": _check_each_filter("min"),
+    "unique": _check_each_filter("unique"),
 }
 
 

@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set, ValuesView
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
@@ -55,11 +55,20 @@ class Budget:
     max_work: int = 1 << 34
     """Characters one operation may compare, copy or scan (``==``/``in`` on containers of long
     strings, ``|striptags``, ``|wordwrap``): about a second of work. Such an operation runs in C
-    without reaching a tick, so it is measured before it starts."""
-    max_nodes: int = 30_000
-    """Syntax-tree nodes of a template accepted for compilation, which no other budget bounds:
-    25,000 macros (100,000 nodes, under ``max_template``) take 80 s and 1 GB to compile, 5,000
-    (20,000 nodes) 3 s and 200 MB. The largest of 786 real templates has 2,945 nodes."""
+    without reaching a tick, so it is measured before it starts. An element step (a pair of
+    objects compared, an item hashed or sorted) counts as ``ELEMENT_WORK`` (256) characters,
+    so at most about 67 million of them."""
+    max_nodes: int = 10_000
+    """Syntax-tree nodes of a template accepted for compilation, which no other budget bounds.
+    Jinja's code generation and Python's compile() grow faster than the tree: at 10,000 nodes
+    the worst shapes measured (empty macros, 80 nested loops around thousands of outputs) take
+    4.5 s, at 15,000 9 s, at 30,000 43 s and 690 MB. The largest of 786 real templates has
+    2,946 nodes."""
+    max_python: int = 1 * MiB
+    """Characters of Python source generated from a template, checked before Python compiles
+    it (its compile time grows faster than the source: 1.3 MB takes 1 s, 2.6 MB 4 s, 3.9 MB 8 s).
+    An empty macro is one node but 260 characters of Python; the largest real template
+    generates 127 KB."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -800,6 +809,13 @@ def _spec_widths(spec: str) -> int:
 # passes ``limit``; a benign operation touches a few kilobytes at most.
 
 
+# One element step inside C (a pair of objects compared, one item of a tuple hashed) costs about
+# 25 ns, one character compared about 0.1 ns: so a step counts as this many characters, and a
+# structure that shares references (``(t, t)`` doubled thirty times: a few bytes to hold, 2**30
+# steps to compare or hash) is costed by its expanded size, not its size in memory.
+ELEMENT_WORK = 256
+
+
 def comparison_work(operator: str, left: Any, right: Any, limit: int) -> int:
     """A bound on the characters Python compares to evaluate ``left <operator> right``, for
     Jinja's comparison operators (``eq``, ``ne``, ``lt``, ``lteq``, ``gt``, ``gteq``, ``in``,
@@ -813,11 +829,11 @@ def containment_work(needle: Any, haystack: Any, limit: int) -> int:
     """A bound on the characters ``needle in haystack`` compares."""
     if isinstance(haystack, str):
         return len(haystack) + (len(needle) if isinstance(needle, str) else 0)
-    if isinstance(haystack, Mapping):  # hashing the needle, then at most one comparison
-        return 2 * len(needle) + 1 if isinstance(needle, str) else 1
-    if isinstance(haystack, (list, tuple)):
+    if isinstance(haystack, (Mapping, Set)):  # hashing the needle, then at most one comparison
+        return 2 * len(needle) + 1 if isinstance(needle, str) else hash_work(needle, limit)
+    if isinstance(haystack, (list, tuple, ValuesView)):
         memo: dict[tuple[int, int], int] = {}
-        total = len(haystack)
+        total = len(haystack) * ELEMENT_WORK
         for item in haystack:
             if item is not needle:  # `in` and `==` inside containers skip identical objects
                 total += _pair_work(needle, item, True, limit - total, memo, 0)
@@ -856,7 +872,7 @@ def _pair_work(left: Any, right: Any, equality: bool, limit: int, memo: dict, de
         return known
     if depth > _COMPARISON_DEPTH:
         return limit + 1
-    total = min(len(left), len(right))
+    total = min(len(left), len(right)) * ELEMENT_WORK
     if isinstance(left, dict):
         total += sum(len(name) for name in left if isinstance(name, str))
     for one, other in pairs:
@@ -865,6 +881,62 @@ def _pair_work(left: Any, right: Any, equality: bool, limit: int, memo: dict, de
             if total > limit:
                 break
     memo[key] = total
+    return total
+
+
+def hash_work(key: Any, limit: int) -> int:
+    """A bound on the work of looking ``key`` up in a dict or set: hashing it (a tuple's hash is
+    not cached, and walks every item), then at most one comparison with an equal-hashing key."""
+    if type(key) is not tuple and not isinstance(key, (tuple, frozenset)):
+        return 1  # str caches its hash; lists and dicts are unhashable and fail at once
+    return 2 * expanded_work(key, limit, {}) + 1
+
+
+def expanded_work(value: Any, limit: int, memo: dict) -> int:
+    """A bound on the work of comparing ``value`` with anything, or hashing it: each element of
+    each container on every path from ``value`` (a container reached twice counts twice, as the
+    comparison walks it twice) at ``ELEMENT_WORK``, plus every string's characters. Memoized by
+    identity in ``memo``, so it takes one step per distinct object, and stops once past ``limit``."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, (list, tuple, dict, set, frozenset)):
+        return 1
+    return _expanded(value, limit, memo, 0)
+
+
+def _expanded(value: Any, limit: int, memo: dict, depth: int) -> int:
+    known = memo.get(id(value))
+    if known is not None:
+        return known
+    if depth > _COMPARISON_DEPTH:
+        return limit + 1
+    total = (len(value) + 1) * ELEMENT_WORK
+    items: Any = itertools.chain.from_iterable(value.items()) if isinstance(value, dict) else value
+    for item in items:
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, (list, tuple, dict, set, frozenset)):
+            total += _expanded(item, limit - total, memo, depth + 1)
+            if total > limit:
+                break
+    memo[id(value)] = total
+    return total
+
+
+def sorting_work(items: Any, limit: int) -> int:
+    """A bound on the work of sorting ``items`` (a list or tuple): each comparison costs at most
+    the expanded size of either item, and an item takes part in at most about log2(n)
+    comparisons while runs merge plus up to 64 while short runs are insertion-sorted."""
+    count = len(items)
+    if count < 2:
+        return count
+    rounds = min(count, 64) + count.bit_length()
+    memo: dict = {}
+    total = count * ELEMENT_WORK
+    for item in items:
+        total += expanded_work(item, limit, memo) * rounds
+        if total > limit:
+            break
     return total
 
 

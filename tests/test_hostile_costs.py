@@ -174,4 +174,99 @@ def test_a_template_too_large_to_compile_is_refused_before_compiling(monkeypatch
 
 
 def test_the_compile_budget_is_far_above_real_templates():
-    assert guards.DEFAULT_BUDGET.max_nodes >= 10 * 2_945  # the largest of 786 corpus templates
+    # the largest of 786 corpus templates: 2,946 nodes, 127 KB of generated Python
+    assert 3 * 2_946 <= guards.DEFAULT_BUDGET.max_nodes <= 12_000
+    assert guards.DEFAULT_BUDGET.max_python >= 8 * 127_000
+
+
+def test_empty_macros_that_generate_too_much_python_are_refused_before_pythons_compile():
+    # 5,000 empty macros: one node each, but 1.3 MB of Python that compile() takes seconds on
+    template = "".join(f"{{% macro m{index}() %}}{{% endmacro %}}" for index in range(5000))
+    line = refused(template, words=["characters of Python, more than the compile budget of 1,048,576"])
+    assert "budget exceeded" in line
+
+
+def test_the_default_node_budget_refuses_thirty_thousand_macros_at_once():
+    template = "".join(f"{{% macro m{index}() %}}{{% endmacro %}}" for index in range(10_001))
+    refused(template, words=["more than 10,000 syntax nodes, the compile budget"])
+
+
+# ---------------------------------------------------------------------------------------------
+# shared references: tiny in memory, exponential to compare or hash
+
+
+def _doubled(depth, operation):
+    """``operation`` on structures that double ``depth`` times by sharing references."""
+    return (
+        "{%- set ns = namespace(t=(1, 2), u=(1, 2), a=[1], b=[1]) -%}"
+        f"{{%- for i in range({depth}) %}}{{% set ns.t = (ns.t, ns.t) %}}{{% set ns.u = (ns.u, ns.u) %}}"
+        "{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor -%}" + operation
+    )
+
+
+SHARED = [
+    ("{{ ns.t in {} }}", "comparison (in)"),
+    ("{{ ns.t in {}.keys() }}", "comparison (in)"),
+    ("{{ {ns.t: 1}|length }}", "dict key"),
+    ("{{ {'k': 1}[ns.t] }}", "subscript"),
+    ("{{ {'k': 1}.get(ns.t) }}", "dict.get()"),
+    ("{{ dict([(ns.t, 1)])|length }}", "dict()"),
+    ("{{ ns.a == ns.b }}", "comparison (==)"),
+    ("{{ ns.t != ns.u }}", "comparison (!=)"),
+    ("{{ ns.a < ns.b }}", "comparison (<)"),
+    ("{{ ns.b in [ns.a] }}", "comparison (in)"),
+    ("{{ [ns.a]|select('equalto', ns.b)|list|length }}", "test 'equalto'"),
+    ("{{ [{'k': ns.b}]|rejectattr('k', 'in', [ns.a])|list|length }}", "test 'in'"),
+    ("{{ [ns.a, ns.b]|max|length }}", "|max"),
+    ("{{ [{'k': ns.a}, {'k': ns.b}]|min(attribute='k')|length }}", "|min"),
+    ("{{ [ns.a, ns.b]|sort|length }}", "|sort"),
+    ("{{ [ns.t, ns.u]|unique|list|length }}", "|unique"),
+    ("{{ [{'k': ns.t}, {'k': ns.u}]|unique(attribute='k')|list|length }}", "|unique"),
+    ("{{ [{'k': ns.a}, {'k': ns.b}]|groupby('k')|list|length }}", "|groupby"),
+    ("{{ {'x': ns.a, 'y': ns.b}|dictsort(by='value')|length }}", "|dictsort"),
+    ("{{ [ns.a, ns.b].index(ns.b) }}", "list.index()"),
+    ("{{ [ns.a, ns.b].count(ns.b) }}", "list.count()"),
+    ("{{ (ns.a, ns.b).index(ns.b) }}", "tuple.index()"),
+    ("{% for x in [ns.a, ns.b] %}{{ loop.changed(x) }}{% endfor %}", "LoopContext.changed()"),
+]
+
+
+@pytest.mark.parametrize("operation, what", SHARED)
+def test_comparing_or_hashing_shared_references_is_costed_by_expanded_size(operation, what):
+    # 2**16 element steps: a few bytes to hold, but each step costs about 250 characters' worth
+    refused(_doubled(16, operation), SMALL_WORK, words=[what, "exceeds the work budget of 1,000,000 characters"])
+
+
+@pytest.mark.parametrize("operation, what", SHARED[:3] + SHARED[6:7] + SHARED[12:13] + SHARED[14:16])
+def test_shared_references_at_depth_forty_are_refused_at_once(operation, what):
+    # uncosted, each of these ran for hours; costing takes one step per distinct object
+    refused(_doubled(40, operation), words=[what, "work budget"])
+
+
+@pytest.mark.parametrize("operation", [operation for operation, _ in SHARED])
+def test_small_shared_structures_give_the_same_results(operation):
+    small = render(_doubled(3, operation), SMALL_WORK)
+    assert small.error is None, small.error.describe()
+    assert small.text == render(_doubled(3, operation)).text
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("{{ [3, 1, 2]|sort }}|{{ ['b', 'A']|sort }}|{{ [{'n': 2}, {'n': 1}]|sort(attribute='n')|map(attribute='n')|list }}",
+     "[1, 2, 3]|['A', 'b']|[1, 2]"),
+    ("{{ [3, 1]|max }}|{{ 'bca'|min }}|{{ [1, 1, 2]|unique|list }}|{{ [0]|select|max is undefined }}|{{ [1, 3]|select|max }}", "3|a|[1, 2]|True|3"),
+    ("{{ [{'r': 'u'}, {'r': 'a'}, {'r': 'u'}]|groupby('r')|map(attribute='grouper')|list }}", "['a', 'u']"),
+    ("{{ {'b': 1, 'a': 2}|dictsort }}|{{ {'b': 1, 'a': 2}|dictsort(by='value')|first }}", "[('a', 2), ('b', 1)]|('b', 1)"),
+    ("{{ [1, 2].index(2) }}|{{ (1, 1).count(1) }}|{{ {(1, 2): 'x'}[(1, 2)] }}|{{ {'a': 1}.get('a') }}", "1|2|x|1"),
+    ("{% for m in messages %}{{ loop.changed(m.role) }}{% endfor %}|{{ dict([('a', 1)]) }}", "True|{'a': 1}"),
+])
+def test_costed_filters_and_methods_give_the_same_results(template, expected):
+    result = render(template, SMALL_WORK)
+    assert result.error is None, result.error.describe()
+    assert result.text == expected
+
+
+def test_costed_filters_keep_pythons_errors():
+    for template in ("{{ 5|sort }}", "{{ 5|max }}", "{{ 5|unique|list }}"):
+        result = render(template)
+        assert result.error.exception_type == "TypeError", template
+        assert result.error.message == "'int' object is not iterable", template
