@@ -253,7 +253,8 @@ def test_small_shared_structures_give_the_same_results(operation):
 @pytest.mark.parametrize("template, expected", [
     ("{{ [3, 1, 2]|sort }}|{{ ['b', 'A']|sort }}|{{ [{'n': 2}, {'n': 1}]|sort(attribute='n')|map(attribute='n')|list }}",
      "[1, 2, 3]|['A', 'b']|[1, 2]"),
-    ("{{ [3, 1]|max }}|{{ 'bca'|min }}|{{ [1, 1, 2]|unique|list }}|{{ [0]|select|max is undefined }}|{{ [1, 3]|select|max }}", "3|a|[1, 2]|True|3"),
+    ("{{ [3, 1]|max }}|{{ 'bca'|min }}|{{ [1, 1, 2]|unique|list }}|{{ [0]|select|max is undefined }}"
+     "|{{ [1, 3]|select|max }}", "3|a|[1, 2]|True|3"),
     ("{{ [{'r': 'u'}, {'r': 'a'}, {'r': 'u'}]|groupby('r')|map(attribute='grouper')|list }}", "['a', 'u']"),
     ("{{ {'b': 1, 'a': 2}|dictsort }}|{{ {'b': 1, 'a': 2}|dictsort(by='value')|first }}", "[('a', 2), ('b', 1)]|('b', 1)"),
     ("{{ [1, 2].index(2) }}|{{ (1, 1).count(1) }}|{{ {(1, 2): 'x'}[(1, 2)] }}|{{ {'a': 1}.get('a') }}", "1|2|x|1"),
