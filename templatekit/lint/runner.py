@@ -139,9 +139,10 @@ def _regular_or_unknown(path: Path) -> bool:
     """False only for a path that is certainly not a regular file (links are followed; a link
     that leads nowhere is left for loading to explain)."""
     try:
-        return stat.S_ISREG(path.stat().st_mode) or stat.S_ISDIR(path.stat().st_mode)
+        mode = path.stat().st_mode
     except OSError:
         return True
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def _is_file(path: Path) -> bool:
